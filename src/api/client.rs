@@ -1,0 +1,170 @@
+//! Who is asking: the client address (socket peer, or X-Forwarded-For from trusted proxies only) and its rate limit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+
+use super::{ApiError, AppState};
+
+/// The address a request is attributed to; only ever hashed, never stored or logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// How client addresses are read and limited.
+pub struct ClientPolicy {
+    trusted_proxies: Vec<IpNet>,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl ClientPolicy {
+    /// A policy trusting `trusted_proxies`' X-Forwarded-For and allowing `per_minute` requests
+    /// per address (bursts of `burst`, 0 = the per-minute figure); `per_minute = 0` turns limiting off.
+    pub fn new(trusted_proxies: Vec<IpNet>, per_minute: u32, burst: u32) -> ClientPolicy {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+        });
+        ClientPolicy {
+            trusted_proxies,
+            limiter,
+        }
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy, the rightmost
+    /// X-Forwarded-For entry that is not itself a trusted proxy (entries further left are
+    /// whatever the client chose to send, so they are never believed).
+    pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for entry in forwarded.iter().rev() {
+            match entry.parse::<IpAddr>() {
+                Ok(addr) if self.is_trusted(addr) => continue,
+                Ok(addr) => return addr,
+                // A garbled hop cannot be attributed further: stop at the last proxy we trust.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+
+    fn is_trusted(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.trusted_proxies.iter().any(|net| net.contains(&addr))
+    }
+
+    /// Takes one request from the address's bucket; `Err` holds the seconds until the next is allowed.
+    pub fn admit(&self, addr: IpAddr) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&canonical(addr)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+
+    /// Forgets addresses whose buckets are full again, so the limiter's memory tracks active clients only.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    }
+}
+
+/// Middleware for report routes: resolves the client address, applies the rate limit, and
+/// hands the address to the handler as an extension.
+pub async fn admit_client(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let client = state.clients.client_addr(peer, request.headers());
+    if let Err(retry_after_seconds) = state.clients.admit(client) {
+        return ApiError::RateLimited {
+            retry_after_seconds: retry_after_seconds.max(1),
+        }
+        .into_response();
+    }
+    request
+        .extensions_mut()
+        .insert(ClientAddr(canonical(client)));
+    next.run(request).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", xff.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_without_trusted_proxies() {
+        let policy = ClientPolicy::new(vec![], 0, 0);
+        let peer: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(policy.client_addr(peer, &headers("203.0.113.1")), peer);
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_forwarded_entry_is_the_client() {
+        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0);
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        let client = policy.client_addr(peer, &headers("6.6.6.6, 203.0.113.1, 10.9.9.9"));
+        assert_eq!(client, "203.0.113.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_forwarded_header_from_an_untrusted_peer_is_not_believed() {
+        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0);
+        let peer: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(policy.client_addr(peer, &headers("10.0.0.1")), peer);
+    }
+
+    #[test]
+    fn the_limit_allows_the_burst_then_refuses_with_a_wait() {
+        let policy = ClientPolicy::new(vec![], 60, 3);
+        let addr: IpAddr = "203.0.113.1".parse().unwrap();
+        assert_eq!(
+            (0..3)
+                .map(|_| policy.admit(addr).is_ok())
+                .collect::<Vec<_>>(),
+            [true, true, true]
+        );
+        let wait = policy.admit(addr).unwrap_err();
+        assert_eq!(wait, 1);
+        assert!(policy.admit("203.0.113.2".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,188 @@
+//! `ApiError`: the one error type that becomes a response, as `application/problem+json` (RFC 9457).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::ingest::IngestError;
+use crate::report::FieldError;
+use crate::store::StoreError;
+
+/// Everything a handler can answer instead of success; each variant is one status code's promise.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not well-formed JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 413: the body is larger than the limit.
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422: fields failed validation. Problem types are relative URIs, documented in the README.
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    /// 404: nothing at this path.
+    #[error("not found")]
+    NotFound,
+    /// 429: the client is over its rate limit.
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_seconds: u64 },
+    /// 503: the service cannot take or confirm the reports now; retry (with the same ids) later.
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after_seconds: u64,
+        ids: Vec<Uuid>,
+    },
+    /// 500: a fault of ours; logged, never described to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The problem document (RFC 9457) with our extension members.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ids: &'a [Uuid],
+}
+
+impl ApiError {
+    /// Maps a store failure seen while reading.
+    pub fn from_store(error: StoreError) -> ApiError {
+        match error {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ApiError::Unavailable {
+                    detail: "the store is unavailable; retry later".into(),
+                    retry_after_seconds: 5,
+                    ids: Vec::new(),
+                }
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
+    /// Maps an ingest failure for reports with these ids, which a retry should reuse.
+    pub fn from_ingest(error: IngestError, ids: Vec<Uuid>) -> ApiError {
+        let (detail, retry_after_seconds) = match &error {
+            IngestError::QueueFull => ("too many reports are waiting to be stored; retry shortly", 1),
+            IngestError::CommitTimeout => {
+                ("the store did not confirm in time; the reports may be stored: retry with the same ids", 1)
+            }
+            IngestError::Store(_) => ("the store is unavailable; nothing was stored: retry later", 5),
+            IngestError::Closed => ("the service is shutting down; retry shortly", 1),
+        };
+        if !matches!(error, IngestError::QueueFull) {
+            tracing::warn!(%error, reports = ids.len(), "reports not acknowledged");
+        }
+        ApiError::Unavailable {
+            detail: detail.into(),
+            retry_after_seconds,
+            ids,
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/malformed-json",
+                "Malformed JSON",
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Body too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+                "Unsupported content type",
+            ),
+            ApiError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation",
+                "Invalid report",
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many reports",
+            ),
+            ApiError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        let detail = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "something went wrong on our side; it has been logged".to_string()
+            }
+            ApiError::Invalid(errors) => match errors.as_slice() {
+                [one] => format!("{}: {}", one.field, one.message),
+                many => format!("{} fields are invalid", many.len()),
+            },
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => {
+                format!("too many reports from this address; retry in {retry_after_seconds} s")
+            }
+            other => other.to_string(),
+        };
+        let (errors, ids): (&[FieldError], &[Uuid]) = match &self {
+            ApiError::Invalid(errors) => (errors, &[]),
+            ApiError::Unavailable { ids, .. } => (&[], ids),
+            _ => (&[], &[]),
+        };
+        let problem = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+            ids,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::RateLimited {
+            retry_after_seconds,
+        }
+        | ApiError::Unavailable {
+            retry_after_seconds,
+            ..
+        } = self
+        {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        response
+    }
+}

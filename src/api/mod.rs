@@ -1,0 +1,96 @@
+//! The JSON API: routes, shared state, and the body rules every JSON endpoint follows.
+
+mod client;
+mod error;
+mod health;
+mod reports;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use bytes::Bytes;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::ingest::{Fingerprinter, Ingest};
+use crate::report::Catalog;
+use crate::store::Store;
+
+pub use client::{ClientAddr, ClientPolicy};
+pub use error::ApiError;
+pub use reports::MAX_BATCH;
+
+/// What handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ingest: Ingest,
+    pub catalog: Arc<Catalog>,
+    pub fingerprinter: Arc<Fingerprinter>,
+    pub clients: Arc<ClientPolicy>,
+    pub max_body_bytes: usize,
+}
+
+/// Every route of the service, with request ids and tracing.
+pub fn router(state: AppState) -> Router {
+    let ingest_routes = Router::new()
+        .route("/api/v1/reports", post(reports::create_reports))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            client::admit_client,
+        ));
+    Router::new()
+        .merge(ingest_routes)
+        .route("/healthz", get(health::get_health))
+        .route("/readyz", get(health::get_readiness))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    // Method and path only: no client address, no query string.
+                    tracing::debug_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit` bytes.
+async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
+}

@@ -1,0 +1,147 @@
+//! Ingest: a bounded queue of validated reports and the one batch writer that group-commits them.
+//!
+//! Handlers `submit` and await their batch's commit; the writer takes whatever is queued (up
+//! to `max_batch_reports`) as soon as it is free, commits it in one transaction, and answers
+//! every waiting submitter. It never waits for a batch to fill: under load batches grow by
+//! themselves, and when idle a lone report commits at once.
+
+mod fingerprint;
+mod writer;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::store::{Outcome, Store, StoreError};
+
+pub use crate::store::NewReport;
+pub use fingerprint::{fingerprint_of_reporter, fingerprint_with, Fingerprinter};
+
+/// Why a submission was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The queue is full; the reports were not taken.
+    #[error("the ingest queue is full")]
+    QueueFull,
+    /// The batch did not commit within the commit timeout; it may still commit.
+    #[error("the store did not commit in time")]
+    CommitTimeout,
+    /// The store failed the batch; nothing of it was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer has stopped (the service is shutting down).
+    #[error("the service is shutting down")]
+    Closed,
+}
+
+/// Queue and writer limits.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub queue_capacity: usize,
+    pub max_batch_reports: usize,
+    pub commit_timeout: Duration,
+    pub batch_timeout: Duration,
+    pub dedup_window_minutes: u32,
+}
+
+/// A submission waiting in the queue: its reports and where to send their outcomes.
+struct Job {
+    reports: Vec<NewReport>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, Arc<StoreError>>>,
+}
+
+/// The submitting side of the ingest queue; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: mpsc::Sender<Job>,
+    depth: Arc<AtomicUsize>,
+    commit_timeout: Duration,
+    dedup_window_seconds: i64,
+}
+
+impl Ingest {
+    /// Starts the batch writer over `store`; it runs until every `Ingest` clone is dropped,
+    /// then commits what is still queued and ends.
+    pub fn start(store: Arc<dyn Store>, options: &IngestOptions) -> (Ingest, JoinHandle<()>) {
+        let (queue, jobs) = mpsc::channel(options.queue_capacity);
+        let depth = Arc::new(AtomicUsize::new(0));
+        let writer = writer::BatchWriter {
+            store,
+            jobs,
+            depth: depth.clone(),
+            max_batch_reports: options.max_batch_reports,
+            batch_timeout: options.batch_timeout,
+        };
+        let handle = tokio::spawn(writer.run());
+        let ingest = Ingest {
+            queue,
+            depth,
+            commit_timeout: options.commit_timeout,
+            dedup_window_seconds: i64::from(options.dedup_window_minutes) * 60,
+        };
+        (ingest, handle)
+    }
+
+    /// Queues reports and waits until the transaction that stores them has committed.
+    pub async fn submit(&self, reports: Vec<NewReport>) -> Result<Vec<Outcome>, IngestError> {
+        let (reply, outcome) = oneshot::channel();
+        let n = reports.len();
+        self.queue
+            .try_send(Job { reports, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => IngestError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
+            })?;
+        self.depth.fetch_add(n, Ordering::Relaxed);
+        match tokio::time::timeout(self.commit_timeout, outcome).await {
+            Err(_) => Err(IngestError::CommitTimeout),
+            Ok(Err(_)) => Err(IngestError::Closed),
+            Ok(Ok(Err(store))) => Err(IngestError::Store(shared_store_error(&store))),
+            Ok(Ok(Ok(outcomes))) => Ok(outcomes),
+        }
+    }
+
+    /// Queues reports without waiting past the queue: for bulk import, which keeps several
+    /// submissions in flight and waits on each in turn.
+    pub async fn submit_waiting_for_room(
+        &self,
+        reports: Vec<NewReport>,
+    ) -> Result<Vec<Outcome>, IngestError> {
+        let (reply, outcome) = oneshot::channel();
+        let n = reports.len();
+        self.queue
+            .send(Job { reports, reply })
+            .await
+            .map_err(|_| IngestError::Closed)?;
+        self.depth.fetch_add(n, Ordering::Relaxed);
+        match outcome.await {
+            Err(_) => Err(IngestError::Closed),
+            Ok(Err(store)) => Err(IngestError::Store(shared_store_error(&store))),
+            Ok(Ok(outcomes)) => Ok(outcomes),
+        }
+    }
+
+    /// Reports queued and not yet committed.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Start of the dedup window `at` falls in.
+    pub fn dedup_window_start(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let seconds = at.timestamp();
+        DateTime::from_timestamp(seconds - seconds.rem_euclid(self.dedup_window_seconds), 0)
+            .unwrap_or(at)
+    }
+}
+
+/// One batch's error reaches every submitter in it; each gets its own copy.
+fn shared_store_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

@@ -1,0 +1,25 @@
+//! outagewatch: crowdsourced outage reports in, durable per-minute counts out.
+//!
+//! People report "X is down for me, in Lahore, Pakistan" (JSON API); each report is validated
+//! against the service catalog and the city gazetteer, fingerprinted (a keyed hash, never the
+//! raw address), queued, and group-committed with its dedup claim and minute rollups in one
+//! transaction before it is acknowledged.
+//!
+//! Reading order: [`report`] and [`geo`] (the pure domain) → [`store`] (the narrow trait over
+//! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`api`] (HTTP) → [`app`]
+//! (wiring and shutdown) → [`import`] and [`loadgen`] (CLI tools).
+//!
+//! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
+//! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` knows all but
+//! `app`; `app` wires everything.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod geo;
+pub mod import;
+pub mod ingest;
+pub mod loadgen;
+pub mod report;
+pub mod store;

@@ -1,0 +1,141 @@
+//! The `outagewatch` command: a table of contents of what the service can do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use outagewatch::app::{self, App};
+use outagewatch::config::Settings;
+use outagewatch::{import, loadgen};
+
+#[derive(Parser)]
+#[command(
+    name = "outagewatch",
+    version,
+    about = "Outage-report ingestion and surge detection"
+)]
+struct Cli {
+    /// A TOML file overriding the embedded defaults (see config/default.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (migrates the database first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load historical reports from a CSV or NDJSON file.
+    Import {
+        /// The file: CSV with a header row, or NDJSON (.ndjson/.jsonl).
+        file: PathBuf,
+    },
+    /// Post valid, varied reports to a running service and report throughput and latency.
+    Loadgen {
+        /// Base URL of the service.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Keep-alive connections, each with one request in flight.
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before.
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+        /// Reports per request (1 = single-report bodies).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Distinct reporters (user agents) to spread reports over.
+        #[arg(long, default_value_t = 100_000)]
+        reporters: u32,
+        /// Afterwards, check in the configured database that every acknowledged id is stored.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    app::init_tracing(&settings.log);
+    match cli.command {
+        Command::Serve => {
+            let app = App::build(&settings).await?;
+            app.run_until(app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            app::open_store(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Import { file } => run_import(&settings, &file).await,
+        Command::Loadgen {
+            url,
+            connections,
+            seconds,
+            warmup_seconds,
+            batch,
+            reporters,
+            verify,
+        } => {
+            let options = loadgen::LoadgenOptions {
+                url,
+                connections,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup_seconds),
+                batch,
+                distinct_reporters: reporters,
+                ..loadgen::LoadgenOptions::default()
+            };
+            let summary = loadgen::run(options).await?;
+            println!("{}", summary.table());
+            if verify {
+                let store = app::open_store(&settings).await?;
+                let stored = store.stored_ids(&summary.acknowledged_ids).await?;
+                let rejected_stored = store.stored_ids(&summary.rejected_ids).await?;
+                println!(
+                    "verify: {} of {} acknowledged ids stored; {} rejected ids stored",
+                    stored.len(),
+                    summary.acknowledged_ids.len(),
+                    rejected_stored.len()
+                );
+                anyhow::ensure!(
+                    stored.len() == summary.acknowledged_ids.len() && rejected_stored.is_empty(),
+                    "verification failed"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_import(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let store = app::open_store(settings).await?;
+    let (ingest, writer) = app::start_ingest(store, settings);
+    let catalog = app::catalog(settings);
+    let started = std::time::Instant::now();
+    let summary = import::import_file(file, &ingest, &catalog, |line| eprintln!("{line}"))
+        .await
+        .with_context(|| format!("import of {} stopped", file.display()))?;
+    drop(ingest);
+    writer.await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} rows in {seconds:.2} s ({:.0} rows/s): {} stored ({} counted), {} already stored, {} rejected",
+        summary.rows,
+        summary.rows as f64 / seconds.max(1e-9),
+        summary.stored,
+        summary.counted,
+        summary.already_stored,
+        summary.rejected
+    );
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The store: one narrow trait over Postgres (production) and SQLite (embedded default), spoken in domain terms.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::geo::CountryCode;
+use crate::report::{Problem, ServiceSlug};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A keyed hash of who sent a report; never reversible to an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 16]);
+
+/// A report ready to store: validated, stamped with time, reporter and id.
+#[derive(Clone, Debug)]
+pub struct NewReport {
+    pub id: Uuid,
+    /// The id came from the client, so this may be a retry of a stored report.
+    pub client_id: bool,
+    pub received_at: DateTime<Utc>,
+    pub service: ServiceSlug,
+    pub country: CountryCode,
+    pub city: Option<&'static str>,
+    pub problem: Problem,
+    pub fingerprint: Fingerprint,
+    /// Start of the dedup window this report falls in.
+    pub dedup_window_start: DateTime<Utc>,
+}
+
+/// What storing one report did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub id: Uuid,
+    /// It was the reporter's first for this service in the window, so it adds to the counts.
+    pub counted: bool,
+    /// The id was already stored; nothing was written and `counted` is the original outcome.
+    pub replay: bool,
+}
+
+/// A stored report, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReport {
+    pub id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub service: String,
+    pub country: String,
+    pub city: Option<String>,
+    pub problem: String,
+    pub counted: bool,
+}
+
+/// One per-minute count; `city` is empty for the country total.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rollup {
+    pub minute: DateTime<Utc>,
+    pub country: String,
+    pub city: String,
+    pub count: i64,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed for another reason.
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one this service understands.
+    #[error("bad database url: {0}")]
+    Url(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Durable storage of reports, counts and secrets.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Returns the fingerprint secret of `day`, storing `candidate` if the day has none yet,
+    /// and deletes secrets more than a day older than `day`.
+    async fn reporter_secret(
+        &self,
+        day: NaiveDate,
+        candidate: [u8; 32],
+    ) -> Result<[u8; 32], StoreError>;
+
+    /// Stores a batch in one transaction: inserts new reports, claims dedup keys and adds the
+    /// counted ones to the minute rollups. Ids must be unique within the batch; the outcomes
+    /// come back in the batch's order.
+    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Reads one report by id.
+    async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError>;
+
+    /// Which of `ids` are stored.
+    async fn stored_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError>;
+
+    /// How many reports are stored in all.
+    async fn report_count(&self) -> Result<u64, StoreError>;
+
+    /// The minute rollups of one service in `[from, to)`, ordered by minute, country, city.
+    async fn rollups(
+        &self,
+        service: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError>;
+}
+
+/// Connection settings shared by both backends.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Opens the store a URL names: `sqlite://…` or `postgres://…`.
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::Url("expected sqlite:// or postgres://".into()))
+    }
+}
+
+/// The minute a moment falls in.
+pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = at.timestamp();
+    DateTime::from_timestamp(seconds - seconds.rem_euclid(60), 0).unwrap_or(at)
+}
+
+/// The reports of a batch that may claim a dedup key: the first per (service, reporter, window)
+/// among those not already stored. The database decides which claims win.
+fn dedup_candidates<'a>(fresh: &[&'a NewReport]) -> Vec<&'a NewReport> {
+    let mut seen = HashSet::with_capacity(fresh.len());
+    fresh
+        .iter()
+        .copied()
+        .filter(|r| seen.insert((&r.service, r.fingerprint, r.dedup_window_start)))
+        .collect()
+}
+
+/// One rollup row's key: (service, country, city or "" for the total, minute).
+type RollupKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
+
+/// The rollup increments of newly stored counted reports, sorted by key so concurrent
+/// writers lock rows in one order: each adds to its city's row (if any) and its country total.
+fn rollup_increments<'a>(
+    counted: impl Iterator<Item = &'a NewReport>,
+) -> Vec<(RollupKey<'a>, i64)> {
+    let mut increments: BTreeMap<RollupKey<'a>, i64> = BTreeMap::new();
+    for report in counted {
+        let minute = minute_of(report.received_at);
+        let (service, country) = (report.service.as_str(), report.country.as_str());
+        *increments
+            .entry((service, country, "", minute))
+            .or_default() += 1;
+        if let Some(city) = report.city {
+            *increments
+                .entry((service, country, city, minute))
+                .or_default() += 1;
+        }
+    }
+    increments.into_iter().collect()
+}
+
+/// The outcome of every report of a batch, from what the transaction found and did.
+fn outcomes(
+    reports: &[NewReport],
+    previously_stored: &HashMap<Uuid, bool>,
+    inserted: &HashSet<Uuid>,
+    counted: &HashSet<Uuid>,
+) -> Vec<Outcome> {
+    reports
+        .iter()
+        .map(|r| match previously_stored.get(&r.id) {
+            Some(&was_counted) => Outcome {
+                id: r.id,
+                counted: was_counted,
+                replay: true,
+            },
+            None => Outcome {
+                id: r.id,
+                counted: inserted.contains(&r.id) && counted.contains(&r.id),
+                replay: !inserted.contains(&r.id),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::report::Catalog;
+
+    fn report(id: u128, fingerprint: u8, city: Option<&'static str>, second: i64) -> NewReport {
+        let catalog = Catalog::new([("x", "X")]);
+        NewReport {
+            id: Uuid::from_u128(id),
+            client_id: false,
+            received_at: DateTime::from_timestamp(1_741_600_000 + second, 0).unwrap(),
+            service: catalog.services()[0].slug.clone(),
+            country: CountryCode::parse("PK").unwrap(),
+            city,
+            problem: Problem::App,
+            fingerprint: Fingerprint([fingerprint; 16]),
+            dedup_window_start: DateTime::from_timestamp(1_741_599_900, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_the_first_report_per_reporter_and_window_is_a_dedup_candidate() {
+        let batch = [
+            report(1, 7, None, 0),
+            report(2, 7, None, 5),
+            report(3, 8, None, 5),
+        ];
+        let fresh: Vec<&NewReport> = batch.iter().collect();
+        let ids: Vec<u128> = dedup_candidates(&fresh)
+            .iter()
+            .map(|r| r.id.as_u128())
+            .collect();
+        assert_eq!(ids, [1, 3]);
+    }
+
+    #[test]
+    fn a_city_report_adds_to_its_city_and_its_country_total() {
+        // 1_741_600_000 is 09:46:40 UTC, so seconds 0 and 5 share the 09:46 minute and 30 is in 09:47.
+        let batch = [
+            report(1, 1, Some("Lahore"), 0),
+            report(2, 2, None, 5),
+            report(3, 3, Some("Lahore"), 30),
+        ];
+        let rows: Vec<(&str, i64, i64)> = rollup_increments(batch.iter())
+            .into_iter()
+            .map(|((_, _, city, minute), n)| (city, minute.timestamp(), n))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("", 1_741_599_960, 2),
+                ("", 1_741_600_020, 1),
+                ("Lahore", 1_741_599_960, 1),
+                ("Lahore", 1_741_600_020, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn outcomes_distinguish_new_counted_duplicate_and_replayed_reports() {
+        let batch = [
+            report(1, 1, None, 0),
+            report(2, 1, None, 1),
+            report(3, 2, None, 2),
+            report(4, 3, None, 3),
+        ];
+        let previously_stored = HashMap::from([(Uuid::from_u128(3), true)]);
+        let inserted = HashSet::from([Uuid::from_u128(1), Uuid::from_u128(2)]);
+        let counted = HashSet::from([Uuid::from_u128(1)]);
+        let got: Vec<(bool, bool)> = outcomes(&batch, &previously_stored, &inserted, &counted)
+            .iter()
+            .map(|o| (o.counted, o.replay))
+            .collect();
+        // 4 lost a race with another replica for its id, so it is a replay of unknown outcome: not counted here.
+        assert_eq!(
+            got,
+            [(true, false), (false, false), (true, true), (false, true)]
+        );
+    }
+
+    #[test]
+    fn a_minute_starts_on_the_minute() {
+        let at = DateTime::from_timestamp(1_741_600_059, 999).unwrap();
+        assert_eq!(minute_of(at).timestamp(), 1_741_600_020);
+    }
+}

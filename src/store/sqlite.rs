@@ -1,0 +1,274 @@
+//! The SQLite store: the zero-setup embedded default; one writer connection, batches as chunked multi-row inserts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{
+    dedup_candidates, outcomes, rollup_increments, Backend, ConnectOptions, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport,
+};
+
+/// Rows per multi-row statement: 8 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Reports, rollups and secrets in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// SQLite has one writer at a time; one connection serialises our writes instead of
+    /// letting them fail with SQLITE_BUSY.
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file a `sqlite://PATH` URL names.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<SqliteStore, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we acknowledge it, as with Postgres.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = Path::new(connect.get_filename()).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Url(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Reads the stored `counted` of each id that exists.
+async fn stored_outcomes(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, bool>, StoreError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("select id, counted from reports where id in (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        let rows: Vec<(Uuid, bool)> = query.build_query_as().fetch_all(&mut **tx).await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn reporter_secret(
+        &self,
+        day: NaiveDate,
+        candidate: [u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "insert into reporter_secrets (day, secret) values (?, ?) on conflict (day) do nothing",
+        )
+        .bind(day.to_string())
+        .bind(&candidate[..])
+        .execute(&mut *tx)
+        .await?;
+        let secret: Vec<u8> =
+            sqlx::query_scalar("select secret from reporter_secrets where day = ?")
+                .bind(day.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+        let oldest_kept = day.pred_opt().unwrap_or(day);
+        sqlx::query("delete from reporter_secrets where day < ?")
+            .bind(oldest_kept.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        secret.try_into().map_err(|_| {
+            StoreError::Unavailable("stored reporter secret has the wrong length".into())
+        })
+    }
+
+    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+
+        let client_ids: Vec<Uuid> = reports
+            .iter()
+            .filter(|r| r.client_id)
+            .map(|r| r.id)
+            .collect();
+        let previously_stored = stored_outcomes(&mut tx, &client_ids).await?;
+        let fresh: Vec<&NewReport> = reports
+            .iter()
+            .filter(|r| !previously_stored.contains_key(&r.id))
+            .collect();
+
+        let mut counted = HashSet::with_capacity(fresh.len());
+        for chunk in dedup_candidates(&fresh).chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "insert into report_dedup (service, fingerprint, window_start, report_id) ",
+            );
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(r.service.as_str())
+                    .push_bind(&r.fingerprint.0[..])
+                    .push_bind(r.dedup_window_start.timestamp())
+                    .push_bind(r.id);
+            });
+            query.push(" on conflict do nothing returning report_id");
+            let claimed: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            counted.extend(claimed);
+        }
+
+        let mut inserted = HashSet::with_capacity(fresh.len());
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "insert into reports (id, received_at, service, country, city, problem, fingerprint, counted) ",
+            );
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(r.id)
+                    .push_bind(millis(r.received_at))
+                    .push_bind(r.service.as_str())
+                    .push_bind(r.country.as_str())
+                    .push_bind(r.city)
+                    .push_bind(r.problem.as_str())
+                    .push_bind(&r.fingerprint.0[..])
+                    .push_bind(counted.contains(&r.id));
+            });
+            query.push(" on conflict (id) do nothing returning id");
+            let rows: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            inserted.extend(rows);
+        }
+
+        let increments = rollup_increments(
+            fresh
+                .iter()
+                .copied()
+                .filter(|r| inserted.contains(&r.id) && counted.contains(&r.id)),
+        );
+        for chunk in increments.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "insert into rollups_minute (service, country, city, minute, count) ",
+            );
+            query.push_values(chunk, |mut row, ((service, country, city, minute), n)| {
+                row.push_bind(*service)
+                    .push_bind(*country)
+                    .push_bind(*city)
+                    .push_bind(minute.timestamp())
+                    .push_bind(*n);
+            });
+            query.push(
+                " on conflict (service, country, city, minute) do update set count = rollups_minute.count + excluded.count",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(outcomes(reports, &previously_stored, &inserted, &counted))
+    }
+
+    async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
+        let row: Option<(Uuid, i64, String, String, Option<String>, String, bool)> = sqlx::query_as(
+            "select id, received_at, service, country, city, problem, counted from reports where id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(
+            |(id, received_at, service, country, city, problem, counted)| StoredReport {
+                id,
+                received_at: from_millis(received_at),
+                service,
+                country,
+                city,
+                problem,
+                counted,
+            },
+        ))
+    }
+
+    async fn stored_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let found = stored_outcomes(&mut tx, ids).await?;
+        Ok(found.into_keys().collect())
+    }
+
+    async fn report_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("select count(*) from reports")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn rollups(
+        &self,
+        service: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "select minute, country, city, count from rollups_minute
+             where service = ? and minute >= ? and minute < ?
+             order by minute, country, city",
+        )
+        .bind(service)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, country, city, count)| Rollup {
+                minute: DateTime::from_timestamp(minute, 0).unwrap_or_default(),
+                country,
+                city,
+                count,
+            })
+            .collect())
+    }
+}
