@@ -115,6 +115,17 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Loads defaults overridden by TOML layers (later wins), ignoring the environment: for tests and tools.
+    pub fn from_toml(layers: &[&str]) -> Result<Settings, ConfigError> {
+        let figment = layers.iter().fold(
+            Figment::from(Toml::string(DEFAULT_TOML)),
+            |figment, layer| figment.merge(Toml::string(layer)),
+        );
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:")

@@ -93,9 +93,26 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| is_unavailability(&code)) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
             other => StoreError::Query(other),
         }
     }
+}
+
+/// SQLSTATEs that mean "the database cannot serve now" rather than "this query is wrong":
+/// Postgres classes 08 (connection), 53 (resources), 57 (shutdown, cancel), 3D000 (database
+/// gone), and SQLite's BUSY (5) and LOCKED (6).
+fn is_unavailability(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || code == "3D000"
+        || code == "5"
+        || code == "6"
 }
 
 /// Which database a store talks to.

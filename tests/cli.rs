@@ -1,0 +1,215 @@
+//! Black-box tests of the `outagewatch` binary: import, and SIGTERM under load.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use common::{Backend, TestDb};
+use outagewatch::store::{self, ConnectOptions, Store};
+use serde_json::json;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outagewatch");
+
+fn outagewatch(db: &TestDb) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("OUTAGEWATCH__RATE_LIMIT__PER_IP_PER_MINUTE", "0")
+        .env("OUTAGEWATCH__LOG__LEVEL", "warn");
+    command
+}
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    let options = ConnectOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    store::connect(&db.url, &options).await.unwrap()
+}
+
+const CSV: &str = "\
+received_at,service,country,city,problem,reporter
+2025-03-10T10:08:05Z,x,PK,lahore,app,r1
+2025-03-10T10:08:10Z,x,PK,Lahore,app,r1
+2025-03-10T10:08:20Z,x,XX,,app,r2
+2025-03-10 10:08,x,PK,,app,r3
+2025-03-10T10:08:30Z,x,PK,Karachi,login,
+2025-03-10T10:08:30Z,x,PK,Karachi,login,
+2025-03-10T10:09:00+05:00,x,PK,Rawalpindi,website,r4
+";
+
+async fn import_csv(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reports.csv");
+    std::fs::write(&file, CSV).unwrap();
+
+    let first = outagewatch(&db).arg("import").arg(&file).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("7 rows in"), "{stdout}");
+    assert!(
+        stdout.ends_with(": 5 stored (4 counted), 0 already stored, 2 rejected\n"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("line 4: country: \"XX\" is not an ISO 3166-1 alpha-2 country code"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: received_at: not an RFC 3339 time"),
+        "{stderr}"
+    );
+
+    // Re-running the same file stores nothing new.
+    let again = outagewatch(&db).arg("import").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.ends_with(": 0 stored (0 counted), 5 already stored, 2 rejected\n"),
+        "{stdout}"
+    );
+
+    let store = open(&db).await;
+    assert_eq!(store.report_count().await.unwrap(), 5);
+    let from = DateTime::parse_from_rfc3339("2025-03-10T04:00:00Z")
+        .unwrap()
+        .to_utc();
+    let to = DateTime::parse_from_rfc3339("2025-03-10T11:00:00Z")
+        .unwrap()
+        .to_utc();
+    let rows: Vec<(String, String, i64)> = store
+        .rollups("x", from, to)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.minute.format("%H:%M").to_string(), r.city, r.count))
+        .collect();
+    let expected = [
+        // 10:09+05:00 is 05:09 UTC.
+        ("05:09", "", 1),
+        ("05:09", "Rawalpindi", 1),
+        // r1 counted once; the two identical rows without a reporter are two reporters.
+        ("10:08", "", 3),
+        ("10:08", "Karachi", 2),
+        ("10:08", "Lahore", 1),
+    ];
+    let expected: Vec<(String, String, i64)> = expected
+        .iter()
+        .map(|(m, c, n)| (m.to_string(), c.to_string(), *n))
+        .collect();
+    assert_eq!(rows, expected);
+}
+
+on_both_backends!(
+    import_validates_each_row_reports_bad_lines_and_is_idempotent,
+    import_csv
+);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn sigterm_under_load(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let port = free_port();
+    let mut child = outagewatch(&db)
+        .arg("serve")
+        .env("OUTAGEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the service did not start");
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<Uuid>::new()));
+    let mut clients = Vec::new();
+    for client in 0..32 {
+        let (http, base, acknowledged) = (http.clone(), base.clone(), acknowledged.clone());
+        clients.push(tokio::spawn(async move {
+            // Bounded: each client stops at its first failure or after 2,000 reports.
+            for _ in 0..2000 {
+                let id = Uuid::new_v4();
+                let body = json!({"service":"x","country":"US","problem":"app","id":id});
+                let request = http
+                    .post(format!("{base}/api/v1/reports"))
+                    .header("user-agent", format!("client {client}"))
+                    .json(&body);
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {
+                        acknowledged.lock().await.push(id)
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Let load build up, then ask the service to stop while requests are in flight.
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if acknowledged.lock().await.len() >= 500 {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().await.clone();
+    assert!(acknowledged.len() >= 500);
+    let store = open(&db).await;
+    let stored = store.stored_ids(&acknowledged).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        acknowledged.len(),
+        "acknowledged reports missing after SIGTERM"
+    );
+}
+
+on_both_backends!(
+    sigterm_during_load_loses_no_acknowledged_report,
+    sigterm_under_load
+);

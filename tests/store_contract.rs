@@ -1,0 +1,237 @@
+//! The store contract: every test runs on SQLite and on Postgres and must give the same answers.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use outagewatch::geo::CountryCode;
+use outagewatch::report::{Catalog, Problem};
+use outagewatch::store::{self, ConnectOptions, Fingerprint, NewReport, Rollup, Store};
+use uuid::Uuid;
+
+async fn open(backend: common::Backend) -> (Arc<dyn Store>, common::TestDb) {
+    let db = common::TestDb::new(backend).await;
+    let options = ConnectOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let store = store::connect(&db.url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    // Migrating twice is a no-op.
+    store.migrate().await.unwrap();
+    (store, db)
+}
+
+/// 2025-03-10 10:08:00 UTC.
+const T0: i64 = 1_741_601_280;
+
+fn at(seconds_after_t0: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(T0 + seconds_after_t0, 0).unwrap()
+}
+
+fn report(id: u128, reporter: u8, city: Option<&'static str>, seconds_after_t0: i64) -> NewReport {
+    let catalog = Catalog::new([("x", "X")]);
+    let received_at = at(seconds_after_t0);
+    let window = received_at.timestamp() - received_at.timestamp().rem_euclid(900);
+    NewReport {
+        id: Uuid::from_u128(id),
+        client_id: true,
+        received_at,
+        service: catalog.services()[0].slug.clone(),
+        country: CountryCode::parse("PK").unwrap(),
+        city,
+        problem: Problem::App,
+        fingerprint: Fingerprint([reporter; 16]),
+        dedup_window_start: DateTime::from_timestamp(window, 0).unwrap(),
+    }
+}
+
+fn rollup(seconds_after_t0: i64, city: &str, count: i64) -> Rollup {
+    Rollup {
+        minute: at(seconds_after_t0),
+        country: "PK".into(),
+        city: city.into(),
+        count,
+    }
+}
+
+on_both_backends!(a_new_report_is_stored_and_counted, |backend| async move {
+    let (store, _db) = open(backend).await;
+    let outcomes = store
+        .insert_reports(&[report(1, 1, Some("Lahore"), 5)])
+        .await
+        .unwrap();
+    assert_eq!((outcomes[0].counted, outcomes[0].replay), (true, false));
+    let stored = store.report(Uuid::from_u128(1)).await.unwrap().unwrap();
+    assert_eq!(stored.city.as_deref(), Some("Lahore"));
+    assert_eq!(stored.country, "PK");
+    assert_eq!(stored.problem, "app");
+    assert_eq!(stored.received_at, at(5));
+    assert!(stored.counted);
+});
+
+on_both_backends!(
+    a_duplicate_report_is_stored_but_not_counted,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        // Same reporter, same service, same 15-minute window (10:00-10:15): in one batch and in a later one.
+        let first = store
+            .insert_reports(&[report(1, 9, None, 0), report(2, 9, None, 30)])
+            .await
+            .unwrap();
+        let later = store
+            .insert_reports(&[report(3, 9, None, 400)])
+            .await
+            .unwrap();
+        let counted: Vec<bool> = first.iter().chain(&later).map(|o| o.counted).collect();
+        assert_eq!(counted, [true, false, false]);
+        assert_eq!(store.report_count().await.unwrap(), 3);
+        let rollups = store.rollups("x", at(0), at(3600)).await.unwrap();
+        assert_eq!(rollups, [rollup(0, "", 1)]);
+    }
+);
+
+on_both_backends!(
+    the_same_reporter_counts_again_in_the_next_window,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let outcomes = store
+            .insert_reports(&[report(1, 9, None, 0), report(2, 9, None, 900)])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes.iter().map(|o| o.counted).collect::<Vec<_>>(),
+            [true, true]
+        );
+    }
+);
+
+on_both_backends!(
+    replaying_an_id_stores_nothing_twice_and_returns_the_original_outcome,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        store
+            .insert_reports(&[report(1, 1, None, 0), report(2, 1, None, 1)])
+            .await
+            .unwrap();
+        let replay = store
+            .insert_reports(&[
+                report(2, 1, None, 1),
+                report(1, 1, None, 0),
+                report(3, 2, None, 2),
+            ])
+            .await
+            .unwrap();
+        let got: Vec<(u128, bool, bool)> = replay
+            .iter()
+            .map(|o| (o.id.as_u128(), o.counted, o.replay))
+            .collect();
+        assert_eq!(got, [(2, false, true), (1, true, true), (3, true, false)]);
+        assert_eq!(store.report_count().await.unwrap(), 3);
+        assert_eq!(
+            store.rollups("x", at(0), at(60)).await.unwrap(),
+            [rollup(0, "", 2)]
+        );
+    }
+);
+
+on_both_backends!(
+    rollups_count_each_counted_report_in_its_city_and_its_country_total,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let batch = [
+            report(1, 1, Some("Lahore"), 0),
+            report(2, 2, Some("Lahore"), 10),
+            report(3, 3, Some("Karachi"), 20),
+            report(4, 4, None, 70),
+            report(5, 4, Some("Lahore"), 80), // reporter 4 again: stored, not counted
+        ];
+        store.insert_reports(&batch).await.unwrap();
+        store
+            .insert_reports(&[report(6, 5, Some("Lahore"), 75)])
+            .await
+            .unwrap();
+        let rollups = store.rollups("x", at(0), at(120)).await.unwrap();
+        assert_eq!(
+            rollups,
+            [
+                rollup(0, "", 3),
+                rollup(0, "Karachi", 1),
+                rollup(0, "Lahore", 2),
+                rollup(60, "", 2),
+                rollup(60, "Lahore", 1),
+            ]
+        );
+        assert!(store
+            .rollups("youtube", at(0), at(120))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+);
+
+on_both_backends!(
+    stored_ids_finds_exactly_the_stored_ones,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        store
+            .insert_reports(&[report(1, 1, None, 0), report(2, 2, None, 0)])
+            .await
+            .unwrap();
+        let found = store
+            .stored_ids(&[Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)])
+            .await
+            .unwrap();
+        let mut found: Vec<u128> = found.into_iter().map(|id| id.as_u128()).collect();
+        found.sort();
+        assert_eq!(found, [1, 2]);
+        assert!(store.report(Uuid::from_u128(3)).await.unwrap().is_none());
+    }
+);
+
+on_both_backends!(
+    the_reporter_secret_is_kept_per_day_and_old_ones_are_deleted,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let day = |d: u32| NaiveDate::from_ymd_opt(2025, 3, d).unwrap();
+        let first = store.reporter_secret(day(10), [1; 32]).await.unwrap();
+        let again = store.reporter_secret(day(10), [2; 32]).await.unwrap();
+        assert_eq!((first, again), ([1; 32], [1; 32]));
+        assert_eq!(
+            store.reporter_secret(day(11), [3; 32]).await.unwrap(),
+            [3; 32]
+        );
+        // Day 12 keeps day 11 (still within 48 h) and deletes day 10, so asking for 10 again stores a new one.
+        assert_eq!(
+            store.reporter_secret(day(12), [4; 32]).await.unwrap(),
+            [4; 32]
+        );
+        assert_eq!(
+            store.reporter_secret(day(11), [5; 32]).await.unwrap(),
+            [3; 32]
+        );
+        assert_eq!(
+            store.reporter_secret(day(10), [6; 32]).await.unwrap(),
+            [6; 32]
+        );
+    }
+);
+
+on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
+    let (store, _db) = open(backend).await;
+    // Over the SQLite statement chunk size, to cross chunk boundaries.
+    let batch: Vec<NewReport> = (0..2500u128)
+        .map(|i| report(i + 1, (i % 200) as u8, None, (i % 60) as i64))
+        .collect();
+    let outcomes = store.insert_reports(&batch).await.unwrap();
+    assert_eq!(outcomes.len(), 2500);
+    assert_eq!(outcomes.iter().filter(|o| o.counted).count(), 200);
+    assert_eq!(store.report_count().await.unwrap(), 2500);
+    assert_eq!(
+        store.rollups("x", at(0), at(60)).await.unwrap(),
+        [rollup(0, "", 200)]
+    );
+});
