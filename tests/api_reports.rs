@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,7 +30,7 @@ fn fields_of(problem: &Value) -> Vec<String> {
 
 /// Sum of the country-total rollup rows of `service` over the last hour and next minute.
 async fn counted_total(app: &TestApp, service: &str) -> i64 {
-    let now = Utc::now();
+    let now = outagewatch::clock::now();
     let rows = app
         .store
         .rollups(
