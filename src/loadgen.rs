@@ -23,7 +23,14 @@ use uuid::Uuid;
 /// Path of the ingest endpoint, appended to the base URL's path.
 const REPORTS_PATH: &str = "/api/v1/reports";
 /// Problem kinds the generated reports cycle through; they must be in the server's vocabulary.
-pub const PROBLEMS: &[&str] = &["app", "login", "website"];
+pub const PROBLEMS: &[&str] = &[
+    "app",
+    "website",
+    "login",
+    "server_connection",
+    "notifications",
+    "other",
+];
 /// How long one TCP connect may take before it counts as a transport error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request may take, from sending to the end of its answer's body.
@@ -67,15 +74,33 @@ impl Default for LoadgenOptions {
             connections: 256,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
-            services: ["x", "youtube", "instagram", "whatsapp", "netflix", "steam"]
-                .map(String::from)
-                .to_vec(),
+            services: [
+                "x",
+                "youtube",
+                "instagram",
+                "facebook",
+                "whatsapp",
+                "tiktok",
+                "netflix",
+                "gmail",
+                "discord",
+                "reddit",
+            ]
+            .map(String::from)
+            .to_vec(),
             places: vec![
                 ("PK".to_owned(), Some("Lahore".to_owned())),
                 ("PK".to_owned(), Some("Karachi".to_owned())),
-                ("US".to_owned(), Some("New York".to_owned())),
+                ("PK".to_owned(), Some("Rawalpindi".to_owned())),
+                ("PK".to_owned(), None),
+                ("US".to_owned(), Some("Chicago".to_owned())),
+                ("US".to_owned(), Some("Los Angeles".to_owned())),
                 ("US".to_owned(), None),
+                ("GB".to_owned(), Some("London".to_owned())),
+                ("GB".to_owned(), Some("Manchester".to_owned())),
+                ("IN".to_owned(), Some("Mumbai".to_owned())),
                 ("DE".to_owned(), Some("Berlin".to_owned())),
+                ("BR".to_owned(), Some("São Paulo".to_owned())),
                 ("BR".to_owned(), None),
             ],
             distinct_reporters: 10_000,

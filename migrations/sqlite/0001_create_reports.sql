@@ -1,25 +1,19 @@
--- Reports, reporter dedup claims, per-minute rollups and the daily fingerprint secrets.
+-- Reports (with their dedup key), per-minute rollups and the daily fingerprint secrets.
 -- Times are integers: received_at in unix milliseconds, minutes and windows in unix seconds.
 create table reports (
-    id          blob    not null primary key,
-    received_at integer not null,
-    service     text    not null,
-    country     text    not null,
-    city        text,
-    problem     text    not null,
-    fingerprint blob    not null,
-    counted     integer not null
+    id           blob    not null primary key,
+    received_at  integer not null,
+    service      text    not null,
+    country      text    not null,
+    city         text,
+    problem      text    not null,
+    fingerprint  blob    not null,
+    dedup_window integer not null,
+    counted      integer not null
 );
 create index reports_received_at on reports (received_at);
-
--- One row per reporter per service per dedup window: the unique key makes only the first count.
-create table report_dedup (
-    service      text    not null,
-    fingerprint  blob    not null,
-    window_start integer not null,
-    report_id    blob    not null,
-    primary key (service, fingerprint, window_start)
-) without rowid;
+-- Only the first report per reporter per service per window counts.
+create unique index reports_counted_once on reports (service, fingerprint, dedup_window) where counted;
 
 -- city = '' is the country total.
 create table rollups_minute (

@@ -189,13 +189,12 @@ pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds - seconds.rem_euclid(60), 0).unwrap_or(at)
 }
 
-/// The reports of a batch that may claim a dedup key: the first per (service, reporter, window)
-/// among those not already stored. The database decides which claims win.
-fn dedup_candidates<'a>(fresh: &[&'a NewReport]) -> Vec<&'a NewReport> {
-    let mut seen = HashSet::with_capacity(fresh.len());
-    fresh
+/// The reports of a batch that try to be counted: the first per (service, reporter, window).
+/// The database's unique key decides which of them really are the first.
+fn dedup_candidates(reports: &[NewReport]) -> Vec<&NewReport> {
+    let mut seen = HashSet::with_capacity(reports.len());
+    reports
         .iter()
-        .copied()
         .filter(|r| seen.insert((&r.service, r.fingerprint, r.dedup_window_start)))
         .collect()
 }
@@ -224,26 +223,36 @@ fn rollup_increments<'a>(
     increments.into_iter().collect()
 }
 
-/// The outcome of every report of a batch, from what the transaction found and did.
+/// The outcome of every report of a batch: inserted counted, inserted uncounted, or a
+/// replay of a stored id (with its stored `counted`).
 fn outcomes(
     reports: &[NewReport],
-    previously_stored: &HashMap<Uuid, bool>,
-    inserted: &HashSet<Uuid>,
     counted: &HashSet<Uuid>,
+    uncounted: &HashSet<Uuid>,
+    previously_stored: &HashMap<Uuid, bool>,
 ) -> Vec<Outcome> {
     reports
         .iter()
-        .map(|r| match previously_stored.get(&r.id) {
-            Some(&was_counted) => Outcome {
-                id: r.id,
-                counted: was_counted,
-                replay: true,
-            },
-            None => Outcome {
-                id: r.id,
-                counted: inserted.contains(&r.id) && counted.contains(&r.id),
-                replay: !inserted.contains(&r.id),
-            },
+        .map(|r| {
+            if counted.contains(&r.id) {
+                Outcome {
+                    id: r.id,
+                    counted: true,
+                    replay: false,
+                }
+            } else if uncounted.contains(&r.id) {
+                Outcome {
+                    id: r.id,
+                    counted: false,
+                    replay: false,
+                }
+            } else {
+                Outcome {
+                    id: r.id,
+                    counted: previously_stored.get(&r.id).copied().unwrap_or(false),
+                    replay: true,
+                }
+            }
         })
         .collect()
 }
@@ -276,8 +285,7 @@ mod tests {
             report(2, 7, None, 5),
             report(3, 8, None, 5),
         ];
-        let fresh: Vec<&NewReport> = batch.iter().collect();
-        let ids: Vec<u128> = dedup_candidates(&fresh)
+        let ids: Vec<u128> = dedup_candidates(&batch)
             .iter()
             .map(|r| r.id.as_u128())
             .collect();
@@ -308,21 +316,21 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_distinguish_new_counted_duplicate_and_replayed_reports() {
+    fn outcomes_distinguish_counted_uncounted_and_replayed_reports() {
         let batch = [
             report(1, 1, None, 0),
             report(2, 1, None, 1),
             report(3, 2, None, 2),
             report(4, 3, None, 3),
         ];
-        let previously_stored = HashMap::from([(Uuid::from_u128(3), true)]);
-        let inserted = HashSet::from([Uuid::from_u128(1), Uuid::from_u128(2)]);
         let counted = HashSet::from([Uuid::from_u128(1)]);
-        let got: Vec<(bool, bool)> = outcomes(&batch, &previously_stored, &inserted, &counted)
+        let uncounted = HashSet::from([Uuid::from_u128(2)]);
+        let previously_stored =
+            HashMap::from([(Uuid::from_u128(3), true), (Uuid::from_u128(4), false)]);
+        let got: Vec<(bool, bool)> = outcomes(&batch, &counted, &uncounted, &previously_stored)
             .iter()
             .map(|o| (o.counted, o.replay))
             .collect();
-        // 4 lost a race with another replica for its id, so it is a replay of unknown outcome: not counted here.
         assert_eq!(
             got,
             [(true, false), (false, false), (true, true), (false, true)]

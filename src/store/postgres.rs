@@ -55,6 +55,38 @@ async fn stored_outcomes(
     Ok(rows.into_iter().collect())
 }
 
+/// Inserts reports with `counted` set as given, skipping any that conflict; returns the ids inserted.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&NewReport],
+    counted: bool,
+) -> Result<HashSet<Uuid>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, $9
+         from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::bytea[], $8::timestamptz[])
+              as t(id, received_at, service, country, city, problem, fingerprint, dedup_window)
+         on conflict do nothing
+         returning id",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.service.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.fingerprint.0.to_vec()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
+    .bind(counted)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> Backend {
@@ -101,92 +133,28 @@ impl Store for PostgresStore {
 
     async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-
-        let client_ids: Vec<Uuid> = reports
+        // First the reports that may count: the unique key on (service, fingerprint, window)
+        // admits only a reporter's first; a conflict on it (or on the id) inserts nothing.
+        let candidates = dedup_candidates(reports);
+        let counted = insert_rows(&mut tx, &candidates, true).await?;
+        // Then everything else, uncounted; what still conflicts is an id already stored.
+        let rest: Vec<&NewReport> = reports
             .iter()
-            .filter(|r| r.client_id)
-            .map(|r| r.id)
+            .filter(|r| !counted.contains(&r.id))
             .collect();
-        let mut previously_stored = stored_outcomes(&mut tx, &client_ids).await?;
-        let fresh: Vec<&NewReport> = reports
-            .iter()
-            .filter(|r| !previously_stored.contains_key(&r.id))
-            .collect();
-
-        let candidates = dedup_candidates(&fresh);
-        let counted: HashSet<Uuid> = if candidates.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar(
-                "insert into report_dedup (service, fingerprint, window_start, report_id)
-                 select * from unnest($1::text[], $2::bytea[], $3::timestamptz[], $4::uuid[])
-                 on conflict do nothing
-                 returning report_id",
-            )
-            .bind(
-                candidates
-                    .iter()
-                    .map(|r| r.service.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                candidates
-                    .iter()
-                    .map(|r| r.fingerprint.0.to_vec())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                candidates
-                    .iter()
-                    .map(|r| r.dedup_window_start)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(candidates.iter().map(|r| r.id).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-
-        let inserted: HashSet<Uuid> = if fresh.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar(
-                "insert into reports (id, received_at, service, country, city, problem, fingerprint, counted)
-                 select id, received_at, service, country, nullif(city, ''), problem, fingerprint, counted
-                 from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::bytea[], $8::bool[])
-                      as t(id, received_at, service, country, city, problem, fingerprint, counted)
-                 on conflict (id) do nothing
-                 returning id",
-            )
-            .bind(fresh.iter().map(|r| r.id).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.received_at).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.service.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| r.fingerprint.0.to_vec()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|r| counted.contains(&r.id)).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-
-        // An id another replica stored between our lookup and our insert: answer with its outcome.
-        let raced: Vec<Uuid> = fresh
+        let uncounted = insert_rows(&mut tx, &rest, false).await?;
+        let replays: Vec<Uuid> = rest
             .iter()
             .map(|r| r.id)
-            .filter(|id| !inserted.contains(id))
+            .filter(|id| !uncounted.contains(id))
             .collect();
-        previously_stored.extend(stored_outcomes(&mut tx, &raced).await?);
+        let previously_stored = stored_outcomes(&mut tx, &replays).await?;
 
         let increments = rollup_increments(
-            fresh
+            candidates
                 .iter()
                 .copied()
-                .filter(|r| inserted.contains(&r.id) && counted.contains(&r.id)),
+                .filter(|r| counted.contains(&r.id)),
         );
         if !increments.is_empty() {
             sqlx::query(
@@ -205,7 +173,7 @@ impl Store for PostgresStore {
         }
 
         tx.commit().await?;
-        Ok(outcomes(reports, &previously_stored, &inserted, &counted))
+        Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {

@@ -16,7 +16,7 @@ use super::{
     Rollup, Store, StoreError, StoredReport,
 };
 
-/// Rows per multi-row statement: 8 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
+/// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Reports, rollups and secrets in one SQLite file.
@@ -88,6 +88,35 @@ async fn stored_outcomes(
     Ok(found)
 }
 
+/// Inserts reports with `counted` set as given, skipping any that conflict; returns the ids inserted.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[&NewReport],
+    counted: bool,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted) ",
+        );
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(millis(r.received_at))
+                .push_bind(r.service.as_str())
+                .push_bind(r.country.as_str())
+                .push_bind(r.city)
+                .push_bind(r.problem.as_str())
+                .push_bind(&r.fingerprint.0[..])
+                .push_bind(r.dedup_window_start.timestamp())
+                .push_bind(counted);
+        });
+        query.push(" on conflict do nothing returning id");
+        let ids: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+        inserted.extend(ids);
+    }
+    Ok(inserted)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -137,59 +166,27 @@ impl Store for SqliteStore {
 
     async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.writer.begin().await?;
-
-        let client_ids: Vec<Uuid> = reports
+        // As on Postgres: reporters' first reports try to count (the partial unique key
+        // decides), everything else goes in uncounted, and what still conflicts is a replay.
+        let candidates = dedup_candidates(reports);
+        let counted = insert_rows(&mut tx, &candidates, true).await?;
+        let rest: Vec<&NewReport> = reports
             .iter()
-            .filter(|r| r.client_id)
+            .filter(|r| !counted.contains(&r.id))
+            .collect();
+        let uncounted = insert_rows(&mut tx, &rest, false).await?;
+        let replays: Vec<Uuid> = rest
+            .iter()
             .map(|r| r.id)
+            .filter(|id| !uncounted.contains(id))
             .collect();
-        let previously_stored = stored_outcomes(&mut tx, &client_ids).await?;
-        let fresh: Vec<&NewReport> = reports
-            .iter()
-            .filter(|r| !previously_stored.contains_key(&r.id))
-            .collect();
-
-        let mut counted = HashSet::with_capacity(fresh.len());
-        for chunk in dedup_candidates(&fresh).chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "insert into report_dedup (service, fingerprint, window_start, report_id) ",
-            );
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(r.service.as_str())
-                    .push_bind(&r.fingerprint.0[..])
-                    .push_bind(r.dedup_window_start.timestamp())
-                    .push_bind(r.id);
-            });
-            query.push(" on conflict do nothing returning report_id");
-            let claimed: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-            counted.extend(claimed);
-        }
-
-        let mut inserted = HashSet::with_capacity(fresh.len());
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "insert into reports (id, received_at, service, country, city, problem, fingerprint, counted) ",
-            );
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(r.id)
-                    .push_bind(millis(r.received_at))
-                    .push_bind(r.service.as_str())
-                    .push_bind(r.country.as_str())
-                    .push_bind(r.city)
-                    .push_bind(r.problem.as_str())
-                    .push_bind(&r.fingerprint.0[..])
-                    .push_bind(counted.contains(&r.id));
-            });
-            query.push(" on conflict (id) do nothing returning id");
-            let rows: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-            inserted.extend(rows);
-        }
+        let previously_stored = stored_outcomes(&mut tx, &replays).await?;
 
         let increments = rollup_increments(
-            fresh
+            candidates
                 .iter()
                 .copied()
-                .filter(|r| inserted.contains(&r.id) && counted.contains(&r.id)),
+                .filter(|r| counted.contains(&r.id)),
         );
         for chunk in increments.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -209,7 +206,7 @@ impl Store for SqliteStore {
         }
 
         tx.commit().await?;
-        Ok(outcomes(reports, &previously_stored, &inserted, &counted))
+        Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
