@@ -53,6 +53,7 @@ pub fn start_ingest(store: Arc<dyn Store>, settings: &Settings) -> (Ingest, Join
         store,
         &IngestOptions {
             queue_capacity: ingest.queue_capacity,
+            writers: ingest.writers,
             max_batch_reports: ingest.max_batch_reports,
             commit_timeout: Duration::from_millis(ingest.commit_timeout_ms),
             batch_timeout: Duration::from_millis(ingest.batch_timeout_ms),

@@ -46,6 +46,7 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestSettings {
     pub queue_capacity: usize,
+    pub writers: usize,
     pub max_batch_reports: usize,
     pub commit_timeout_ms: u64,
     pub batch_timeout_ms: u64,

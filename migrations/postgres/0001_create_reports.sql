@@ -6,7 +6,8 @@ create table reports (
     country      text        not null,
     city         text,
     problem      text        not null,
-    fingerprint  bytea       not null,
+    -- 16-byte keyed hash, stored as uuid for cheap fixed-width comparisons in the dedup key
+    fingerprint  uuid        not null,
     -- start of the dedup window the report fell in
     dedup_window timestamptz not null,
     counted      boolean     not null
@@ -16,7 +17,8 @@ create table reports (
 create index reports_received_at on reports using brin (received_at);
 -- Only the first report per reporter per service per window counts: a unique key, so it holds
 -- across replicas.
-create unique index reports_counted_once on reports (service, fingerprint, dedup_window) where counted;
+-- Fingerprint first: it is nearly unique, so lookups rarely compare the text column.
+create unique index reports_counted_once on reports (fingerprint, dedup_window, service) where counted;
 
 -- city = '' is the country total.
 create table rollups_minute (

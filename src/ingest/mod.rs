@@ -1,8 +1,9 @@
 //! Ingest: a bounded queue of validated reports and the one batch writer that group-commits them.
 //!
-//! Handlers `submit` and await their batch's commit; the writer takes whatever is queued (up
+//! Handlers `submit` and await their batch's commit; a writer takes whatever is queued (up
 //! to `max_batch_reports`) as soon as it is free, commits it in one transaction, and answers
-//! every waiting submitter. It never waits for a batch to fill: under load batches grow by
+//! every waiting submitter. `writers` of them share the queue, so one batch can be inserted
+//! while another waits for its commit. It never waits for a batch to fill: under load batches grow by
 //! themselves, and when idle a lone report commits at once.
 
 mod fingerprint;
@@ -42,6 +43,8 @@ pub enum IngestError {
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     pub queue_capacity: usize,
+    /// Batch writers sharing the queue: one transaction in flight per writer.
+    pub writers: usize,
     pub max_batch_reports: usize,
     pub commit_timeout: Duration,
     pub batch_timeout: Duration,
@@ -68,15 +71,27 @@ impl Ingest {
     /// then commits what is still queued and ends.
     pub fn start(store: Arc<dyn Store>, options: &IngestOptions) -> (Ingest, JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(options.queue_capacity);
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         let depth = Arc::new(AtomicUsize::new(0));
-        let writer = writer::BatchWriter {
-            store,
-            jobs,
-            depth: depth.clone(),
-            max_batch_reports: options.max_batch_reports,
-            batch_timeout: options.batch_timeout,
-        };
-        let handle = tokio::spawn(writer.run());
+        let writers: Vec<JoinHandle<()>> = (0..options.writers.max(1))
+            .map(|_| {
+                let writer = writer::BatchWriter {
+                    store: store.clone(),
+                    jobs: jobs.clone(),
+                    depth: depth.clone(),
+                    max_batch_reports: options.max_batch_reports,
+                    batch_timeout: options.batch_timeout,
+                };
+                tokio::spawn(writer.run())
+            })
+            .collect();
+        let handle = tokio::spawn(async move {
+            for writer in writers {
+                if let Err(error) = writer.await {
+                    tracing::error!(%error, "a batch writer failed");
+                }
+            }
+        });
         let ingest = Ingest {
             queue,
             depth,

@@ -5,16 +5,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 
 use super::Job;
 use crate::store::{NewReport, Outcome, Store, StoreError};
 
-/// The single consumer of the ingest queue.
+/// A consumer of the ingest queue; `ingest.writers` of them share it.
 pub(super) struct BatchWriter {
     pub store: Arc<dyn Store>,
-    pub jobs: mpsc::Receiver<Job>,
+    /// Shared by the writers: whoever is free takes everything queued.
+    pub jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     pub depth: Arc<AtomicUsize>,
     pub max_batch_reports: usize,
     pub batch_timeout: Duration,
@@ -22,22 +23,30 @@ pub(super) struct BatchWriter {
 
 impl BatchWriter {
     /// Commits batches until the queue is closed and drained.
-    pub async fn run(mut self) {
-        while let Some(first) = self.jobs.recv().await {
-            let mut size = first.reports.len();
-            let mut jobs = vec![first];
-            while size < self.max_batch_reports {
-                match self.jobs.try_recv() {
-                    Ok(job) => {
-                        size += job.reports.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+    pub async fn run(self) {
+        while let Some((jobs, size)) = self.take_batch().await {
             self.commit(jobs, size).await;
         }
         tracing::debug!("batch writer drained its queue and stopped");
+    }
+
+    /// Waits for a job, then takes whatever else is queued, up to the batch limit; `None`
+    /// once the queue is closed and empty.
+    async fn take_batch(&self) -> Option<(Vec<Job>, usize)> {
+        let mut queue = self.jobs.lock().await;
+        let first = queue.recv().await?;
+        let mut size = first.reports.len();
+        let mut jobs = vec![first];
+        while size < self.max_batch_reports {
+            match queue.try_recv() {
+                Ok(job) => {
+                    size += job.reports.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((jobs, size))
     }
 
     async fn commit(&self, jobs: Vec<Job>, size: usize) {

@@ -18,7 +18,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A keyed hash of who sent a report; never reversible to an address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 16]);
 
 /// A report ready to store: validated, stamped with time, reporter and id.

@@ -68,7 +68,7 @@ async fn insert_rows(
         "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
          select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, $9
          from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::bytea[], $8::timestamptz[])
+                     $7::uuid[], $8::timestamptz[])
               as t(id, received_at, service, country, city, problem, fingerprint, dedup_window)
          on conflict do nothing
          returning id",
@@ -79,7 +79,7 @@ async fn insert_rows(
     .bind(rows.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.fingerprint.0.to_vec()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| Uuid::from_bytes(r.fingerprint.0)).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
     .bind(counted)
     .fetch_all(&mut **tx)
