@@ -406,7 +406,7 @@ impl Plan {
             if i > 0 {
                 buf.put_u8(b',');
             }
-            let id = rng.uuid_v4();
+            let id = rng.uuid_v7();
             ids.push(id);
             buf.put_u8(b'{');
             buf.put_slice(self.services[rng.below(self.services.len())].as_bytes());
@@ -477,11 +477,16 @@ impl Rng {
         ((u128::from(splitmix64(&mut self.picks)) * n as u128) >> 64) as usize
     }
 
-    fn uuid_v4(&mut self) -> Uuid {
+    /// A UUIDv7 (time-ordered, as the README advises clients to send): its random part
+    /// comes from the two streams, its time part from the clock.
+    fn uuid_v7(&mut self) -> Uuid {
         let hi = splitmix64(&mut self.id_hi);
         let lo = splitmix64(&mut self.id_lo);
         let bytes = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&bytes[..10]);
+        let millis = u64::try_from(crate::clock::now().timestamp_millis()).unwrap_or(0);
+        uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
     }
 }
 
@@ -925,7 +930,7 @@ mod tests {
                 }
             }
             for id in &ids {
-                assert_eq!(id.get_version_num(), 4);
+                assert_eq!(id.get_version_num(), 7);
                 assert!(seen.insert(*id), "duplicate id {id}");
             }
         }

@@ -17,8 +17,9 @@ create table reports (
 create index reports_received_at on reports using brin (received_at);
 -- Only the first report per reporter per service per window counts: a unique key, so it holds
 -- across replicas.
--- Fingerprint first: it is nearly unique, so lookups rarely compare the text column.
-create unique index reports_counted_once on reports (fingerprint, dedup_window, service) where counted;
+-- Window first, so inserts stay in the current window's part of the index; then the nearly
+-- unique fingerprint, so lookups rarely compare the text column.
+create unique index reports_counted_once on reports (dedup_window, fingerprint, service) where counted;
 
 -- city = '' is the country total.
 create table rollups_minute (

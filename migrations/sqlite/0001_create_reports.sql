@@ -13,7 +13,7 @@ create table reports (
 );
 create index reports_received_at on reports (received_at);
 -- Only the first report per reporter per service per window counts.
-create unique index reports_counted_once on reports (fingerprint, dedup_window, service) where counted;
+create unique index reports_counted_once on reports (dedup_window, fingerprint, service) where counted;
 
 -- city = '' is the country total.
 create table rollups_minute (
