@@ -7,7 +7,9 @@
 //!
 //! Reading order: [`report`] and [`geo`] (the pure domain) → [`store`] (the narrow trait over
 //! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`api`] (HTTP) → [`app`]
-//! (wiring and shutdown) → [`import`] and [`loadgen`] (CLI tools).
+//! (wiring and shutdown) → [`import`] and [`loadgen`] (CLI tools). [`detect`] is the pure
+//! surge-detection core (baselines, surprise test, incident state machine); so far it runs
+//! offline (`outagewatch detect`), the live runner over the rollups comes next.
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` knows all but
@@ -17,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod geo;
 pub mod import;
 pub mod ingest;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
-use outagewatch::{import, loadgen};
+use outagewatch::{detect, import, loadgen};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,16 @@ enum Command {
     Import {
         /// The file: CSV with a header row, or NDJSON (.ndjson/.jsonl).
         file: PathBuf,
+    },
+    /// Score one series offline: a CSV of `timestamp,value` rows at any regular interval in,
+    /// the same rows with `anomaly_score` (0 to 1) and the incident state out.
+    Detect {
+        /// The input CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the scored CSV ("-" for standard output).
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
     },
     /// Post valid, varied reports to a running service and report throughput and latency.
     Loadgen {
@@ -77,6 +87,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import { file } => run_import(&settings, &file).await,
+        Command::Detect { input, output } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let scored = detect::detect_csv(&text, &detect::DetectorConfig::default())
+                .with_context(|| format!("cannot score {}", input.display()))?;
+            if output.as_os_str() == "-" {
+                print!("{scored}");
+            } else {
+                std::fs::write(&output, scored)
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+            }
+            Ok(())
+        }
         Command::Loadgen {
             url,
             connections,

@@ -1,0 +1,130 @@
+//! The anomaly score of a step: the calibrated surprise where a surge episode starts (or clearly outgrows its own earlier maximum), zero otherwise, squashed into [0, 1).
+//!
+//! Dashboards and threshold sweeps (NAB) want one high value where something starts, not a
+//! plateau for as long as it lasts, nor the same alarm for every routine spike. An episode
+//! starts when the surprise reaches `start_surprise` and ends after `calm_steps` steps below
+//! half of it; an episode starting within `merge_steps` of the previous one's end continues
+//! it. Within an episode only a surprise `growth` times the last scored one is scored again.
+//! The score is independent of the incident thresholds: a sweep over it chooses its own
+//! operating point while the incident state machine keeps the live thresholds.
+
+use serde::{Deserialize, Serialize};
+
+/// Surprise mapped to a score of one half: the live open threshold (p = 1e-6).
+const HALF_SCORE_SURPRISE: f64 = 6.0;
+
+/// Thresholds of the onset score, already converted to steps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct OnsetRules {
+    /// Smallest surprise (−log10 p) that starts an episode.
+    pub start_surprise: f64,
+    /// Within an episode, a step is scored again only at this many times the last scored surprise.
+    pub growth: f64,
+    /// Steps below half the start surprise that end an episode.
+    pub calm_steps: u32,
+    /// An episode starting within this many steps of the previous one's end continues it.
+    pub merge_steps: u32,
+    /// Per-step fading of the count of recent episodes (from its half-life in steps).
+    pub episode_fade_per_step: f64,
+    /// How much each recent episode divides down the score of the next one.
+    pub novelty_weight: f64,
+}
+
+/// One series' onset tracker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OnsetScore {
+    in_episode: bool,
+    scored_max: f64,
+    calm_steps: u32,
+    steps_since_end: u32,
+    recent_episodes: f64,
+    novelty_divisor: f64,
+}
+
+impl OnsetScore {
+    /// Score one step's calibrated surprise.
+    pub fn step(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
+        self.recent_episodes *= rules.episode_fade_per_step;
+        let was_in_episode = self.in_episode;
+        let recent = self.recent_episodes;
+        let score = self.raw_step(rules, surprise);
+        if self.in_episode && !was_in_episode {
+            // A series that has had many episodes lately is noisy: this one is less news,
+            // and so is its growth later on (the episode itself does not count against it).
+            self.novelty_divisor = 1.0 + rules.novelty_weight * recent;
+        }
+        score / self.novelty_divisor.max(1.0)
+    }
+
+    fn raw_step(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
+        if !self.in_episode {
+            self.steps_since_end = self.steps_since_end.saturating_add(1);
+            if surprise < rules.start_surprise {
+                return 0.0;
+            }
+            self.in_episode = true;
+            self.calm_steps = 0;
+            self.recent_episodes += 1.0;
+            // A re-surge soon after the last episode is its continuation: only growth counts.
+            if self.steps_since_end <= rules.merge_steps && self.scored_max > 0.0 {
+                return self.grow(rules, surprise);
+            }
+            self.scored_max = surprise;
+            return squash(surprise);
+        }
+        if surprise < 0.5 * rules.start_surprise {
+            self.calm_steps += 1;
+            if self.calm_steps >= rules.calm_steps {
+                self.in_episode = false;
+                self.steps_since_end = 0;
+            }
+            return 0.0;
+        }
+        self.calm_steps = 0;
+        self.grow(rules, surprise)
+    }
+
+    fn grow(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
+        if surprise >= rules.growth * self.scored_max {
+            self.scored_max = surprise;
+            return squash(surprise);
+        }
+        0.0
+    }
+}
+
+/// Map a surprise in [0, ∞) monotonically onto [0, 1), with the live open threshold at 0.5.
+pub fn squash(surprise: f64) -> f64 {
+    if surprise.is_infinite() {
+        return 1.0;
+    }
+    let surprise = surprise.max(0.0);
+    surprise / (surprise + HALF_SCORE_SURPRISE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_onsets_and_marked_growth_are_scored() {
+        let rules = OnsetRules {
+            start_surprise: 2.0,
+            growth: 1.5,
+            calm_steps: 2,
+            merge_steps: 2,
+            episode_fade_per_step: 1.0,
+            novelty_weight: 0.0,
+        };
+        let mut onset = OnsetScore::default();
+        let surprises = [
+            0.5, 3.0, 4.0, 6.0, 5.0, 0.2, 0.2, 3.0, 0.2, 0.2, 0.2, 0.2, 3.0,
+        ];
+        let scores: Vec<f64> = surprises.iter().map(|s| onset.step(&rules, *s)).collect();
+        let third = 1.0 / 3.0;
+        let expected = [
+            0.0, third, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, third,
+        ];
+        assert_eq!(scores, expected);
+    }
+}
