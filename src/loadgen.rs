@@ -74,20 +74,8 @@ impl Default for LoadgenOptions {
             connections: 256,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
-            services: [
-                "x",
-                "youtube",
-                "instagram",
-                "facebook",
-                "whatsapp",
-                "tiktok",
-                "netflix",
-                "gmail",
-                "discord",
-                "reddit",
-            ]
-            .map(String::from)
-            .to_vec(),
+            // The CLI passes the configured catalog instead.
+            services: vec!["x".to_owned(), "youtube".to_owned()],
             places: vec![
                 ("PK".to_owned(), Some("Lahore".to_owned())),
                 ("PK".to_owned(), Some("Karachi".to_owned())),

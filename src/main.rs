@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup_seconds),
                 batch,
                 distinct_reporters: reporters,
+                services: settings.services.iter().map(|s| s.slug.clone()).collect(),
                 ..loadgen::LoadgenOptions::default()
             };
             let summary = loadgen::run(options).await?;
