@@ -409,3 +409,85 @@ async fn when_the_store_is_gone_reports_get_503_with_retry_after_quickly() {
     assert_eq!(ready.status(), 503);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_queue_and_a_stuck_store_answer_503_fast_and_retries_find_what_was_stored() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        "[ingest]\nqueue_capacity = 1\nwriters = 1\ncommit_timeout_ms = 500",
+    )
+    .await;
+    // The first report of the day fetches the day's fingerprint secret from the store; get
+    // that done before the store gets stuck.
+    assert_eq!(
+        app.post_reports(&json!({"service":"youtube","country":"PK","problem":"app"}))
+            .await
+            .status(),
+        201
+    );
+    // Another process holds SQLite's write lock: the writer's transaction waits on it.
+    let mut blocker = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("begin immediate")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    let report = |id: Uuid| json!({"service":"x","country":"PK","problem":"app","id":id});
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let app = std::sync::Arc::new(app);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { app.post_reports(&report(a)).await }
+    });
+    // Give the writer time to take A and block on the lock (there is no signal to wait on).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = tokio::spawn({
+        let app = app.clone();
+        async move { app.post_reports(&report(b)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    // The queue (capacity 1) holds B: C is refused at once.
+    let started = std::time::Instant::now();
+    let (status, problem_c) = problem(app.post_reports(&report(Uuid::new_v4())).await).await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() < std::time::Duration::from_millis(300));
+    assert_eq!(
+        problem_c["detail"],
+        "too many reports are waiting to be stored; retry shortly"
+    );
+
+    // A and B are not confirmed within the commit timeout: 503 with their ids to retry with.
+    for (handle, id) in [(first, a), (second, b)] {
+        let response = handle.await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (_, body) = problem(response).await;
+        assert_eq!(body["ids"], json!([id]));
+    }
+
+    // Once the lock is gone the queued reports commit; a retry is answered with the stored outcome.
+    sqlx::query("rollback").execute(&mut blocker).await.unwrap();
+    let mut replayed = Vec::new();
+    for id in [a, b] {
+        let mut answer = app.post_reports(&report(id)).await;
+        for _ in 0..50 {
+            if answer.status() != 503 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            answer = app.post_reports(&report(id)).await;
+        }
+        replayed.push((
+            answer.status().as_u16(),
+            answer.json::<Value>().await.unwrap()["replay"].clone(),
+        ));
+    }
+    assert_eq!(replayed, [(200, json!(true)), (200, json!(true))]);
+    assert_eq!(app.store.report_count().await.unwrap(), 3);
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}
