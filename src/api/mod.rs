@@ -60,8 +60,9 @@ pub fn router(state: AppState) -> Router {
                         .get::<RequestId>()
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-");
-                    // Method and path only: no client address, no query string.
-                    tracing::debug_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path())
+                    // An info span, so every log line of the request carries its id; method and
+                    // path only: no client address, no query string.
+                    tracing::info_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path())
                 })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )

@@ -104,6 +104,8 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
     let step_seconds = infer_step_seconds(&rows);
     let mut offline = config.clone();
     offline.direction = config.offline.direction;
+    offline.onset_hold_steps = config.offline.onset_hold_steps;
+    offline.onset_daily_recurrence = config.offline.onset_daily_recurrence;
     offline.value_kind = match config.offline.value_kind {
         ValueKind::Auto => infer_value_kind(&rows),
         kind => kind,

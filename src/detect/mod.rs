@@ -101,6 +101,12 @@ pub struct DetectorConfig {
     pub onset_novelty_weight: f64,
     /// …counting episodes with this half-life, so a series that is always jumpy scores low.
     pub onset_novelty_half_life_minutes: f64,
+    /// Most steps the anomaly score is held back, while the surge grows, to merge its first
+    /// scores into one row (0 live: a dashboard must not wait; see [`OfflineConfig::onset_hold_steps`]).
+    pub onset_hold_steps: u32,
+    /// Divide down an episode starting at the time of day of one 1–3 days earlier (off live:
+    /// outage reports have no nightly jobs; see [`OfflineConfig::onset_daily_recurrence`]).
+    pub onset_daily_recurrence: bool,
     /// Which way counts must move to be surprising (live outage counts: rises only).
     pub direction: Direction,
     /// How values are modelled: report counts (negative binomial) or real-valued metrics.
@@ -121,6 +127,11 @@ pub struct OfflineConfig {
     pub min_window_steps: u32,
     /// Profile cell width offline (never finer than one step; memory is no concern offline).
     pub profile_cell_minutes: u32,
+    /// Offline the score is read afterwards, so it may wait (up to two steps, while the surge
+    /// grows) to merge a surge's first steps into one row: one alarm per surge, at its largest score.
+    pub onset_hold_steps: u32,
+    /// Metrics have nightly jobs and backups: a spike at the same time of day is routine.
+    pub onset_daily_recurrence: bool,
 }
 
 impl Default for DetectorConfig {
@@ -152,6 +163,8 @@ impl Default for DetectorConfig {
             onset_merge_minutes: 720,
             onset_novelty_weight: 1.0,
             onset_novelty_half_life_minutes: 1440.0,
+            onset_hold_steps: 0,
+            onset_daily_recurrence: false,
             direction: Direction::Rises,
             value_kind: ValueKind::Counts,
             offline: OfflineConfig::default(),
@@ -212,6 +225,8 @@ impl Default for OfflineConfig {
             value_kind: ValueKind::Auto,
             min_window_steps: 1,
             profile_cell_minutes: 5,
+            onset_hold_steps: 2,
+            onset_daily_recurrence: true,
         }
     }
 }

@@ -7,6 +7,12 @@
 //! it. Within an episode only a surprise `growth` times the last scored one is scored again.
 //! The score is independent of the incident thresholds: a sweep over it chooses its own
 //! operating point while the incident state machine keeps the live thresholds.
+//!
+//! Two rules serve the offline mode (off live): an episode starting at the time of day of one
+//! that started one to three days earlier is routine (a nightly job) and is divided down like
+//! a noisy series' episode; and a score may be held while the surge grows (a few steps at
+//! most), merged with the larger scores, so that a surge growing over its first steps is one
+//! row, not several.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +34,22 @@ pub struct OnsetRules {
     pub episode_fade_per_step: f64,
     /// How much each recent episode divides down the score of the next one.
     pub novelty_weight: f64,
+    // Defaults (off) let a detector state saved before these rules existed load unchanged.
+    /// Most steps a nonzero score is held back while the surge grows and replaces it (0: off).
+    #[serde(default)]
+    pub hold_steps: u32,
+    /// Steps in a day, for the time-of-day recurrence rule (0: off).
+    #[serde(default)]
+    pub day_steps: u32,
+    /// How far, in steps, from a whole number of days an earlier episode start may lie.
+    #[serde(default)]
+    pub day_tolerance_steps: u32,
 }
+
+/// Episode starts remembered for the recurrence rule: a few days of routine spikes.
+const REMEMBERED_STARTS: usize = 16;
+/// An episode start is compared with those one to this many whole days before it.
+const RECURRENCE_DAYS: u64 = 3;
 
 /// One series' onset tracker.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,6 +60,15 @@ pub struct OnsetScore {
     steps_since_end: u32,
     recent_episodes: f64,
     novelty_divisor: f64,
+    // Defaulted so that a state saved before the hold and recurrence rules still loads.
+    #[serde(default)]
+    held_steps_left: u32,
+    #[serde(default)]
+    held_score: f64,
+    #[serde(default)]
+    steps: u64,
+    #[serde(default)]
+    starts: Vec<u64>,
 }
 
 impl OnsetScore {
@@ -48,12 +78,62 @@ impl OnsetScore {
         let was_in_episode = self.in_episode;
         let recent = self.recent_episodes;
         let score = self.raw_step(rules, surprise);
+        self.steps += 1;
         if self.in_episode && !was_in_episode {
             // A series that has had many episodes lately is noisy: this one is less news,
             // and so is its growth later on (the episode itself does not count against it).
-            self.novelty_divisor = 1.0 + rules.novelty_weight * recent;
+            // So is one that recurs at the same time of day: a job, not an incident.
+            let routine = self.recurrences(rules) as f64;
+            self.novelty_divisor = 1.0 + rules.novelty_weight * recent + routine;
         }
-        score / self.novelty_divisor.max(1.0)
+        self.hold(rules, score / self.novelty_divisor.max(1.0))
+    }
+
+    /// Remember this episode start and count the earlier ones a whole number of days before it.
+    fn recurrences(&mut self, rules: &OnsetRules) -> usize {
+        if rules.day_steps == 0 {
+            return 0;
+        }
+        let day = u64::from(rules.day_steps);
+        let tolerance = u64::from(rules.day_tolerance_steps);
+        let now = self.steps;
+        let count = self
+            .starts
+            .iter()
+            .filter(|&&then| {
+                let ago = now - then;
+                (1..=RECURRENCE_DAYS).any(|days| (days * day).abs_diff(ago) <= tolerance)
+            })
+            .count();
+        if self.starts.len() >= REMEMBERED_STARTS {
+            self.starts.remove(0);
+        }
+        self.starts.push(now);
+        count
+    }
+
+    /// Hold a nonzero score while the surge keeps growing (at most `hold_steps`), then emit
+    /// the largest score seen meanwhile.
+    fn hold(&mut self, rules: &OnsetRules, score: f64) -> f64 {
+        if self.held_steps_left > 0 {
+            self.held_score = self.held_score.max(score);
+            self.held_steps_left -= 1;
+            // A step that does not grow the surge ends the wait: nothing larger is coming soon.
+            if score <= 0.0 {
+                self.held_steps_left = 0;
+            }
+            return if self.held_steps_left == 0 {
+                self.held_score
+            } else {
+                0.0
+            };
+        }
+        if rules.hold_steps == 0 || score <= 0.0 {
+            return score;
+        }
+        self.held_score = score;
+        self.held_steps_left = rules.hold_steps;
+        0.0
     }
 
     fn raw_step(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
@@ -115,6 +195,9 @@ mod tests {
             merge_steps: 2,
             episode_fade_per_step: 1.0,
             novelty_weight: 0.0,
+            hold_steps: 0,
+            day_steps: 0,
+            day_tolerance_steps: 0,
         };
         let mut onset = OnsetScore::default();
         let surprises = [
@@ -125,6 +208,30 @@ mod tests {
         let expected = [
             0.0, third, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, third,
         ];
+        assert_eq!(scores, expected);
+    }
+
+    #[test]
+    fn a_held_score_is_merged_with_its_growth_and_a_daily_recurrence_is_divided_down() {
+        let rules = OnsetRules {
+            start_surprise: 2.0,
+            growth: 1.5,
+            calm_steps: 1,
+            merge_steps: 0,
+            episode_fade_per_step: 0.0,
+            novelty_weight: 0.0,
+            hold_steps: 2,
+            day_steps: 4,
+            day_tolerance_steps: 0,
+        };
+        let mut onset = OnsetScore::default();
+        let surprises = [0.0, 3.0, 6.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0];
+        let scores: Vec<f64> = surprises.iter().map(|s| onset.step(&rules, *s)).collect();
+        // The onset (1/3) and its growth (1/2) are one row, emitted at the first step without
+        // growth; the next episode starts exactly one "day" (4 steps) later and scores half
+        // of 1/3, one step after its onset since it does not grow.
+        let sixth = 1.0 / 6.0;
+        let expected = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, sixth, 0.0, 0.0];
         assert_eq!(scores, expected);
     }
 }

@@ -14,6 +14,9 @@ use super::DetectorConfig;
 // would only teach the baseline zeros it has already learned.
 const MAX_REPLAYED_GAP_WEEKS: i64 = 2;
 
+// An episode start within this many minutes of the time of day of an earlier one is a recurrence.
+const RECURRENCE_TOLERANCE_MINUTES: u32 = 30;
+
 /// What the parent series (the country of a city, the globe of a country) expects right now.
 ///
 /// A thin series borrows its parent's seasonal shape, scaled by its own usual share of the
@@ -160,6 +163,13 @@ impl SeriesDetector {
                     step_seconds as f64 / (60.0 * config.onset_novelty_half_life_minutes.max(1.0)),
                 ),
                 novelty_weight: config.onset_novelty_weight,
+                hold_steps: config.onset_hold_steps,
+                day_steps: if config.onset_daily_recurrence {
+                    u32::try_from(86_400 / step_seconds).unwrap_or(0)
+                } else {
+                    0
+                },
+                day_tolerance_steps: steps_for(RECURRENCE_TOLERANCE_MINUTES),
             },
         };
         Self {
