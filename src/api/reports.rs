@@ -112,8 +112,8 @@ fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiErr
         )]));
     };
     let Some(reports) = object.get("reports") else {
-        let fields = report_fields(&object)?;
-        return Report::parse(&fields, &state.catalog)
+        return report_fields(&object)
+            .and_then(|fields| Report::parse(&fields, &state.catalog))
             .map(Submission::One)
             .map_err(ApiError::Invalid);
     };
@@ -146,12 +146,8 @@ fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiErr
             errors.push(FieldError::new(prefix, "each report must be a JSON object"));
             continue;
         };
-        let result = report_fields(object)
-            .map_err(|e| match e {
-                ApiError::Invalid(fields) => fields,
-                _ => Vec::new(),
-            })
-            .and_then(|fields| Report::parse(&fields, &state.catalog));
+        let result =
+            report_fields(object).and_then(|fields| Report::parse(&fields, &state.catalog));
         match result {
             Ok(report) => parsed.push(report),
             Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| e.within(&prefix))),
@@ -165,7 +161,7 @@ fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiErr
 }
 
 /// Reads the known text fields of one report object; any other key, or a non-string value, is an error.
-fn report_fields(object: &Map<String, Value>) -> Result<ReportFields<'_>, ApiError> {
+fn report_fields(object: &Map<String, Value>) -> Result<ReportFields<'_>, Vec<FieldError>> {
     let mut fields = ReportFields::default();
     let mut errors = Vec::new();
     for (key, value) in object {
@@ -196,6 +192,6 @@ fn report_fields(object: &Map<String, Value>) -> Result<ReportFields<'_>, ApiErr
     if errors.is_empty() {
         Ok(fields)
     } else {
-        Err(ApiError::Invalid(errors))
+        Err(errors)
     }
 }
