@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::ingest::{Fingerprinter, Ingest};
@@ -64,7 +64,9 @@ pub fn router(state: AppState) -> Router {
                     // path only: no client address, no query string.
                     tracing::info_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path())
                 })
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // A 503 is an answer we chose and already logged once with its cause.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
