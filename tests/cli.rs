@@ -129,13 +129,13 @@ fn free_port() -> u16 {
 async fn sigterm_under_load(backend: Backend) {
     let db = TestDb::new(backend).await;
     let port = free_port();
-    let mut child = outagewatch(&db)
+    let mut serve = outagewatch(&db);
+    serve
         .arg("serve")
         .env("OUTAGEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;
@@ -149,9 +149,16 @@ async fn sigterm_under_load(backend: Backend) {
     assert!(up, "the service did not start");
 
     let acknowledged = Arc::new(Mutex::new(Vec::<Uuid>::new()));
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let count_tx = Arc::new(count_tx);
     let mut clients = Vec::new();
     for client in 0..32 {
-        let (http, base, acknowledged) = (http.clone(), base.clone(), acknowledged.clone());
+        let (http, base, acknowledged, count_tx) = (
+            http.clone(),
+            base.clone(),
+            acknowledged.clone(),
+            count_tx.clone(),
+        );
         clients.push(tokio::spawn(async move {
             // Bounded: each client stops at its first failure or after 2,000 reports.
             for _ in 0..2000 {
@@ -163,7 +170,8 @@ async fn sigterm_under_load(backend: Backend) {
                     .json(&body);
                 match request.send().await {
                     Ok(response) if response.status().is_success() => {
-                        acknowledged.lock().await.push(id)
+                        acknowledged.lock().await.push(id);
+                        count_tx.send_modify(|n| *n += 1);
                     }
                     _ => break,
                 }
@@ -171,29 +179,20 @@ async fn sigterm_under_load(backend: Backend) {
         }));
     }
     // Let load build up, then ask the service to stop while requests are in flight.
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if acknowledged.lock().await.len() >= 500 {
-            break;
-        }
-    }
+    tokio::time::timeout(Duration::from_secs(60), count_rx.wait_for(|&n| n >= 500))
+        .await
+        .expect("500 reports acknowledged within 60 s")
+        .unwrap();
     let status = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.id().unwrap().to_string())
         .status()
         .unwrap();
     assert!(status.success());
-    let started = std::time::Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not exit within 10 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s of SIGTERM")
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     for client in clients {
         client.await.unwrap();

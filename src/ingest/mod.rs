@@ -9,7 +9,6 @@
 mod fingerprint;
 mod writer;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +60,6 @@ struct Job {
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Job>,
-    depth: Arc<AtomicUsize>,
     commit_timeout: Duration,
     dedup_window_seconds: i64,
 }
@@ -72,13 +70,11 @@ impl Ingest {
     pub fn start(store: Arc<dyn Store>, options: &IngestOptions) -> (Ingest, JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(options.queue_capacity);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-        let depth = Arc::new(AtomicUsize::new(0));
         let writers: Vec<JoinHandle<()>> = (0..options.writers.max(1))
             .map(|_| {
                 let writer = writer::BatchWriter {
                     store: store.clone(),
                     jobs: jobs.clone(),
-                    depth: depth.clone(),
                     max_batch_reports: options.max_batch_reports,
                     batch_timeout: options.batch_timeout,
                 };
@@ -94,55 +90,40 @@ impl Ingest {
         });
         let ingest = Ingest {
             queue,
-            depth,
             commit_timeout: options.commit_timeout,
             dedup_window_seconds: i64::from(options.dedup_window_minutes) * 60,
         };
         (ingest, handle)
     }
 
-    /// Queues reports and waits until the transaction that stores them has committed.
+    /// Queues reports (refusing at once when the queue is full) and waits, at most the commit
+    /// timeout, until the transaction that stores them has committed.
     pub async fn submit(&self, reports: Vec<NewReport>) -> Result<Vec<Outcome>, IngestError> {
         let (reply, outcome) = oneshot::channel();
-        let n = reports.len();
         self.queue
             .try_send(Job { reports, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => IngestError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
             })?;
-        self.depth.fetch_add(n, Ordering::Relaxed);
-        match tokio::time::timeout(self.commit_timeout, outcome).await {
-            Err(_) => Err(IngestError::CommitTimeout),
-            Ok(Err(_)) => Err(IngestError::Closed),
-            Ok(Ok(Err(store))) => Err(IngestError::Store(shared_store_error(&store))),
-            Ok(Ok(Ok(outcomes))) => Ok(outcomes),
-        }
+        let outcome = tokio::time::timeout(self.commit_timeout, outcome)
+            .await
+            .map_err(|_| IngestError::CommitTimeout)?;
+        settle(outcome)
     }
 
-    /// Queues reports without waiting past the queue: for bulk import, which keeps several
-    /// submissions in flight and waits on each in turn.
+    /// Queues reports, waiting for room if the queue is full, and waits without a time limit
+    /// for their commit: for bulk import, which keeps several submissions in flight.
     pub async fn submit_waiting_for_room(
         &self,
         reports: Vec<NewReport>,
     ) -> Result<Vec<Outcome>, IngestError> {
         let (reply, outcome) = oneshot::channel();
-        let n = reports.len();
         self.queue
             .send(Job { reports, reply })
             .await
             .map_err(|_| IngestError::Closed)?;
-        self.depth.fetch_add(n, Ordering::Relaxed);
-        match outcome.await {
-            Err(_) => Err(IngestError::Closed),
-            Ok(Err(store)) => Err(IngestError::Store(shared_store_error(&store))),
-            Ok(Ok(outcomes)) => Ok(outcomes),
-        }
-    }
-
-    /// Reports queued and not yet committed.
-    pub fn queue_depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
+        settle(outcome.await)
     }
 
     /// Start of the dedup window `at` falls in.
@@ -150,6 +131,17 @@ impl Ingest {
         let seconds = at.timestamp();
         DateTime::from_timestamp(seconds - seconds.rem_euclid(self.dedup_window_seconds), 0)
             .unwrap_or(at)
+    }
+}
+
+/// What a submitter gets from its batch's answer; a dropped reply means the writers stopped.
+fn settle(
+    answer: Result<Result<Vec<Outcome>, Arc<StoreError>>, oneshot::error::RecvError>,
+) -> Result<Vec<Outcome>, IngestError> {
+    match answer {
+        Err(_) => Err(IngestError::Closed),
+        Ok(Err(store)) => Err(IngestError::Store(shared_store_error(&store))),
+        Ok(Ok(outcomes)) => Ok(outcomes),
     }
 }
 

@@ -1,7 +1,6 @@
 //! The batch writer: takes whatever is queued, commits it in one transaction, answers each submitter.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,6 @@ pub(super) struct BatchWriter {
     pub store: Arc<dyn Store>,
     /// Shared by the writers: whoever is free takes everything queued.
     pub jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    pub depth: Arc<AtomicUsize>,
     pub max_batch_reports: usize,
     pub batch_timeout: Duration,
 }
@@ -78,7 +76,6 @@ impl BatchWriter {
                     self.batch_timeout.as_millis()
                 ))),
             };
-        self.depth.fetch_sub(size, Ordering::Relaxed);
         match result {
             Ok(outcomes) => {
                 tracing::trace!(

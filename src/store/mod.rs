@@ -115,19 +115,9 @@ fn is_unavailability(code: &str) -> bool {
         || code == "6"
 }
 
-/// Which database a store talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
 /// Durable storage of reports, counts and secrets.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Which database this is.
-    fn backend(&self) -> Backend;
-
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 

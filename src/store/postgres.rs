@@ -9,8 +9,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, outcomes, rollup_increments, Backend, ConnectOptions, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport,
+    dedup_candidates, outcomes, rollup_increments, ConnectOptions, NewReport, Outcome, Rollup,
+    Store, StoreError, StoredReport,
 };
 
 /// Reports, rollups and secrets in Postgres.
@@ -31,11 +31,6 @@ impl PostgresStore {
             .connect_with(connect.application_name("outagewatch"))
             .await?;
         Ok(PostgresStore { pool })
-    }
-
-    /// The connection pool, for code that needs Postgres-only features.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -89,10 +84,6 @@ async fn insert_rows(
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)

@@ -12,8 +12,8 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, outcomes, rollup_increments, Backend, ConnectOptions, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport,
+    dedup_candidates, outcomes, rollup_increments, ConnectOptions, NewReport, Outcome, Rollup,
+    Store, StoreError, StoredReport,
 };
 
 /// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
@@ -119,10 +119,6 @@ async fn insert_rows(
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
-
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/sqlite")
             .run(&self.writer)
