@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, ClientPolicy};
 use crate::config::{LogFormat, LogSettings, Settings};
+use crate::detector;
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::report::Catalog;
 use crate::store::{self, ConnectOptions, Store};
@@ -21,6 +23,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     writer: JoinHandle<()>,
+    detector: Option<crate::config::DetectorSettings>,
 }
 
 /// Opens the store named in the settings and applies its migrations.
@@ -80,6 +83,7 @@ impl App {
                 settings.rate_limit.burst,
             )),
             max_body_bytes: settings.http.max_body_bytes,
+            incident_events: broadcast::channel(1024).0,
         };
         let listener = TcpListener::bind(settings.http.listen)
             .await
@@ -88,6 +92,7 @@ impl App {
             listener,
             state,
             writer,
+            detector: settings.detector.enabled.then(|| settings.detector.clone()),
         })
     }
 
@@ -111,7 +116,18 @@ impl App {
             listener,
             state,
             writer,
+            detector,
         } = self;
+        let (stop_detector, detector_stopped) = watch::channel(false);
+        let detector = detector.map(|settings| {
+            tokio::spawn(detector::run(
+                state.store.clone(),
+                state.catalog.clone(),
+                settings,
+                state.incident_events.clone(),
+                detector_stopped,
+            ))
+        });
         let clients = state.clients.clone();
         let limiter_sweeper = tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -130,6 +146,10 @@ impl App {
         .await
         .context("the HTTP server failed")?;
         limiter_sweeper.abort();
+        let _ = stop_detector.send(true);
+        if let Some(detector) = detector {
+            detector.await.context("the detector failed")?;
+        }
         // The router (and with it every queue sender) is gone: the writer drains and stops.
         writer.await.context("the batch writer failed")?;
         tracing::info!("stopped; every acknowledged report is committed");

@@ -21,7 +21,21 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
+    pub detector: DetectorSettings,
     pub services: Vec<ServiceSettings>,
+}
+
+/// The background surge detector: how it runs, and (`model`) the detection thresholds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DetectorSettings {
+    pub enabled: bool,
+    pub settle_seconds: u64,
+    pub leader_retry_seconds: u64,
+    pub snapshot_every_minutes: u32,
+    pub history_days: u32,
+    pub top_cities: u32,
+    #[serde(default)]
+    pub model: crate::detect::DetectorConfig,
 }
 
 /// The HTTP listener and how client addresses are read.
@@ -145,6 +159,18 @@ impl Settings {
         if self.ingest.dedup_window_minutes == 0 || 1440 % self.ingest.dedup_window_minutes != 0 {
             return Err(ConfigError::Invalid(
                 "ingest.dedup_window_minutes must divide a day (1, 5, 15, 30, 60, ...)".into(),
+            ));
+        }
+        if let Err(e) = self.detector.model.validate() {
+            return Err(ConfigError::Invalid(format!(
+                "detector.model.{}: {}",
+                e.field, e.problem
+            )));
+        }
+        if self.detector.snapshot_every_minutes == 0 || self.detector.leader_retry_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "detector.snapshot_every_minutes and detector.leader_retry_seconds must be at least 1"
+                    .into(),
             ));
         }
         if self.services.is_empty() {

@@ -20,9 +20,13 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod detect;
+pub mod detector;
 pub mod geo;
 pub mod import;
+pub mod incidents;
 pub mod ingest;
 pub mod loadgen;
 pub mod report;
+/// Deterministic report scenarios (TOML → import CSV) for detection tests.
+pub mod scenario;
 pub mod store;

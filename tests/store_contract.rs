@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use outagewatch::geo::CountryCode;
+use outagewatch::incidents::{self, CityCount, Incident, Scope, Status};
 use outagewatch::report::{Catalog, Problem};
-use outagewatch::store::{self, ConnectOptions, Fingerprint, NewReport, Rollup, Store};
+use outagewatch::store::{
+    self, Checkpoint, ConnectOptions, DetectionWrite, Fingerprint, IncidentQuery, NewReport,
+    Rollup, Store,
+};
 use uuid::Uuid;
 
 async fn open(backend: common::Backend) -> (Arc<dyn Store>, common::TestDb) {
@@ -235,3 +239,233 @@ on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
         [rollup(0, "", 200)]
     );
 });
+
+fn incident(service: &str, country: Option<&str>, started: i64, status: Status) -> Incident {
+    Incident {
+        id: incidents::incident_id(service, country, None, at(started)),
+        service: service.into(),
+        scope: if country.is_some() {
+            Scope::Country
+        } else {
+            Scope::Global
+        },
+        country: country.map(Into::into),
+        city: None,
+        status,
+        started_at: at(started),
+        peak_at: at(started + 600),
+        peak_count: 136.0,
+        expected_at_peak: 4.5,
+        start_count: 74.0,
+        excess_reports: 1234.5,
+        resolved_at: (status == Status::Resolved).then(|| at(started + 3600)),
+        top_cities: vec![CityCount {
+            country: "PK".into(),
+            city: "Lahore".into(),
+            count: 50,
+        }],
+        problems: [("app".to_owned(), 0.75), ("login".to_owned(), 0.25)]
+            .into_iter()
+            .collect(),
+        parent_id: None,
+        summary: "Reports about X in Pakistan rose.".into(),
+        updated_at: at(started + 60),
+    }
+}
+
+on_both_backends!(
+    incidents_round_trip_filter_and_page_newest_first,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let mut pk = incident("x", Some("PK"), 0, Status::Open);
+        let global = incident("x", None, 60, Status::Resolved);
+        let yt = incident("youtube", Some("PK"), 120, Status::Open);
+        pk.parent_id = Some(global.id);
+        let all = [pk.clone(), global.clone(), yt.clone()];
+        store
+            .write_detection(&DetectionWrite {
+                incidents: &all,
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.incident(pk.id).await.unwrap(), Some(pk.clone()));
+        assert_eq!(store.incident(Uuid::from_u128(9)).await.unwrap(), None);
+        let list = |query: IncidentQuery| {
+            let store = store.clone();
+            async move {
+                let found = store.incidents(&query).await.unwrap();
+                found.into_iter().map(|i| i.id).collect::<Vec<_>>()
+            }
+        };
+        let everything = IncidentQuery {
+            limit: 10,
+            ..IncidentQuery::default()
+        };
+        assert_eq!(list(everything.clone()).await, [yt.id, global.id, pk.id]);
+        assert_eq!(
+            list(IncidentQuery {
+                service: Some("x".into()),
+                ..everything.clone()
+            })
+            .await,
+            [global.id, pk.id]
+        );
+        assert_eq!(
+            list(IncidentQuery {
+                country: Some("PK".into()),
+                status: Some(Status::Open),
+                ..everything.clone()
+            })
+            .await,
+            [yt.id, pk.id]
+        );
+        assert_eq!(
+            list(IncidentQuery {
+                since: Some(at(60)),
+                ..everything.clone()
+            })
+            .await,
+            [yt.id, global.id]
+        );
+        assert_eq!(
+            list(IncidentQuery {
+                limit: 1,
+                after: Some((global.started_at, global.id)),
+                ..everything.clone()
+            })
+            .await,
+            [pk.id]
+        );
+        // Writing again overwrites by id; a replaced range is deleted first.
+        let mut resolved = pk.clone();
+        resolved.status = Status::Resolved;
+        resolved.resolved_at = Some(at(7200));
+        store
+            .write_detection(&DetectionWrite {
+                replace: Some((at(60), at(180))),
+                incidents: std::slice::from_ref(&resolved),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(list(everything).await, [pk.id]);
+        assert_eq!(store.incident(pk.id).await.unwrap(), Some(resolved));
+    }
+);
+
+on_both_backends!(
+    the_checkpoint_keeps_the_watermark_and_the_last_snapshot,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        assert_eq!(store.checkpoint().await.unwrap(), None);
+        store
+            .write_detection(&DetectionWrite {
+                watermark: Some(at(0)),
+                state: Some((at(0), "{\"a\":1}")),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        store
+            .write_detection(&DetectionWrite {
+                watermark: Some(at(120)),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.checkpoint().await.unwrap(),
+            Some(Checkpoint {
+                watermark: at(120),
+                state: Some((at(0), "{\"a\":1}".to_owned())),
+            })
+        );
+    }
+);
+
+on_both_backends!(
+    the_detector_reads_minutes_cities_and_problems,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        assert_eq!(store.first_rollup_minute().await.unwrap(), None);
+        let mut batch = vec![
+            report(1, 1, Some("Lahore"), 5),
+            report(2, 2, Some("Lahore"), 65),
+            report(3, 3, Some("Karachi"), 70),
+            report(4, 4, None, 75),
+            // A duplicate of reporter 1: stored, not counted, so in no count below.
+            report(5, 1, Some("Karachi"), 80),
+        ];
+        batch[1].problem = Problem::Login;
+        store.insert_reports(&batch).await.unwrap();
+        assert_eq!(store.first_rollup_minute().await.unwrap(), Some(at(0)));
+        let minutes = store.minute_counts(at(60), at(120)).await.unwrap();
+        let rows: Vec<(i64, &str, &str, i64)> = minutes
+            .iter()
+            .map(|m| {
+                (
+                    m.minute.timestamp() - T0,
+                    m.service.as_str(),
+                    m.city.as_str(),
+                    m.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (60, "x", "", 3),
+                (60, "x", "Karachi", 1),
+                (60, "x", "Lahore", 1)
+            ]
+        );
+        let cities = store
+            .top_cities("x", Some("PK"), at(0), at(120), 5)
+            .await
+            .unwrap();
+        let cities: Vec<(&str, i64)> = cities.iter().map(|c| (c.city.as_str(), c.count)).collect();
+        assert_eq!(cities, [("Lahore", 2), ("Karachi", 1)]);
+        assert_eq!(
+            store
+                .top_cities("x", None, at(0), at(120), 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .problem_counts("x", Some("PK"), None, at(0), at(120))
+                .await
+                .unwrap(),
+            [("app".to_owned(), 3), ("login".to_owned(), 1)]
+        );
+        assert_eq!(
+            store
+                .problem_counts("x", Some("PK"), Some("Lahore"), at(60), at(120))
+                .await
+                .unwrap(),
+            [("login".to_owned(), 1)]
+        );
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_postgres_session_leads_the_detector_until_it_lets_go() {
+    let (store, _db) = open(common::Backend::Postgres).await;
+    let mut first = store.try_lead_detector().await.unwrap().expect("free lock");
+    assert!(first.still_held().await);
+    assert!(store.try_lead_detector().await.unwrap().is_none());
+    drop(first);
+    // Dropping closes the session in the background; the lock frees with it.
+    let mut second = None;
+    for _ in 0..50 {
+        second = store.try_lead_detector().await.unwrap();
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(second.expect("lock freed").still_held().await);
+}

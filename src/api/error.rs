@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 422: fields failed validation. Problem types are relative URIs, documented in the README.
     #[error("{} invalid field(s)", .0.len())]
     Invalid(Vec<FieldError>),
+    /// 400: query or path parameters failed validation.
+    #[error("{} invalid parameter(s)", .0.len())]
+    InvalidParameters(Vec<FieldError>),
     /// 404: nothing at this path.
     #[error("not found")]
     NotFound,
@@ -114,6 +117,11 @@ impl ApiError {
                 "/problems/validation",
                 "Invalid report",
             ),
+            ApiError::InvalidParameters(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-parameter",
+                "Invalid parameter",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
             ApiError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -142,10 +150,12 @@ impl IntoResponse for ApiError {
                 tracing::error!(%detail, "internal error");
                 "something went wrong on our side; it has been logged".to_string()
             }
-            ApiError::Invalid(errors) => match errors.as_slice() {
-                [one] => format!("{}: {}", one.field, one.message),
-                many => format!("{} fields are invalid", many.len()),
-            },
+            ApiError::Invalid(errors) | ApiError::InvalidParameters(errors) => {
+                match errors.as_slice() {
+                    [one] => format!("{}: {}", one.field, one.message),
+                    many => format!("{} fields are invalid", many.len()),
+                }
+            }
             ApiError::RateLimited {
                 retry_after_seconds,
             } => {
@@ -154,7 +164,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let (errors, ids): (&[FieldError], &[Uuid]) = match &self {
-            ApiError::Invalid(errors) => (errors, &[]),
+            ApiError::Invalid(errors) | ApiError::InvalidParameters(errors) => (errors, &[]),
             ApiError::Unavailable { ids, .. } => (&[], ids),
             _ => (&[], &[]),
         };

@@ -3,6 +3,7 @@
 mod client;
 mod error;
 mod health;
+mod incidents;
 mod reports;
 
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use tokio::sync::broadcast;
+
+use crate::detector::IncidentChange;
 use crate::ingest::{Fingerprinter, Ingest};
 use crate::report::Catalog;
 use crate::store::Store;
@@ -35,6 +39,8 @@ pub struct AppState {
     pub fingerprinter: Arc<Fingerprinter>,
     pub clients: Arc<ClientPolicy>,
     pub max_body_bytes: usize,
+    /// Incident changes announced by the detector (when this process runs it).
+    pub incident_events: broadcast::Sender<IncidentChange>,
 }
 
 /// Every route of the service, with request ids and tracing.
@@ -47,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(ingest_routes)
+        .route("/api/v1/incidents", get(incidents::list_incidents))
+        .route("/api/v1/incidents/{id}", get(incidents::get_incident))
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_readiness))
         .fallback(|| async { ApiError::NotFound })

@@ -16,6 +16,7 @@
 pub mod baseline;
 pub mod csv;
 pub mod distribution;
+pub mod engine;
 pub mod incident;
 pub mod score;
 pub mod series;
@@ -23,6 +24,7 @@ pub mod surprise;
 
 pub use baseline::Baseline;
 pub use csv::{detect_csv, CsvError};
+pub use engine::{Engine, EngineEvent, PlaceCount, SeriesKey};
 pub use incident::{IncidentEvent, IncidentState, IncidentSummary};
 pub use series::{ParentHint, SeriesDetector, Step};
 pub use surprise::{Direction, Surprise, ValueKind};

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::geo::CountryCode;
+use crate::incidents::{CityCount, Incident, Scope, Status};
 use crate::report::{Problem, ServiceSlug};
 
 pub use postgres::PostgresStore;
@@ -68,6 +69,61 @@ pub struct Rollup {
     pub count: i64,
 }
 
+/// One per-minute count of any service, as the detector reads them; `city` is empty for the
+/// country total.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MinuteCount {
+    pub minute: DateTime<Utc>,
+    pub service: String,
+    pub country: String,
+    pub city: String,
+    pub count: i64,
+}
+
+/// Where the detector stands: the last minute it processed and a snapshot of its state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub watermark: DateTime<Utc>,
+    /// The snapshot (serialized detector state) and the minute it was taken after; at or
+    /// before the watermark.
+    pub state: Option<(DateTime<Utc>, String)>,
+}
+
+/// One transaction of detector output.
+#[derive(Clone, Debug, Default)]
+pub struct DetectionWrite<'a> {
+    /// Delete the incidents that started in `[from, to)` first (a re-detection of that range).
+    pub replace: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Incidents to insert or overwrite (by id).
+    pub incidents: &'a [Incident],
+    /// The new watermark, if it moves.
+    pub watermark: Option<DateTime<Utc>>,
+    /// A new snapshot and the minute it was taken after.
+    pub state: Option<(DateTime<Utc>, &'a str)>,
+}
+
+/// Which incidents to list: newest first, `limit` at most, after the `after` cursor.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentQuery {
+    pub service: Option<String>,
+    pub country: Option<String>,
+    /// None = open and resolved.
+    pub status: Option<Status>,
+    /// Only incidents that started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+    /// The (started_at, id) of the last incident of the previous page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// The right to run the detector, held until dropped (Postgres: a session advisory lock on a
+/// dedicated connection).
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether the lock is still held (false once its connection is lost).
+    async fn still_held(&mut self) -> bool;
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,6 +136,9 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back (e.g. a JSON column that does not parse).
+    #[error("stored data unreadable: {0}")]
+    Corrupt(String),
     /// The database URL is not one this service understands.
     #[error("bad database url: {0}")]
     Url(String),
@@ -153,6 +212,53 @@ pub trait Store: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError>;
+
+    /// The first minute with any rollup, if any.
+    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Every service's rollups in `[from, to)`, ordered by minute, service, country, city.
+    async fn minute_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteCount>, StoreError>;
+
+    /// The cities of one service (in one country, or all) with most counted reports in
+    /// `[from, to)`, most first (ties by country and name), at most `limit`.
+    async fn top_cities(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CityCount>, StoreError>;
+
+    /// Counted reports per problem kind of one series (a city needs its country) in
+    /// `[from, to)`, ordered by kind.
+    async fn problem_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Where the detector stands, if it has ever run.
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Stores detector output in one transaction.
+    async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError>;
+
+    /// Lists incidents, newest first.
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+
+    /// Reads one incident by id.
+    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError>;
+
+    /// Tries to become the one process that runs the detector; None while another holds it.
+    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError>;
 }
 
 /// Connection settings shared by both backends.
@@ -191,6 +297,69 @@ fn dedup_candidates(reports: &[NewReport]) -> Vec<&NewReport> {
 
 /// One rollup row's key: (service, country, city or "" for the total, minute).
 type RollupKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
+
+/// An incident row with times already converted; each backend reads its own column types.
+struct IncidentRow {
+    id: Uuid,
+    service: String,
+    scope: String,
+    country: Option<String>,
+    city: Option<String>,
+    status: String,
+    started_at: DateTime<Utc>,
+    peak_at: DateTime<Utc>,
+    peak_count: f64,
+    expected_at_peak: f64,
+    start_count: f64,
+    excess_reports: f64,
+    resolved_at: Option<DateTime<Utc>>,
+    top_cities: String,
+    problems: String,
+    parent_id: Option<Uuid>,
+    summary: String,
+    updated_at: DateTime<Utc>,
+}
+
+/// The columns of `incidents`, in the order both backends select and insert them.
+const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, started_at, peak_at, \
+     peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, problems, \
+     parent_id, summary, updated_at";
+
+impl IncidentRow {
+    fn into_incident(self) -> Result<Incident, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("incident {}: {what}", self.id));
+        Ok(Incident {
+            scope: Scope::parse(&self.scope).ok_or_else(|| corrupt("scope"))?,
+            status: Status::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+            top_cities: serde_json::from_str(&self.top_cities)
+                .map_err(|_| corrupt("top_cities"))?,
+            problems: serde_json::from_str(&self.problems).map_err(|_| corrupt("problems"))?,
+            id: self.id,
+            service: self.service,
+            country: self.country,
+            city: self.city,
+            started_at: self.started_at,
+            peak_at: self.peak_at,
+            peak_count: self.peak_count,
+            expected_at_peak: self.expected_at_peak,
+            start_count: self.start_count,
+            excess_reports: self.excess_reports,
+            resolved_at: self.resolved_at,
+            parent_id: self.parent_id,
+            summary: self.summary,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// The JSON columns of an incident: (top_cities, problems).
+fn incident_json(incident: &Incident) -> (String, String) {
+    // Serializing plain vectors and maps of strings and numbers cannot fail.
+    (
+        serde_json::to_string(&incident.top_cities).unwrap_or_else(|_| "[]".into()),
+        serde_json::to_string(&incident.problems).unwrap_or_else(|_| "{}".into()),
+    )
+}
 
 /// The rollup increments of newly stored counted reports, sorted by key so concurrent
 /// writers lock rows in one order: each adds to its city's row (if any) and its country total.

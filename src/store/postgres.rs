@@ -5,13 +5,18 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, outcomes, rollup_increments, ConnectOptions, NewReport, Outcome, Rollup,
-    Store, StoreError, StoredReport,
+    dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
+    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
+use crate::incidents::{CityCount, Incident};
+
+/// The advisory lock key the detector leader holds ("outagewa" as an integer).
+const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
 
 /// Reports, rollups and secrets in Postgres.
 #[derive(Clone, Debug)]
@@ -80,6 +85,77 @@ async fn insert_rows(
     .fetch_all(&mut **tx)
     .await?;
     Ok(inserted.into_iter().collect())
+}
+
+/// An incident as Postgres returns it.
+#[derive(sqlx::FromRow)]
+struct PgIncident {
+    id: Uuid,
+    service: String,
+    scope: String,
+    country: Option<String>,
+    city: Option<String>,
+    status: String,
+    started_at: DateTime<Utc>,
+    peak_at: DateTime<Utc>,
+    peak_count: f64,
+    expected_at_peak: f64,
+    start_count: f64,
+    excess_reports: f64,
+    resolved_at: Option<DateTime<Utc>>,
+    top_cities: String,
+    problems: String,
+    parent_id: Option<Uuid>,
+    summary: String,
+    updated_at: DateTime<Utc>,
+}
+
+impl PgIncident {
+    fn into_incident(self) -> Result<Incident, StoreError> {
+        IncidentRow {
+            id: self.id,
+            service: self.service,
+            scope: self.scope,
+            country: self.country,
+            city: self.city,
+            status: self.status,
+            started_at: self.started_at,
+            peak_at: self.peak_at,
+            peak_count: self.peak_count,
+            expected_at_peak: self.expected_at_peak,
+            start_count: self.start_count,
+            excess_reports: self.excess_reports,
+            resolved_at: self.resolved_at,
+            top_cities: self.top_cities,
+            problems: self.problems,
+            parent_id: self.parent_id,
+            summary: self.summary,
+            updated_at: self.updated_at,
+        }
+        .into_incident()
+    }
+}
+
+/// The detector lock, held by a connection of its own for as long as this value lives.
+struct PgLeadership {
+    connection: Option<PgConnection>,
+}
+
+#[async_trait]
+impl Leadership for PgLeadership {
+    async fn still_held(&mut self) -> bool {
+        let Some(connection) = self.connection.as_mut() else {
+            return false;
+        };
+        let alive = tokio::time::timeout(std::time::Duration::from_secs(5), connection.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !alive {
+            // The session (and with it the lock) is gone or unusable: never trust it again.
+            self.connection = None;
+        }
+        alive
+    }
 }
 
 #[async_trait]
@@ -231,5 +307,227 @@ impl Store for PostgresStore {
                 count,
             })
             .collect())
+    }
+
+    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar("select min(minute) from rollups_minute")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn minute_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, String, String, String, i64)> = sqlx::query_as(
+            "select minute, service, country, city, count from rollups_minute
+             where minute >= $1 and minute < $2
+             order by minute, service, country, city",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, service, country, city, count)| MinuteCount {
+                minute,
+                service,
+                country,
+                city,
+                count,
+            })
+            .collect())
+    }
+
+    async fn top_cities(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CityCount>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select country, city, sum(count)::int8 as n from rollups_minute
+             where service = $1 and ($2::text is null or country = $2) and city <> ''
+               and minute >= $3 and minute < $4
+             group by country, city
+             order by n desc, country, city
+             limit $5",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(country, city, count)| CityCount {
+                country,
+                city,
+                count,
+            })
+            .collect())
+    }
+
+    async fn problem_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select problem, count(*) from reports
+             where received_at >= $1 and received_at < $2 and service = $3 and counted
+               and ($4::text is null or country = $4) and ($5::text is null or city = $5)
+             group by problem
+             order by problem",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> =
+            sqlx::query_as("select watermark, state_at, state from detector_state")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(watermark, state_at, state)| Checkpoint {
+            watermark,
+            state: state_at.zip(state),
+        }))
+    }
+
+    async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((from, to)) = write.replace {
+            sqlx::query("delete from incidents where started_at >= $1 and started_at < $2")
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for incident in write.incidents {
+            let (top_cities, problems) = incident_json(incident);
+            let mut insert =
+                QueryBuilder::new(format!("insert into incidents ({INCIDENT_COLUMNS}) "));
+            insert.push_values([incident], |mut row, i| {
+                row.push_bind(i.id)
+                    .push_bind(&i.service)
+                    .push_bind(i.scope.as_str())
+                    .push_bind(&i.country)
+                    .push_bind(&i.city)
+                    .push_bind(i.status.as_str())
+                    .push_bind(i.started_at)
+                    .push_bind(i.peak_at)
+                    .push_bind(i.peak_count)
+                    .push_bind(i.expected_at_peak)
+                    .push_bind(i.start_count)
+                    .push_bind(i.excess_reports)
+                    .push_bind(i.resolved_at)
+                    .push_bind(&top_cities)
+                    .push_bind(&problems)
+                    .push_bind(i.parent_id)
+                    .push_bind(&i.summary)
+                    .push_bind(i.updated_at);
+            });
+            insert.push(
+                " on conflict (id) do update set status = excluded.status,
+                  peak_at = excluded.peak_at, peak_count = excluded.peak_count,
+                  expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count,
+                  excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at,
+                  top_cities = excluded.top_cities, problems = excluded.problems,
+                  parent_id = excluded.parent_id, summary = excluded.summary,
+                  updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        if let Some(watermark) = write.watermark {
+            sqlx::query(
+                "insert into detector_state (singleton, watermark) values (true, $1)
+                 on conflict (singleton) do update set watermark = excluded.watermark",
+            )
+            .bind(watermark)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((state_at, state)) = write.state {
+            sqlx::query("update detector_state set state_at = $1, state = $2")
+                .bind(state_at)
+                .bind(state)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let mut select = QueryBuilder::new(format!(
+            "select {INCIDENT_COLUMNS} from incidents where true"
+        ));
+        if let Some(service) = &query.service {
+            select.push(" and service = ").push_bind(service);
+        }
+        if let Some(country) = &query.country {
+            select.push(" and country = ").push_bind(country);
+        }
+        if let Some(status) = query.status {
+            select.push(" and status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = query.since {
+            select.push(" and started_at >= ").push_bind(since);
+        }
+        if let Some((started_at, id)) = query.after {
+            select
+                .push(" and (started_at, id) < (")
+                .push_bind(started_at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        select
+            .push(" order by started_at desc, id desc limit ")
+            .push_bind(i64::from(query.limit));
+        let rows: Vec<PgIncident> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(PgIncident::into_incident).collect()
+    }
+
+    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
+        let row: Option<PgIncident> = sqlx::query_as(&format!(
+            "select {INCIDENT_COLUMNS} from incidents where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(PgIncident::into_incident).transpose()
+    }
+
+    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        // A connection of its own: the lock lives as long as this session, and a pool would
+        // hand the session to other work.
+        let mut connection = self.pool.acquire().await?.detach();
+        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(DETECTOR_LOCK)
+            .fetch_one(&mut connection)
+            .await?;
+        if !locked {
+            let _ = connection.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLeadership {
+            connection: Some(connection),
+        })))
     }
 }

@@ -12,9 +12,11 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, outcomes, rollup_increments, ConnectOptions, NewReport, Outcome, Rollup,
-    Store, StoreError, StoredReport,
+    dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
+    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
+use crate::incidents::{CityCount, Incident};
 
 /// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -66,6 +68,69 @@ fn millis(at: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn from_seconds(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or_default()
+}
+
+/// An incident as SQLite returns it (times in unix seconds).
+#[derive(sqlx::FromRow)]
+struct SqliteIncident {
+    id: Uuid,
+    service: String,
+    scope: String,
+    country: Option<String>,
+    city: Option<String>,
+    status: String,
+    started_at: i64,
+    peak_at: i64,
+    peak_count: f64,
+    expected_at_peak: f64,
+    start_count: f64,
+    excess_reports: f64,
+    resolved_at: Option<i64>,
+    top_cities: String,
+    problems: String,
+    parent_id: Option<Uuid>,
+    summary: String,
+    updated_at: i64,
+}
+
+impl SqliteIncident {
+    fn into_incident(self) -> Result<Incident, StoreError> {
+        IncidentRow {
+            id: self.id,
+            service: self.service,
+            scope: self.scope,
+            country: self.country,
+            city: self.city,
+            status: self.status,
+            started_at: from_seconds(self.started_at),
+            peak_at: from_seconds(self.peak_at),
+            peak_count: self.peak_count,
+            expected_at_peak: self.expected_at_peak,
+            start_count: self.start_count,
+            excess_reports: self.excess_reports,
+            resolved_at: self.resolved_at.map(from_seconds),
+            top_cities: self.top_cities,
+            problems: self.problems,
+            parent_id: self.parent_id,
+            summary: self.summary,
+            updated_at: from_seconds(self.updated_at),
+        }
+        .into_incident()
+    }
+}
+
+/// SQLite serves one process, so that process always leads the detector.
+struct SoleProcess;
+
+#[async_trait]
+impl Leadership for SoleProcess {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
 }
 
 /// Reads the stored `counted` of each id that exists.
@@ -263,5 +328,218 @@ impl Store for SqliteStore {
                 count,
             })
             .collect())
+    }
+
+    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let minute: Option<i64> = sqlx::query_scalar("select min(minute) from rollups_minute")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(minute.map(from_seconds))
+    }
+
+    async fn minute_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+            "select minute, service, country, city, count from rollups_minute
+             where minute >= ? and minute < ?
+             order by minute, service, country, city",
+        )
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, service, country, city, count)| MinuteCount {
+                minute: from_seconds(minute),
+                service,
+                country,
+                city,
+                count,
+            })
+            .collect())
+    }
+
+    async fn top_cities(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CityCount>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select country, city, sum(count) as n from rollups_minute
+             where service = ?1 and (?2 is null or country = ?2) and city <> ''
+               and minute >= ?3 and minute < ?4
+             group by country, city
+             order by n desc, country, city
+             limit ?5",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(country, city, count)| CityCount {
+                country,
+                city,
+                count,
+            })
+            .collect())
+    }
+
+    async fn problem_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select problem, count(*) from reports
+             where received_at >= ?1 and received_at < ?2 and service = ?3 and counted
+               and (?4 is null or country = ?4) and (?5 is null or city = ?5)
+             group by problem
+             order by problem",
+        )
+        .bind(millis(from))
+        .bind(millis(to))
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<(i64, Option<i64>, Option<String>)> =
+            sqlx::query_as("select watermark, state_at, state from detector_state")
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|(watermark, state_at, state)| Checkpoint {
+            watermark: from_seconds(watermark),
+            state: state_at.map(from_seconds).zip(state),
+        }))
+    }
+
+    async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if let Some((from, to)) = write.replace {
+            sqlx::query("delete from incidents where started_at >= ? and started_at < ?")
+                .bind(from.timestamp())
+                .bind(to.timestamp())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for incident in write.incidents {
+            let (top_cities, problems) = incident_json(incident);
+            let mut insert =
+                QueryBuilder::new(format!("insert into incidents ({INCIDENT_COLUMNS}) "));
+            insert.push_values([incident], |mut row, i| {
+                row.push_bind(i.id)
+                    .push_bind(&i.service)
+                    .push_bind(i.scope.as_str())
+                    .push_bind(&i.country)
+                    .push_bind(&i.city)
+                    .push_bind(i.status.as_str())
+                    .push_bind(i.started_at.timestamp())
+                    .push_bind(i.peak_at.timestamp())
+                    .push_bind(i.peak_count)
+                    .push_bind(i.expected_at_peak)
+                    .push_bind(i.start_count)
+                    .push_bind(i.excess_reports)
+                    .push_bind(i.resolved_at.map(|t| t.timestamp()))
+                    .push_bind(&top_cities)
+                    .push_bind(&problems)
+                    .push_bind(i.parent_id)
+                    .push_bind(&i.summary)
+                    .push_bind(i.updated_at.timestamp());
+            });
+            insert.push(
+                " on conflict (id) do update set status = excluded.status,
+                  peak_at = excluded.peak_at, peak_count = excluded.peak_count,
+                  expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count,
+                  excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at,
+                  top_cities = excluded.top_cities, problems = excluded.problems,
+                  parent_id = excluded.parent_id, summary = excluded.summary,
+                  updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        if let Some(watermark) = write.watermark {
+            sqlx::query(
+                "insert into detector_state (singleton, watermark) values (1, ?)
+                 on conflict (singleton) do update set watermark = excluded.watermark",
+            )
+            .bind(watermark.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((state_at, state)) = write.state {
+            sqlx::query("update detector_state set state_at = ?, state = ?")
+                .bind(state_at.timestamp())
+                .bind(state)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let mut select =
+            QueryBuilder::new(format!("select {INCIDENT_COLUMNS} from incidents where 1"));
+        if let Some(service) = &query.service {
+            select.push(" and service = ").push_bind(service);
+        }
+        if let Some(country) = &query.country {
+            select.push(" and country = ").push_bind(country);
+        }
+        if let Some(status) = query.status {
+            select.push(" and status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = query.since {
+            select
+                .push(" and started_at >= ")
+                .push_bind(since.timestamp());
+        }
+        if let Some((started_at, id)) = query.after {
+            select
+                .push(" and (started_at, id) < (")
+                .push_bind(started_at.timestamp())
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        select
+            .push(" order by started_at desc, id desc limit ")
+            .push_bind(i64::from(query.limit));
+        let rows: Vec<SqliteIncident> = select.build_query_as().fetch_all(&self.reader).await?;
+        rows.into_iter()
+            .map(SqliteIncident::into_incident)
+            .collect()
+    }
+
+    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
+        let row: Option<SqliteIncident> = sqlx::query_as(&format!(
+            "select {INCIDENT_COLUMNS} from incidents where id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(SqliteIncident::into_incident).transpose()
+    }
+
+    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        Ok(Some(Box::new(SoleProcess)))
     }
 }

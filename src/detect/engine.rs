@@ -1,0 +1,373 @@
+//! Every series at once: one minute of rollups in, incident events out, for each service's global series, its countries and their cities.
+//!
+//! The engine owns one [`SeriesDetector`] per series ever seen and steps every one of them each
+//! minute (a silent minute is a zero, which the baseline must learn too), so the work per minute
+//! is linear in the number of series. Series are visited in key order — a service's global
+//! series, then each country followed by its cities — so a thin series can borrow the
+//! expectation its parent computed a moment earlier in the same minute.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::series::{ParentHint, SeriesDetector};
+use super::{DetectorConfig, IncidentEvent, IncidentSummary};
+
+/// Which series: a service worldwide (`country` None), in a country, or in a city of a country.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeriesKey {
+    pub service: String,
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+impl SeriesKey {
+    pub fn global(service: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            country: None,
+            city: None,
+        }
+    }
+
+    pub fn country(service: &str, country: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            country: Some(country.to_owned()),
+            city: None,
+        }
+    }
+
+    pub fn city(service: &str, country: &str, city: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            country: Some(country.to_owned()),
+            city: Some(city.to_owned()),
+        }
+    }
+
+    /// The series this one is part of: a city's country, a country's globe.
+    pub fn parent(&self) -> Option<SeriesKey> {
+        match (&self.country, &self.city) {
+            (Some(country), Some(_)) => Some(Self::country(&self.service, country)),
+            (Some(_), None) => Some(Self::global(&self.service)),
+            (None, _) => None,
+        }
+    }
+}
+
+/// One minute's count of one place, as stored in the rollups: `city` empty for the country total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaceCount<'a> {
+    pub service: &'a str,
+    pub country: &'a str,
+    pub city: &'a str,
+    pub count: i64,
+}
+
+/// What happened to an incident of one series at one minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineEvent {
+    pub key: SeriesKey,
+    /// The minute the event was raised at.
+    pub at: i64,
+    pub event: IncidentEvent,
+    /// The window count when the incident opened.
+    pub start_count: f64,
+}
+
+impl EngineEvent {
+    pub fn summary(&self) -> &IncidentSummary {
+        self.event.summary()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Tracked {
+    detector: SeriesDetector,
+    /// The window count at the step the current (or last) incident opened.
+    start_count: f64,
+}
+
+/// The detector state of every series, advanced one minute at a time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Engine {
+    #[serde(skip)]
+    config: DetectorConfig,
+    #[serde(with = "as_pairs")]
+    series: BTreeMap<SeriesKey, Tracked>,
+    last_minute: Option<i64>,
+}
+
+/// Seconds per step: the engine works on minute rollups.
+const STEP_SECONDS: i64 = 60;
+
+impl Engine {
+    pub fn new(config: &DetectorConfig) -> Self {
+        Self {
+            config: config.clone(),
+            series: BTreeMap::new(),
+            last_minute: None,
+        }
+    }
+
+    /// Restores an engine from [`Engine::snapshot`]; series first seen from now on use `config`.
+    pub fn restore(config: &DetectorConfig, snapshot: &str) -> Result<Self, serde_json::Error> {
+        let mut engine: Engine = serde_json::from_str(snapshot)?;
+        engine.config = config.clone();
+        Ok(engine)
+    }
+
+    /// The whole state as JSON (floats round-trip exactly, so a restored engine continues
+    /// exactly as this one would).
+    pub fn snapshot(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// The last minute stepped (unix seconds of its start).
+    pub fn last_minute(&self) -> Option<i64> {
+        self.last_minute
+    }
+
+    /// How many series are tracked.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The open incident of a series, if any.
+    pub fn open_incident(&self, key: &SeriesKey) -> Option<&IncidentSummary> {
+        self.series.get(key).and_then(|t| t.detector.incident())
+    }
+
+    /// The series with an open incident, in key order.
+    pub fn open_series(&self) -> impl Iterator<Item = &SeriesKey> {
+        self.series
+            .iter()
+            .filter(|(_, t)| t.detector.incident().is_some())
+            .map(|(k, _)| k)
+    }
+
+    /// Steps every series through minute `at` (a multiple of 60) with that minute's counts;
+    /// minutes must come in increasing order (a repeated or older minute is ignored). Returns
+    /// the incident events of this minute, parents before children.
+    pub fn step(&mut self, at: i64, counts: &[PlaceCount<'_>]) -> Vec<EngineEvent> {
+        if self.last_minute.is_some_and(|last| at <= last) {
+            return Vec::new();
+        }
+        self.last_minute = Some(at);
+        let mut this_minute: BTreeMap<SeriesKey, f64> = BTreeMap::new();
+        for place in counts.iter().filter(|p| p.count > 0) {
+            let count = place.count as f64;
+            if place.city.is_empty() {
+                *this_minute
+                    .entry(SeriesKey::global(place.service))
+                    .or_default() += count;
+                *this_minute
+                    .entry(SeriesKey::country(place.service, place.country))
+                    .or_default() += count;
+            } else {
+                *this_minute
+                    .entry(SeriesKey::city(place.service, place.country, place.city))
+                    .or_default() += count;
+            }
+        }
+        for key in this_minute.keys() {
+            if !self.series.contains_key(key) {
+                self.series.insert(
+                    key.clone(),
+                    Tracked {
+                        detector: SeriesDetector::new(&self.config, STEP_SECONDS),
+                        start_count: 0.0,
+                    },
+                );
+            }
+        }
+
+        let mut events = Vec::new();
+        // The expectation of the last global and country series visited: the parents of what follows.
+        let mut global_expected = None;
+        let mut country_expected = None;
+        for (key, tracked) in &mut self.series {
+            let count = this_minute.get(key).copied().unwrap_or(0.0);
+            let parent = match (&key.country, &key.city) {
+                (None, _) => None,
+                (Some(_), None) => global_expected,
+                (Some(_), Some(_)) => country_expected,
+            }
+            .map(|expected_count| ParentHint { expected_count });
+            let step = tracked.detector.step(at, count, parent);
+            match (&key.country, &key.city) {
+                (None, _) => {
+                    global_expected = Some(step.expected);
+                    country_expected = None;
+                }
+                (Some(_), None) => country_expected = Some(step.expected),
+                (Some(_), Some(_)) => {}
+            }
+            for event in [step.gap_event, step.event].into_iter().flatten() {
+                if matches!(event, IncidentEvent::Opened(_)) {
+                    tracked.start_count = step.window_count;
+                }
+                events.push(EngineEvent {
+                    key: key.clone(),
+                    at,
+                    event,
+                    start_count: tracked.start_count,
+                });
+            }
+        }
+        events
+    }
+}
+
+/// JSON object keys must be strings: the series map travels as a list of (key, state) pairs.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S, K, V>(map: &BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        K: Serialize,
+        V: Serialize,
+    {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place<'a>(country: &'a str, city: &'a str, count: i64) -> PlaceCount<'a> {
+        PlaceCount {
+            service: "x",
+            country,
+            city,
+            count,
+        }
+    }
+
+    /// Two days of a steady trickle, then a Lahore surge.
+    fn run(engine: &mut Engine, minutes: std::ops::Range<i64>, surge: i64) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        for m in minutes {
+            let at = m * 60;
+            // Country total 2 per minute, of which 1 in Lahore, every other minute.
+            let lahore = i64::from(m % 2 == 0) + surge;
+            let counts = [place("PK", "", 2 + surge), place("PK", "Lahore", lahore)];
+            events.extend(engine.step(at, &counts));
+        }
+        events
+    }
+
+    fn kinds(events: &[EngineEvent]) -> Vec<(Option<&str>, Option<&str>, &'static str)> {
+        events
+            .iter()
+            .map(|e| {
+                let kind = match e.event {
+                    IncidentEvent::Opened(_) => "opened",
+                    IncidentEvent::Updated(_) => "updated",
+                    IncidentEvent::Resolved(_) => "resolved",
+                    IncidentEvent::Reopened(_) => "reopened",
+                };
+                (e.key.country.as_deref(), e.key.city.as_deref(), kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_country_total_feeds_its_country_and_the_globe_and_a_city_row_only_its_city() {
+        let mut engine = Engine::new(&DetectorConfig::default());
+        engine.step(0, &[place("PK", "", 3), place("PK", "Lahore", 2)]);
+        engine.step(60, &[place("GB", "", 1)]);
+        assert_eq!(engine.series_count(), 4);
+        let keys: Vec<SeriesKey> = engine.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                SeriesKey::global("x"),
+                SeriesKey::country("x", "GB"),
+                SeriesKey::country("x", "PK"),
+                SeriesKey::city("x", "PK", "Lahore"),
+            ]
+        );
+        // Every series saw both minutes, including the one it had no rows in.
+        assert!(engine
+            .series
+            .values()
+            .all(|t| t.detector.window_steps() == 15));
+        assert_eq!(engine.last_minute(), Some(60));
+        assert!(engine.step(60, &[place("PK", "", 100)]).is_empty());
+    }
+
+    #[test]
+    fn a_surge_opens_country_and_city_incidents_and_both_resolve() {
+        let mut engine = Engine::new(&DetectorConfig::default());
+        let quiet = run(&mut engine, 0..2 * 1440, 0);
+        assert_eq!(kinds(&quiet), vec![]);
+        let surge = run(&mut engine, 2 * 1440..2 * 1440 + 30, 10);
+        let mut opened: Vec<_> = kinds(&surge)
+            .into_iter()
+            .filter(|k| k.2 == "opened")
+            .collect();
+        opened.sort();
+        assert_eq!(
+            opened,
+            vec![
+                (None, None, "opened"),
+                (Some("PK"), None, "opened"),
+                (Some("PK"), Some("Lahore"), "opened")
+            ]
+        );
+        let pk = SeriesKey::country("x", "PK");
+        let open = *engine.open_incident(&pk).expect("PK incident open");
+        let first_pk = surge.iter().find(|e| e.key == pk).expect("PK event");
+        assert!(first_pk.start_count >= 10.0 * 3.0, "{first_pk:?}");
+        assert_eq!(open.started_at, first_pk.summary().started_at);
+        let calm = run(&mut engine, 2 * 1440 + 30..2 * 1440 + 180, 0);
+        let mut resolved: Vec<_> = kinds(&calm)
+            .into_iter()
+            .filter(|k| k.2 == "resolved")
+            .collect();
+        resolved.sort();
+        assert_eq!(
+            resolved,
+            vec![
+                (None, None, "resolved"),
+                (Some("PK"), None, "resolved"),
+                (Some("PK"), Some("Lahore"), "resolved")
+            ]
+        );
+        assert_eq!(engine.open_incident(&pk), None);
+    }
+
+    #[test]
+    fn a_restored_snapshot_continues_exactly_like_the_original() {
+        let config = DetectorConfig::default();
+        let mut original = Engine::new(&config);
+        run(&mut original, 0..2 * 1440, 0);
+        let snapshot = original.snapshot().expect("state serializes");
+        let mut restored = Engine::restore(&config, &snapshot).expect("snapshot parses");
+        let a = run(&mut original, 2 * 1440..2 * 1440 + 120, 10);
+        let b = run(&mut restored, 2 * 1440..2 * 1440 + 120, 10);
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+        assert_eq!(
+            original.snapshot().expect("state serializes"),
+            restored.snapshot().expect("state serializes")
+        );
+    }
+}

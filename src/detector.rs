@@ -1,0 +1,562 @@
+//! The detector runner: reads the minute rollups after its watermark, steps the engine, names and stores incidents, and announces their changes.
+//!
+//! One code path serves the live runner (`serve`, every minute, as the one leader among the
+//! replicas) and `outagewatch redetect` (a range, from scratch): [`Detection::step_range`].
+//! Incident ids derive from the series and the start, so re-running over the same rollups
+//! writes the same records. The live runner keeps a watermark (the last minute processed) and
+//! a snapshot of the engine in the store; on start it restores the snapshot and replays the
+//! minutes after it, so a restart changes no outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::config::DetectorSettings;
+use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
+use crate::geo::CountryCode;
+use crate::incidents::{self, Incident, Names, Scope, Status};
+use crate::report::Catalog;
+use crate::store::{minute_of, DetectionWrite, IncidentQuery, MinuteCount, Store, StoreError};
+
+/// Minutes of rollups read per query (and, live, written per transaction while catching up).
+const CHUNK_MINUTES: i64 = 60;
+
+/// What the runner announces to the read side.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentChange {
+    /// "opened", "updated", "resolved" or "reopened".
+    pub kind: &'static str,
+    pub incident: Incident,
+}
+
+/// Why detection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored detector snapshot cannot be read: {0}")]
+    Snapshot(serde_json::Error),
+    #[error("another process holds the detector lock (a running `serve`); stop it first")]
+    NotLeader,
+    #[error("--from must be before --to")]
+    EmptyRange,
+}
+
+/// The engine plus what it takes to turn its events into named, stored incidents.
+pub struct Detection {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    top_cities: u32,
+    engine: Engine,
+    /// The record of each series' open incident.
+    open: BTreeMap<SeriesKey, Incident>,
+}
+
+/// The changes of one stepped range: records to store and events to announce.
+#[derive(Default)]
+pub struct Changes {
+    pub incidents: BTreeMap<Uuid, Incident>,
+    pub events: Vec<IncidentChange>,
+}
+
+impl Detection {
+    /// A detector that has seen nothing yet.
+    pub fn fresh(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        settings: &DetectorSettings,
+    ) -> Self {
+        Self {
+            store,
+            catalog,
+            top_cities: settings.top_cities,
+            engine: Engine::new(&settings.model),
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// The last minute stepped, if any.
+    pub fn last_minute(&self) -> Option<DateTime<Utc>> {
+        self.engine
+            .last_minute()
+            .and_then(|at| DateTime::from_timestamp(at, 0))
+    }
+
+    /// How many series the engine tracks.
+    pub fn series_count(&self) -> usize {
+        self.engine.series_count()
+    }
+
+    /// Restores the state the live runner stored, replaying (and re-storing, idempotently) the
+    /// minutes between its snapshot and its watermark. Returns the watermark.
+    pub async fn resume(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        settings: &DetectorSettings,
+    ) -> Result<(Self, Option<DateTime<Utc>>), DetectError> {
+        let mut detection = Self::fresh(store.clone(), catalog, settings);
+        let Some(checkpoint) = store.checkpoint().await? else {
+            return Ok((detection, None));
+        };
+        let replay_from = match &checkpoint.state {
+            Some((state_at, state)) => {
+                detection.engine =
+                    Engine::restore(&settings.model, state).map_err(DetectError::Snapshot)?;
+                detection.reload_open().await?;
+                *state_at + TimeDelta::minutes(1)
+            }
+            None => match store.first_rollup_minute().await? {
+                Some(first) => first,
+                None => return Ok((detection, Some(checkpoint.watermark))),
+            },
+        };
+        let until = checkpoint.watermark + TimeDelta::minutes(1);
+        let mut from = replay_from;
+        while from < until {
+            let to = (from + TimeDelta::minutes(CHUNK_MINUTES)).min(until);
+            let changes = detection.step_range(from, to).await?;
+            let incidents: Vec<Incident> = changes.incidents.into_values().collect();
+            store
+                .write_detection(&DetectionWrite {
+                    incidents: &incidents,
+                    ..DetectionWrite::default()
+                })
+                .await?;
+            from = to;
+        }
+        Ok((detection, Some(checkpoint.watermark)))
+    }
+
+    /// Rebuilds the open-incident records of a restored engine from the store.
+    async fn reload_open(&mut self) -> Result<(), StoreError> {
+        self.open.clear();
+        let stored = self
+            .store
+            .incidents(&IncidentQuery {
+                status: Some(Status::Open),
+                limit: u32::MAX,
+                ..IncidentQuery::default()
+            })
+            .await?;
+        let by_id: BTreeMap<Uuid, Incident> = stored.into_iter().map(|i| (i.id, i)).collect();
+        let keys: Vec<SeriesKey> = self.open_keys();
+        for key in keys {
+            let Some(summary) = self.engine.open_incident(&key) else {
+                continue;
+            };
+            let Some(started_at) = DateTime::from_timestamp(summary.started_at, 0) else {
+                continue;
+            };
+            let id = incidents::incident_id(
+                &key.service,
+                key.country.as_deref(),
+                key.city.as_deref(),
+                started_at,
+            );
+            if let Some(record) = by_id.get(&id) {
+                self.open.insert(key, record.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn open_keys(&self) -> Vec<SeriesKey> {
+        self.engine.open_series().cloned().collect()
+    }
+
+    /// Steps every minute in `[from, to)` and names the incidents that changed.
+    pub async fn step_range(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Changes, StoreError> {
+        let mut changes = Changes::default();
+        let rows = self.store.minute_counts(from, to).await?;
+        let mut rows = rows.as_slice();
+        let mut minute = minute_of(from);
+        while minute < to {
+            let split = rows
+                .iter()
+                .position(|r| r.minute != minute)
+                .unwrap_or(rows.len());
+            let (now, rest) = rows.split_at(split);
+            rows = rest;
+            let counts: Vec<PlaceCount<'_>> = now.iter().map(place_count).collect();
+            let events = self.engine.step(minute.timestamp(), &counts);
+            for event in events {
+                self.record(&event, &mut changes).await?;
+            }
+            minute += TimeDelta::minutes(1);
+        }
+        Ok(changes)
+    }
+
+    /// Turns one engine event into the incident's new record.
+    async fn record(
+        &mut self,
+        event: &EngineEvent,
+        changes: &mut Changes,
+    ) -> Result<(), StoreError> {
+        let key = &event.key;
+        let summary = event.summary();
+        let at = DateTime::from_timestamp(event.at, 0).unwrap_or_default();
+        let time = |seconds: i64| DateTime::from_timestamp(seconds, 0).unwrap_or_default();
+        let started_at = time(summary.started_at);
+        let (kind, status) = match event.event {
+            IncidentEvent::Opened(_) => ("opened", Status::Open),
+            IncidentEvent::Updated(_) => ("updated", Status::Open),
+            IncidentEvent::Reopened(_) => ("reopened", Status::Open),
+            IncidentEvent::Resolved(_) => ("resolved", Status::Resolved),
+        };
+        let resolved_at = summary.resolved_at.map(time);
+        let end = resolved_at.unwrap_or(at + TimeDelta::minutes(1));
+        let scope = match (&key.country, &key.city) {
+            (None, _) => Scope::Global,
+            (Some(_), None) => Scope::Country,
+            (Some(_), Some(_)) => Scope::City,
+        };
+        let mut top_cities = self
+            .store
+            .top_cities(
+                &key.service,
+                key.country.as_deref(),
+                started_at,
+                end,
+                if scope == Scope::City {
+                    u32::MAX
+                } else {
+                    self.top_cities
+                },
+            )
+            .await?;
+        if let Some(city) = &key.city {
+            top_cities.retain(|c| &c.city == city);
+        }
+        let problems = self
+            .store
+            .problem_counts(
+                &key.service,
+                key.country.as_deref(),
+                key.city.as_deref(),
+                started_at,
+                end,
+            )
+            .await?;
+        let mut incident = Incident {
+            id: incidents::incident_id(
+                &key.service,
+                key.country.as_deref(),
+                key.city.as_deref(),
+                started_at,
+            ),
+            service: key.service.clone(),
+            scope,
+            country: key.country.clone(),
+            city: key.city.clone(),
+            status,
+            started_at,
+            peak_at: time(summary.peak_at),
+            peak_count: summary.peak_count,
+            expected_at_peak: summary.expected_at_peak,
+            start_count: event.start_count,
+            excess_reports: summary.excess_reports,
+            resolved_at,
+            top_cities,
+            problems: incidents::problem_shares(&problems),
+            parent_id: self.parent_of(key),
+            summary: String::new(),
+            updated_at: at,
+        };
+        incident.summary = incidents::summary(&incident, &self.names(key));
+        if status == Status::Open {
+            self.open.insert(key.clone(), incident.clone());
+            if scope != Scope::City && kind != "updated" {
+                self.adopt_orphans(key, incident.id, at, changes);
+            }
+        } else {
+            self.open.remove(key);
+        }
+        changes.incidents.insert(incident.id, incident.clone());
+        changes.events.push(IncidentChange { kind, incident });
+        Ok(())
+    }
+
+    /// The open incident this series' incident belongs to: its country's (for a city) or else
+    /// its service's global one.
+    fn parent_of(&self, key: &SeriesKey) -> Option<Uuid> {
+        let parent = key.parent()?;
+        if let Some(incident) = self.open.get(&parent) {
+            return Some(incident.id);
+        }
+        let grandparent = parent.parent()?;
+        self.open.get(&grandparent).map(|i| i.id)
+    }
+
+    /// A parent that opens after its children adopts them: a global incident the open country
+    /// (and city) incidents of its service without a parent, a country incident the open
+    /// incidents of its cities that had none or the global one.
+    fn adopt_orphans(
+        &mut self,
+        parent: &SeriesKey,
+        parent_id: Uuid,
+        at: DateTime<Utc>,
+        changes: &mut Changes,
+    ) {
+        let global_id = self
+            .open
+            .get(&SeriesKey::global(&parent.service))
+            .map(|i| i.id);
+        for (key, incident) in self.open.iter_mut() {
+            if key.service != parent.service || key == parent {
+                continue;
+            }
+            let adopt = match &parent.country {
+                None => key.country.is_some() && incident.parent_id.is_none(),
+                Some(country) => {
+                    key.country.as_ref() == Some(country)
+                        && key.city.is_some()
+                        && (incident.parent_id.is_none() || incident.parent_id == global_id)
+                }
+            };
+            if adopt {
+                incident.parent_id = Some(parent_id);
+                incident.updated_at = at;
+                changes.incidents.insert(incident.id, incident.clone());
+            }
+        }
+    }
+
+    fn names<'a>(&'a self, key: &'a SeriesKey) -> Names<'a> {
+        let service = self
+            .catalog
+            .services()
+            .iter()
+            .find(|s| s.slug.as_str() == key.service)
+            .map_or(key.service.as_str(), |s| s.name.as_str());
+        let country = key.country.as_deref().map(|code| {
+            CountryCode::parse(code)
+                .map(|c| c.name().to_owned())
+                .unwrap_or_else(|_| code.to_owned())
+        });
+        let place = match (country, &key.city) {
+            (Some(country), Some(city)) => Some(format!("{city}, {country}")),
+            (Some(country), None) => Some(country),
+            (None, _) => None,
+        };
+        Names { service, place }
+    }
+
+    /// The engine's state, to store as a snapshot.
+    pub fn snapshot(&self) -> Result<String, serde_json::Error> {
+        self.engine.snapshot()
+    }
+}
+
+fn place_count(row: &MinuteCount) -> PlaceCount<'_> {
+    PlaceCount {
+        service: &row.service,
+        country: &row.country,
+        city: &row.city,
+        count: row.count,
+    }
+}
+
+/// The first minute that is not yet complete at `now`: every report of an earlier minute has
+/// had `settle` to commit.
+pub fn complete_until(now: DateTime<Utc>, settle: Duration) -> DateTime<Utc> {
+    minute_of(now - TimeDelta::from_std(settle).unwrap_or_default())
+}
+
+/// What `redetect` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedetectSummary {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub minutes: i64,
+    pub series: usize,
+    pub incidents: usize,
+    pub open: usize,
+}
+
+/// Recomputes the incidents that started in `[from, to)` from the stored rollups, replacing
+/// the stored ones; the detector first replays `history_days` before `from` so baselines are
+/// learned. Defaults: from the first rollup to the last complete minute at `now`.
+pub async fn redetect(
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    settings: &DetectorSettings,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RedetectSummary, DetectError> {
+    let Some(_leadership) = store.try_lead_detector().await? else {
+        return Err(DetectError::NotLeader);
+    };
+    let mut summary = RedetectSummary {
+        from: None,
+        to: None,
+        minutes: 0,
+        series: 0,
+        incidents: 0,
+        open: 0,
+    };
+    let Some(first) = store.first_rollup_minute().await? else {
+        return Ok(summary);
+    };
+    let to = minute_of(
+        to.unwrap_or_else(|| complete_until(now, Duration::from_secs(settings.settle_seconds))),
+    );
+    let from = minute_of(from.unwrap_or(first));
+    if from >= to {
+        return Err(DetectError::EmptyRange);
+    }
+    let replay_from = first.max(from - TimeDelta::days(i64::from(settings.history_days)));
+    let mut detection = Detection::fresh(store.clone(), catalog, settings);
+    let mut found: BTreeMap<Uuid, Incident> = BTreeMap::new();
+    let mut start = replay_from;
+    while start < to {
+        let end = (start + TimeDelta::minutes(CHUNK_MINUTES)).min(to);
+        found.extend(detection.step_range(start, end).await?.incidents);
+        start = end;
+    }
+    let incidents: Vec<Incident> = found
+        .into_values()
+        .filter(|i| i.started_at >= from && i.started_at < to)
+        .collect();
+    // Move the live runner's watermark only forwards: a range in the past leaves it be.
+    let last = to - TimeDelta::minutes(1);
+    let moves = store
+        .checkpoint()
+        .await?
+        .is_none_or(|c| c.watermark <= last);
+    let snapshot = if moves {
+        Some(detection.snapshot().map_err(DetectError::Snapshot)?)
+    } else {
+        None
+    };
+    store
+        .write_detection(&DetectionWrite {
+            replace: Some((from, to)),
+            incidents: &incidents,
+            watermark: moves.then_some(last),
+            state: snapshot.as_deref().map(|s| (last, s)),
+        })
+        .await?;
+    summary.from = Some(from);
+    summary.to = Some(to);
+    summary.minutes = (to - replay_from).num_minutes();
+    summary.series = detection.series_count();
+    summary.incidents = incidents.len();
+    summary.open = incidents
+        .iter()
+        .filter(|i| i.status == Status::Open)
+        .count();
+    Ok(summary)
+}
+
+/// Runs the live detector until `shutdown` turns true: become the leader (retrying while
+/// another replica is), resume from the stored state, then each minute process every complete
+/// minute after the watermark and announce the changes on `events`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    settings: DetectorSettings,
+    events: broadcast::Sender<IncidentChange>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let retry = Duration::from_secs(settings.leader_retry_seconds);
+    while !*shutdown.borrow() {
+        match lead(&store, &catalog, &settings, &events, &mut shutdown).await {
+            Ok(()) => {}
+            Err(DetectError::NotLeader) => {
+                tracing::debug!("another replica runs the detector; retrying");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "detector stopped; restarting from the stored state")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One term as leader: returns when leadership is lost, on a store error, or at shutdown.
+async fn lead(
+    store: &Arc<dyn Store>,
+    catalog: &Arc<Catalog>,
+    settings: &DetectorSettings,
+    events: &broadcast::Sender<IncidentChange>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), DetectError> {
+    let Some(mut leadership) = store.try_lead_detector().await? else {
+        return Err(DetectError::NotLeader);
+    };
+    tracing::info!("this process now runs the detector");
+    let (mut detection, mut watermark) =
+        Detection::resume(store.clone(), catalog.clone(), settings).await?;
+    let settle = Duration::from_secs(settings.settle_seconds);
+    let snapshot_every = TimeDelta::minutes(i64::from(settings.snapshot_every_minutes));
+    let mut snapshot_at = watermark;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if !leadership.still_held().await {
+            tracing::warn!("lost the detector lock");
+            return Ok(());
+        }
+        let until = complete_until(crate::clock::now(), settle);
+        let next = match watermark {
+            Some(w) => Some(w + TimeDelta::minutes(1)),
+            None => store.first_rollup_minute().await?,
+        };
+        if let Some(mut from) = next {
+            while from < until && !*shutdown.borrow() {
+                let to = (from + TimeDelta::minutes(CHUNK_MINUTES)).min(until);
+                let changes = detection.step_range(from, to).await?;
+                let last = to - TimeDelta::minutes(1);
+                let snapshot = if snapshot_at.is_none_or(|s| last - s >= snapshot_every) {
+                    Some(detection.snapshot().map_err(DetectError::Snapshot)?)
+                } else {
+                    None
+                };
+                let incidents: Vec<Incident> = changes.incidents.into_values().collect();
+                store
+                    .write_detection(&DetectionWrite {
+                        replace: None,
+                        incidents: &incidents,
+                        watermark: Some(last),
+                        state: snapshot.as_deref().map(|s| (last, s)),
+                    })
+                    .await?;
+                if snapshot.is_some() {
+                    snapshot_at = Some(last);
+                }
+                watermark = Some(last);
+                for change in changes.events {
+                    tracing::info!(kind = change.kind, id = %change.incident.id, summary = %change.incident.summary, "incident");
+                    // No subscriber is fine: the incident is stored either way.
+                    let _ = events.send(change);
+                }
+                from = to;
+            }
+        }
+        // Wake when the next minute has settled.
+        let now = crate::clock::now();
+        let next_due = complete_until(now, settle)
+            + TimeDelta::minutes(1)
+            + TimeDelta::from_std(settle).unwrap_or_default();
+        let wait = (next_due - now).to_std().unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
