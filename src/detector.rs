@@ -268,7 +268,12 @@ impl Detection {
             resolved_at,
             top_cities,
             problems: incidents::problem_shares(&problems),
-            parent_id: self.parent_of(key),
+            // Once linked, an incident stays linked (its parent may resolve first).
+            parent_id: self
+                .open
+                .get(key)
+                .and_then(|i| i.parent_id)
+                .or_else(|| self.parent_of(key)),
             summary: String::new(),
             updated_at: at,
         };
