@@ -212,3 +212,99 @@ on_both_backends!(
     sigterm_during_load_loses_no_acknowledged_report,
     sigterm_under_load
 );
+
+/// A `serve` process whose stderr lines arrive on `lines` tagged with `name`.
+fn spawn_serve(
+    db: &TestDb,
+    name: &'static str,
+    lines: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
+) -> tokio::process::Child {
+    let mut serve = outagewatch(db);
+    serve
+        .arg("serve")
+        .env(
+            "OUTAGEWATCH__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info")
+        .env("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if lines.send((name, line)).is_err() {
+                break;
+            }
+        }
+    });
+    child
+}
+
+/// Detector-lock holders in the database, as Postgres sees them.
+async fn advisory_lock_holders(db: &TestDb) -> i64 {
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let holders = sqlx::query_scalar(
+        "select count(*) from pg_locks l join pg_database d on d.oid = l.database
+         where l.locktype = 'advisory' and l.granted and d.datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    holders
+}
+
+/// Waits for a "now runs the detector" line; returns which process said it.
+async fn next_leader(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<(&'static str, String)>,
+    within: Duration,
+) -> Option<&'static str> {
+    tokio::time::timeout(within, async {
+        while let Some((name, line)) = lines.recv().await {
+            if line.contains("this process now runs the detector") {
+                return Some(name);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_postgres_one_detects_and_the_other_takes_over_when_it_dies() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let migrate = outagewatch(&db).arg("migrate").output().unwrap();
+    assert!(migrate.status.success());
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let mut a = spawn_serve(&db, "a", tx.clone());
+    let mut b = spawn_serve(&db, "b", tx);
+
+    let leader = next_leader(&mut lines, Duration::from_secs(30))
+        .await
+        .expect("one process leads within 30 s");
+    // The other retries every second; over five tries it must not lead too.
+    assert_eq!(next_leader(&mut lines, Duration::from_secs(5)).await, None);
+    assert_eq!(advisory_lock_holders(&db).await, 1);
+
+    let (dead, survivor) = if leader == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let killed_at = std::time::Instant::now();
+    dead.kill().await.unwrap(); // SIGKILL: no goodbye to the database
+    let taken_over_by = next_leader(&mut lines, Duration::from_secs(60))
+        .await
+        .expect("the standby takes over within a minute");
+    assert_ne!(taken_over_by, leader);
+    eprintln!("takeover after {:?}", killed_at.elapsed());
+    assert_eq!(advisory_lock_holders(&db).await, 1);
+
+    survivor.kill().await.unwrap();
+}

@@ -1,0 +1,154 @@
+//! Black-box tests of `GET /api/v1/incidents` and `GET /api/v1/incidents/{id}` on both backends.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::TestApp;
+use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+use outagewatch::store::DetectionWrite;
+use serde_json::Value;
+
+fn at(minute: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_741_600_000 + minute * 60, 0).unwrap()
+}
+
+fn incident(service: &str, country: Option<&str>, minute: i64, status: Status) -> Incident {
+    Incident {
+        id: incident_id(service, country, None, at(minute)),
+        service: service.into(),
+        scope: if country.is_some() {
+            Scope::Country
+        } else {
+            Scope::Global
+        },
+        country: country.map(Into::into),
+        city: None,
+        status,
+        started_at: at(minute),
+        peak_at: at(minute + 10),
+        peak_count: 136.0,
+        expected_at_peak: 4.5,
+        start_count: 74.0,
+        excess_reports: 900.0,
+        resolved_at: (status == Status::Resolved).then(|| at(minute + 60)),
+        top_cities: Vec::new(),
+        problems: [("app".to_owned(), 1.0)].into_iter().collect(),
+        parent_id: None,
+        summary: format!("Reports about {service} rose."),
+        updated_at: at(minute + 10),
+    }
+}
+
+/// Three incidents stored: x/PK open (oldest), x global resolved, youtube/PK open (newest).
+async fn app_with_incidents(backend: common::Backend) -> (TestApp, [Incident; 3]) {
+    let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+    let incidents = [
+        incident("x", Some("PK"), 0, Status::Open),
+        incident("x", None, 1, Status::Resolved),
+        incident("youtube", Some("PK"), 2, Status::Open),
+    ];
+    app.store
+        .write_detection(&DetectionWrite {
+            incidents: &incidents,
+            ..DetectionWrite::default()
+        })
+        .await
+        .unwrap();
+    (app, incidents)
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, String, Value) {
+    let response = app.client.get(app.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.json().await.unwrap())
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+on_both_backends!(
+    incidents_are_listed_newest_first_filtered_and_paged,
+    |backend| async move {
+        let (app, [pk, global, youtube]) = app_with_incidents(backend).await;
+        let id = |i: &Incident| i.id.to_string();
+
+        let (status, _, page) = get(&app, "/api/v1/incidents").await;
+        assert_eq!(status, 200);
+        assert_eq!(ids(&page), [id(&youtube), id(&global), id(&pk)]);
+        assert_eq!(page["next_cursor"], Value::Null);
+
+        let (_, _, first) = get(&app, "/api/v1/incidents?limit=2").await;
+        assert_eq!(ids(&first), [id(&youtube), id(&global)]);
+        let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+        let (_, _, second) = get(&app, &format!("/api/v1/incidents?limit=2&cursor={cursor}")).await;
+        assert_eq!(ids(&second), [id(&pk)]);
+        assert_eq!(second["next_cursor"], Value::Null);
+
+        let (_, _, open_x) = get(&app, "/api/v1/incidents?service=X&status=open&country=pk").await;
+        assert_eq!(ids(&open_x), [id(&pk)]);
+        let (_, _, resolved) = get(&app, "/api/v1/incidents?status=resolved").await;
+        assert_eq!(ids(&resolved), [id(&global)]);
+        let since = at(1).to_rfc3339().replace('+', "%2B");
+        let (_, _, recent) = get(&app, &format!("/api/v1/incidents?since={since}")).await;
+        assert_eq!(ids(&recent), [id(&youtube), id(&global)]);
+
+        let (status, _, one) = get(&app, &format!("/api/v1/incidents/{}", pk.id)).await;
+        assert_eq!(status, 200);
+        assert_eq!(one["scope"], "country");
+        assert_eq!(one["country"], "PK");
+        assert_eq!(one["city"], Value::Null);
+        assert_eq!(one["status"], "open");
+        assert_eq!(one["peak_count"], 136.0);
+        assert_eq!(one["started_at"], "2025-03-10T09:46:40Z");
+        assert_eq!(one["resolved_at"], Value::Null);
+        assert_eq!(one["problems"]["app"], 1.0);
+        assert_eq!(one["summary"], "Reports about x rose.");
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
+    bad_incident_parameters_are_400_problems_naming_the_parameter,
+    |backend| async move {
+        let (app, _) = app_with_incidents(backend).await;
+        let cases = [
+            ("/api/v1/incidents?service=myspace", "service"),
+            ("/api/v1/incidents?country=XX", "country"),
+            ("/api/v1/incidents?status=closed", "status"),
+            ("/api/v1/incidents?since=yesterday", "since"),
+            ("/api/v1/incidents?limit=0", "limit"),
+            ("/api/v1/incidents?limit=1001", "limit"),
+            ("/api/v1/incidents?cursor=abc", "cursor"),
+            ("/api/v1/incidents?colour=red", "colour"),
+            ("/api/v1/incidents/not-a-uuid", "id"),
+        ];
+        for (path, field) in cases {
+            let (status, content_type, problem) = get(&app, path).await;
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(content_type, "application/problem+json", "{path}");
+            assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        }
+        let (status, content_type, _) = get(
+            &app,
+            "/api/v1/incidents/00000000-0000-0000-0000-000000000000",
+        )
+        .await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (404, "application/problem+json")
+        );
+        app.stop().await;
+    }
+);
