@@ -237,16 +237,24 @@ impl Detection {
         if let Some(city) = &key.city {
             top_cities.retain(|c| &c.city == city);
         }
-        let problems = self
-            .store
-            .problem_counts(
-                &key.service,
-                key.country.as_deref(),
-                key.city.as_deref(),
-                started_at,
-                end,
-            )
-            .await?;
+        // The problem mix reads raw reports, so it is computed when an incident opens,
+        // reopens and resolves; a peak update keeps the last mix.
+        let previous = self.open.get(key).filter(|_| kind == "updated");
+        let problems = match previous {
+            Some(record) => record.problems.clone(),
+            None => incidents::problem_shares(
+                &self
+                    .store
+                    .problem_counts(
+                        &key.service,
+                        key.country.as_deref(),
+                        key.city.as_deref(),
+                        started_at,
+                        end,
+                    )
+                    .await?,
+            ),
+        };
         let mut incident = Incident {
             id: incidents::incident_id(
                 &key.service,
@@ -267,7 +275,7 @@ impl Detection {
             excess_reports: summary.excess_reports,
             resolved_at,
             top_cities,
-            problems: incidents::problem_shares(&problems),
+            problems,
             // Once linked, an incident stays linked (its parent may resolve first).
             parent_id: self
                 .open
