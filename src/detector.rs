@@ -495,7 +495,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
 }
@@ -569,7 +569,7 @@ async fn lead(
         let wait = (next_due - now).to_std().unwrap_or(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
 }
