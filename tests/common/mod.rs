@@ -84,7 +84,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, extra: &str) -> TestApp {
-        let db = TestDb::new(backend).await;
+        TestApp::spawn_on(TestDb::new(backend).await, extra).await
+    }
+
+    /// Serves an existing database (e.g. one a stopped app left behind).
+    pub async fn spawn_on(db: TestDb, extra: &str) -> TestApp {
         let app = App::build(&db.settings(extra)).await.unwrap();
         let address = app.local_addr().unwrap();
         let store = app.store();
@@ -116,8 +120,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Stops the service gracefully and hands back its database.
+    pub async fn stop_keeping_db(mut self) -> TestDb {
+        self.shut_down().await;
+        self.db
+    }
+
     /// Stops the service gracefully and waits until its queue is committed.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -1,0 +1,175 @@
+//! The live detector inside `serve`: it catches up over imported rollups, stores incidents the
+//! API serves, survives a restart, and ends exactly where `redetect` over the same range does.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use common::TestApp;
+use outagewatch::incidents::{Incident, Scope};
+use outagewatch::scenario::{self, Scenario};
+use outagewatch::store::{IncidentQuery, Store};
+use outagewatch::{app, detector, import};
+
+/// Three days of ordinary X traffic in Pakistan ending two minutes ago, with a Lahore-led surge
+/// from 90 to 30 minutes before the end.
+fn recent_scenario(now: DateTime<Utc>) -> Scenario {
+    let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(2);
+    let start = end - TimeDelta::days(3);
+    let at = |minutes_before_end: i64| (end - TimeDelta::minutes(minutes_before_end)).to_rfc3339();
+    let text = format!(
+        r#"
+name = "recent"
+start = "{start}"
+end = "{end}"
+seed = 7
+
+[problems]
+app = 0.6
+login = 0.4
+
+[[traffic]]
+service = "x"
+country = "PK"
+per_minute = 1.0
+diurnal_amplitude = 0.3
+peak_hour_utc = 16
+dispersion = 0.05
+[traffic.cities]
+Lahore = 0.4
+Karachi = 0.3
+
+[[surge]]
+service = "x"
+country = "PK"
+points = [["{s0}", 0], ["{s1}", 300], ["{s2}", 300], ["{s3}", 0]]
+[surge.cities]
+Lahore = 0.7
+Karachi = 0.2
+"#,
+        start = start.to_rfc3339(),
+        end = end.to_rfc3339(),
+        s0 = at(90),
+        s1 = at(80),
+        s2 = at(45),
+        s3 = at(30),
+    );
+    Scenario::from_toml(&text).unwrap()
+}
+
+async fn import_scenario(app: &TestApp, scenario: &Scenario) {
+    let settings = app.db.settings("[detector]\nenabled = false\n");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("reports.csv");
+    scenario::write_csv(scenario, std::fs::File::create(&csv).unwrap()).unwrap();
+    let (ingest, writer) = app::start_ingest(app.store.clone(), &settings);
+    let summary = import::import_file(&csv, &ingest, &app::catalog(&settings), |_| {})
+        .await
+        .unwrap();
+    drop(ingest);
+    writer.await.unwrap();
+    assert_eq!(summary.rejected, 0);
+}
+
+/// Waits (bounded) until the detector's watermark reaches `minute`.
+async fn wait_for_watermark(store: &Arc<dyn Store>, minute: DateTime<Utc>) {
+    for _ in 0..600 {
+        if let Some(checkpoint) = store.checkpoint().await.unwrap() {
+            if checkpoint.watermark >= minute {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the detector did not reach {minute} within 60 s");
+}
+
+async fn all_incidents(store: &Arc<dyn Store>) -> Vec<Incident> {
+    store
+        .incidents(&IncidentQuery {
+            limit: 1000,
+            ..IncidentQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+const LIVE: &str =
+    "[detector]\nsettle_seconds = 0\nleader_retry_seconds = 1\nsnapshot_every_minutes = 720\n";
+
+on_both_backends!(
+    the_live_detector_catches_up_restarts_and_agrees_with_redetect,
+    |backend| async move {
+        let now = outagewatch::clock::now();
+        let scenario = recent_scenario(now);
+        let last = scenario.end() - TimeDelta::minutes(1);
+
+        // Import with the detector off, then serve with it on: it catches up over three days.
+        let quiet = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+        import_scenario(&quiet, &scenario).await;
+        let db = quiet.stop_keeping_db().await;
+        let live = TestApp::spawn_on(db, LIVE).await;
+        wait_for_watermark(&live.store, last).await;
+
+        let response = live
+            .client
+            .get(live.url("/api/v1/incidents?service=x&country=PK"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page: serde_json::Value = response.json().await.unwrap();
+        let served: Vec<(&str, Option<&str>)> = page["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["scope"].as_str().unwrap(), i["city"].as_str()))
+            .collect();
+        assert!(served.contains(&("country", None)), "{page}");
+
+        let found = all_incidents(&live.store).await;
+        let pk = found
+            .iter()
+            .find(|i| i.scope == Scope::Country)
+            .expect("a PK incident");
+        let surge_start = scenario.end() - TimeDelta::minutes(90);
+        assert!(
+            pk.started_at >= surge_start && pk.started_at <= surge_start + TimeDelta::minutes(15)
+        );
+        assert_eq!(pk.top_cities[0].city, "Lahore");
+        for incident in &found {
+            assert!(
+                incident.started_at >= surge_start,
+                "false incident {incident:?}"
+            );
+        }
+
+        // Restart: the detector resumes from its snapshot and changes nothing it stored.
+        let db = live.stop_keeping_db().await;
+        let again = TestApp::spawn_on(db, LIVE).await;
+        wait_for_watermark(&again.store, last).await;
+        let after_restart = all_incidents(&again.store).await;
+        assert_eq!(after_restart, found);
+
+        // Redetect over the same range, from scratch, with the same code: the same records.
+        let settings = again.db.settings(LIVE);
+        let db = again.stop_keeping_db().await;
+        let store = app::open_store(&settings).await.unwrap();
+        let checkpoint = store.checkpoint().await.unwrap().unwrap();
+        detector::redetect(
+            store.clone(),
+            Arc::new(app::catalog(&settings)),
+            &settings.detector,
+            None,
+            Some(checkpoint.watermark + TimeDelta::minutes(1)),
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(all_incidents(&store).await, after_restart);
+        drop(db);
+    }
+);
