@@ -97,6 +97,9 @@ pub struct Engine {
     #[serde(with = "as_pairs")]
     series: BTreeMap<SeriesKey, Tracked>,
     last_minute: Option<i64>,
+    /// Per service, how many of its countries had an open incident after the last minute.
+    #[serde(default)]
+    countries_in_incident: BTreeMap<String, u32>,
 }
 
 /// Seconds per step: the engine works on minute rollups.
@@ -108,6 +111,7 @@ impl Engine {
             config: config.clone(),
             series: BTreeMap::new(),
             last_minute: None,
+            countries_in_incident: BTreeMap::new(),
         }
     }
 
@@ -184,6 +188,8 @@ impl Engine {
         }
 
         let mut events = Vec::new();
+        let global_min_countries = self.config.global_min_countries.max(1);
+        let countries_before = std::mem::take(&mut self.countries_in_incident);
         // The expectation of the last global and country series visited: the parents of what follows.
         let mut global_expected = None;
         let mut country_expected = None;
@@ -195,7 +201,19 @@ impl Engine {
                 (Some(_), Some(_)) => country_expected,
             }
             .map(|expected_count| ParentHint { expected_count });
-            let step = tracked.detector.step(at, count, parent);
+            // Several countries in incidents at once make it a global one (as of the last minute:
+            // the global series is stepped before its countries).
+            let forced = key.country.is_none()
+                && countries_before
+                    .get(&key.service)
+                    .is_some_and(|&n| n >= global_min_countries);
+            let step = tracked.detector.step_forced(at, count, parent, forced);
+            if key.country.is_some() && key.city.is_none() && step.incident.is_some() {
+                *self
+                    .countries_in_incident
+                    .entry(key.service.clone())
+                    .or_default() += 1;
+            }
             match (&key.country, &key.city) {
                 (None, _) => {
                     global_expected = Some(step.expected);
@@ -352,6 +370,54 @@ mod tests {
             ]
         );
         assert_eq!(engine.open_incident(&pk), None);
+    }
+
+    /// A big steady US and small countries, `surging` of which go from 1 to 12 per minute.
+    fn regional(surging: usize) -> Vec<EngineEvent> {
+        let mut engine = Engine::new(&DetectorConfig::default());
+        let small = ["BD", "NP", "PK"];
+        let mut events = Vec::new();
+        for m in 0..2 * 1440 + 60 {
+            let surge = m >= 2 * 1440;
+            let mut counts = vec![place("US", "", 100 + m % 7)];
+            for (i, country) in small.iter().enumerate() {
+                let n = if surge && i < surging {
+                    12
+                } else {
+                    i64::from(m % 3 != 0)
+                };
+                counts.push(place(country, "", n));
+            }
+            events.extend(engine.step(m * 60, &counts));
+        }
+        events
+    }
+
+    fn opened(events: &[EngineEvent]) -> Vec<(Option<&str>, Option<&str>, &'static str)> {
+        let mut opened: Vec<_> = kinds(events)
+            .into_iter()
+            .filter(|k| k.2 == "opened")
+            .collect();
+        opened.sort();
+        opened
+    }
+
+    #[test]
+    fn three_countries_in_incidents_make_a_global_one_though_the_world_total_barely_moves() {
+        // The world goes from about 102 to about 136 per minute: 1.3x, under the 1.5x floor.
+        assert_eq!(
+            opened(&regional(3)),
+            vec![
+                (None, None, "opened"),
+                (Some("BD"), None, "opened"),
+                (Some("NP"), None, "opened"),
+                (Some("PK"), None, "opened"),
+            ]
+        );
+        assert_eq!(
+            opened(&regional(2)),
+            vec![(Some("BD"), None, "opened"), (Some("NP"), None, "opened")]
+        );
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct DetectorConfig {
     pub learn_clip_sigmas: f64,
     /// A series whose usual window count is below this leans on its parent's profile.
     pub thin_series_count: f64,
+    /// A service's global series counts as surging while at least this many of its countries
+    /// have an open incident (a multi-country outage too spread out to move the world total).
+    pub global_min_countries: u32,
     /// Surprise (−log10 p) at which the anomaly score starts an episode (see [`score`]).
     pub onset_start_surprise: f64,
     /// Within an episode the score fires again only when the surprise grows by this factor.
@@ -160,6 +163,7 @@ impl Default for DetectorConfig {
             learn_in_incident_after_minutes: 720,
             learn_clip_sigmas: 3.0,
             thin_series_count: 20.0,
+            global_min_countries: 3,
             onset_start_surprise: 3.0,
             onset_growth: 1.5,
             onset_merge_minutes: 720,

@@ -219,6 +219,19 @@ impl SeriesDetector {
     /// step at or before the previous one is ignored and the previous result repeated
     /// without an event.
     pub fn step(&mut self, at: i64, count: f64, parent: Option<ParentHint>) -> Step {
+        self.step_forced(at, count, parent, false)
+    }
+
+    /// [`SeriesDetector::step`], where `forced` declares the series surging whatever its own
+    /// test says, as long as its count is above the expectation (a global series while
+    /// several of its countries are in incidents).
+    pub fn step_forced(
+        &mut self,
+        at: i64,
+        count: f64,
+        parent: Option<ParentHint>,
+        forced: bool,
+    ) -> Step {
         // A count cannot be negative or undefined; a metric can be negative but not undefined.
         let count = match (count.is_finite(), self.params.counts) {
             (false, _) => 0.0,
@@ -237,7 +250,7 @@ impl SeriesDetector {
                 let cap = MAX_REPLAYED_GAP_WEEKS * 7 * 86_400 / step_seconds;
                 let replayed = missing.min(cap);
                 for back in (1..=replayed).rev() {
-                    let gap_step = self.process(at - back * step_seconds, 0.0, parent);
+                    let gap_step = self.process(at - back * step_seconds, 0.0, parent, false);
                     if gap_step.event.is_some() {
                         gap_event = gap_step.event;
                     }
@@ -247,7 +260,7 @@ impl SeriesDetector {
             self.first_at = Some(at);
         }
         self.last_at = Some(at);
-        let mut step = self.process(at, count, parent);
+        let mut step = self.process(at, count, parent, forced);
         step.gap_event = gap_event;
         self.last_step = Some(step);
         step
@@ -278,7 +291,7 @@ impl SeriesDetector {
         }
     }
 
-    fn process(&mut self, at: i64, count: f64, parent: Option<ParentHint>) -> Step {
+    fn process(&mut self, at: i64, count: f64, parent: Option<ParentHint>, forced: bool) -> Step {
         let p = self.params;
         let window_count = self.push(count);
         let expected = self.expectation(at, window_count, parent);
@@ -309,6 +322,8 @@ impl SeriesDetector {
                 surprise.p_value <= p.close_p_value,
             )
         };
+        let forced = forced && p.counts && window_count >= p.open_min_count && ratio_now > 1.0;
+        let (surging, still_hot) = (surging || forced, still_hot || forced);
         let step_excess = if p.counts {
             let per_step = expected / p.window_steps as f64;
             if surprise.is_drop {
