@@ -21,7 +21,12 @@ use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
 use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
-use crate::store::{minute_of, DetectionWrite, IncidentQuery, MinuteCount, Store, StoreError};
+use crate::store::{
+    minute_of, DetectionWrite, Expectation, IncidentQuery, MinuteCount, Store, StoreError,
+};
+
+/// Expectations are stored per quarter hour: the detector's window.
+const QUARTER_SECONDS: i64 = 900;
 
 /// Minutes of rollups read per query (and, live, written per transaction while catching up).
 const CHUNK_MINUTES: i64 = 60;
@@ -62,6 +67,8 @@ pub struct Detection {
 pub struct Changes {
     pub incidents: BTreeMap<Uuid, Incident>,
     pub events: Vec<IncidentChange>,
+    /// Every series' expectation for each quarter hour completed in the range.
+    pub expectations: Vec<Expectation>,
 }
 
 impl Detection {
@@ -124,6 +131,7 @@ impl Detection {
             store
                 .write_detection(&DetectionWrite {
                     incidents: &incidents,
+                    expectations: &changes.expectations,
                     ..DetectionWrite::default()
                 })
                 .await?;
@@ -190,6 +198,22 @@ impl Detection {
             let events = self.engine.step(minute.timestamp(), &counts);
             for event in events {
                 self.record(&event, &mut changes).await?;
+            }
+            if (minute.timestamp() + 60) % QUARTER_SECONDS == 0 {
+                let quarter = minute - TimeDelta::minutes(14);
+                changes
+                    .expectations
+                    .extend(
+                        self.engine
+                            .expectations()
+                            .map(|(key, expected)| Expectation {
+                                service: key.service.clone(),
+                                country: key.country.clone().unwrap_or_default(),
+                                city: key.city.clone().unwrap_or_default(),
+                                quarter,
+                                expected,
+                            }),
+                    );
             }
             minute += TimeDelta::minutes(1);
         }
@@ -434,7 +458,14 @@ pub async fn redetect(
     let mut start = replay_from;
     while start < to {
         let end = (start + TimeDelta::minutes(CHUNK_MINUTES)).min(to);
-        found.extend(detection.step_range(start, end).await?.incidents);
+        let changes = detection.step_range(start, end).await?;
+        found.extend(changes.incidents);
+        store
+            .write_detection(&DetectionWrite {
+                expectations: &changes.expectations,
+                ..DetectionWrite::default()
+            })
+            .await?;
         start = end;
     }
     let incidents: Vec<Incident> = found
@@ -458,6 +489,7 @@ pub async fn redetect(
             incidents: &incidents,
             watermark: moves.then_some(last),
             state: snapshot.as_deref().map(|s| (last, s)),
+            expectations: &[],
         })
         .await?;
     summary.from = Some(from);
@@ -547,6 +579,7 @@ async fn lead(
                         incidents: &incidents,
                         watermark: Some(last),
                         state: snapshot.as_deref().map(|s| (last, s)),
+                        expectations: &changes.expectations,
                     })
                     .await?;
                 if snapshot.is_some() {

@@ -130,6 +130,34 @@ on_both_backends!(
             .collect();
         assert!(served.contains(&("country", None)), "{page}");
 
+        // The detector stored its expectation of every quarter hour: charts get a normal band.
+        let hour = |h: i64| {
+            (scenario.end() - TimeDelta::hours(h))
+                .duration_trunc(TimeDelta::hours(1))
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        };
+        let counts: serde_json::Value = live
+            .client
+            .get(live.url(&format!(
+                "/api/v1/counts?service=x&country=PK&interval=1h&from={}&to={}",
+                hour(5),
+                hour(1)
+            )))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let buckets = counts["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 4, "{counts}");
+        for bucket in buckets {
+            assert!(bucket["expected"].as_f64().unwrap() > 10.0, "{counts}");
+            assert!(bucket["count"].as_i64().unwrap() > 0, "{counts}");
+        }
+
         let found = all_incidents(&live.store).await;
         let pk = found
             .iter()

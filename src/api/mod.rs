@@ -1,6 +1,7 @@
 //! The JSON API: routes, shared state, and the body rules every JSON endpoint follows.
 
 mod client;
+mod counts;
 mod error;
 mod health;
 mod incidents;
@@ -53,6 +54,9 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(ingest_routes)
+        .route("/api/v1/counts", get(counts::get_counts))
+        .route("/api/v1/services", get(counts::list_services))
+        .route("/api/v1/places", get(counts::list_places))
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
         .route("/healthz", get(health::get_health))

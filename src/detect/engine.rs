@@ -87,6 +87,9 @@ struct Tracked {
     detector: SeriesDetector,
     /// The window count at the step the current (or last) incident opened.
     start_count: f64,
+    /// The expected window count at the last step.
+    #[serde(default)]
+    last_expected: f64,
 }
 
 /// The detector state of every series, advanced one minute at a time.
@@ -143,6 +146,12 @@ impl Engine {
         self.series.get(key).and_then(|t| t.detector.incident())
     }
 
+    /// Every series' expected window count at the last minute stepped, in key order: at the
+    /// last minute of a quarter hour, the expectation for that quarter hour.
+    pub fn expectations(&self) -> impl Iterator<Item = (&SeriesKey, f64)> {
+        self.series.iter().map(|(k, t)| (k, t.last_expected))
+    }
+
     /// The series with an open incident, in key order.
     pub fn open_series(&self) -> impl Iterator<Item = &SeriesKey> {
         self.series
@@ -182,6 +191,7 @@ impl Engine {
                     Tracked {
                         detector: SeriesDetector::new(&self.config, STEP_SECONDS),
                         start_count: 0.0,
+                        last_expected: 0.0,
                     },
                 );
             }
@@ -208,6 +218,7 @@ impl Engine {
                     .get(&key.service)
                     .is_some_and(|&n| n >= global_min_countries);
             let step = tracked.detector.step_forced(at, count, parent, forced);
+            tracked.last_expected = step.expected;
             if key.country.is_some() && key.city.is_none() && step.incident.is_some() {
                 *self
                     .countries_in_incident
@@ -328,6 +339,9 @@ mod tests {
             .values()
             .all(|t| t.detector.window_steps() == 15));
         assert_eq!(engine.last_minute(), Some(60));
+        let expectations: Vec<(&SeriesKey, f64)> = engine.expectations().collect();
+        assert_eq!(expectations.len(), 4);
+        assert!(expectations.iter().all(|(_, e)| *e >= 1.0 && e.is_finite()));
         assert!(engine.step(60, &[place("PK", "", 100)]).is_empty());
     }
 

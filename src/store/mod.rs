@@ -80,6 +80,24 @@ pub struct MinuteCount {
     pub count: i64,
 }
 
+/// The detector's expected count of one series for one quarter hour; `country` and `city`
+/// are empty for the service's global series, `city` for a country's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expectation {
+    pub service: String,
+    pub country: String,
+    pub city: String,
+    pub quarter: DateTime<Utc>,
+    pub expected: f64,
+}
+
+/// One bucket of a counts series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountBucket {
+    pub start: DateTime<Utc>,
+    pub count: i64,
+}
+
 /// Where the detector stands: the last minute it processed and a snapshot of its state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -100,6 +118,8 @@ pub struct DetectionWrite<'a> {
     pub watermark: Option<DateTime<Utc>>,
     /// A new snapshot and the minute it was taken after.
     pub state: Option<(DateTime<Utc>, &'a str)>,
+    /// Quarter-hour expectations to insert or overwrite.
+    pub expectations: &'a [Expectation],
 }
 
 /// Which incidents to list: newest first, `limit` at most, after the `after` cursor.
@@ -244,6 +264,29 @@ pub trait Store: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Counted reports of one series (the service worldwide, a country, or a city of a
+    /// country) in `[from, to)`, summed into buckets of `bucket_seconds` aligned to the unix
+    /// epoch; only non-empty buckets, in order.
+    async fn counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<CountBucket>, StoreError>;
+
+    /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.
+    async fn expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError>;
 
     /// Where the detector stands, if it has ever run.
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;

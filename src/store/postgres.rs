@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
-    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
+    CountBucket, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -398,6 +398,64 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        // The global series is the sum of the country totals; a country's is its total row.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
+             from rollups_minute
+             where service = $1 and minute >= $4 and minute < $5
+               and ($2::text is null or country = $2) and city = coalesce($3::text, '')
+             group by bucket
+             order by bucket",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .bind(from)
+        .bind(to)
+        .bind(bucket_seconds)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(start, count)| CountBucket {
+                start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
+                count,
+            })
+            .collect())
+    }
+
+    async fn expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select quarter, expected from expectations_quarter
+             where service = $1 and country = coalesce($2::text, '') and city = coalesce($3::text, '')
+               and quarter >= $4 and quarter < $5
+             order by quarter",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> =
             sqlx::query_as("select watermark, state_at, state from detector_state")
@@ -452,6 +510,21 @@ impl Store for PostgresStore {
                   updated_at = excluded.updated_at",
             );
             insert.build().execute(&mut *tx).await?;
+        }
+        if !write.expectations.is_empty() {
+            let e = write.expectations;
+            sqlx::query(
+                "insert into expectations_quarter (service, country, city, quarter, expected)
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[])
+                 on conflict (service, country, city, quarter) do update set expected = excluded.expected",
+            )
+            .bind(e.iter().map(|x| x.service.as_str()).collect::<Vec<_>>())
+            .bind(e.iter().map(|x| x.country.as_str()).collect::<Vec<_>>())
+            .bind(e.iter().map(|x| x.city.as_str()).collect::<Vec<_>>())
+            .bind(e.iter().map(|x| x.quarter).collect::<Vec<_>>())
+            .bind(e.iter().map(|x| x.expected).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(watermark) = write.watermark {
             sqlx::query(

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
-    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
+    CountBucket, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -420,6 +420,68 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        // The global series is the sum of the country totals; a country's is its total row.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "select (minute / ?6) * ?6 as bucket, sum(count)
+             from rollups_minute
+             where service = ?1 and minute >= ?4 and minute < ?5
+               and (?2 is null or country = ?2) and city = coalesce(?3, '')
+             group by bucket
+             order by bucket",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .bind(bucket_seconds)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(start, count)| CountBucket {
+                start: from_seconds(start),
+                count,
+            })
+            .collect())
+    }
+
+    async fn expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+        let rows: Vec<(i64, f64)> = sqlx::query_as(
+            "select quarter, expected from expectations_quarter
+             where service = ?1 and country = coalesce(?2, '') and city = coalesce(?3, '')
+               and quarter >= ?4 and quarter < ?5
+             order by quarter",
+        )
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(quarter, expected)| (from_seconds(quarter), expected))
+            .collect())
+    }
+
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let row: Option<(i64, Option<i64>, Option<String>)> =
             sqlx::query_as("select watermark, state_at, state from detector_state")
@@ -472,6 +534,22 @@ impl Store for SqliteStore {
                   top_cities = excluded.top_cities, problems = excluded.problems,
                   parent_id = excluded.parent_id, summary = excluded.summary,
                   updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        for chunk in write.expectations.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "insert into expectations_quarter (service, country, city, quarter, expected) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.service)
+                    .push_bind(&e.country)
+                    .push_bind(&e.city)
+                    .push_bind(e.quarter.timestamp())
+                    .push_bind(e.expected);
+            });
+            insert.push(
+                " on conflict (service, country, city, quarter) do update set expected = excluded.expected",
             );
             insert.build().execute(&mut *tx).await?;
         }

@@ -1,0 +1,12 @@
+-- The detector's expected count per series per quarter hour, so charts can draw the normal
+-- band next to the counts. country = '' and city = '' is the service's global series;
+-- city = '' a country's.
+-- quarter is in unix seconds.
+create table expectations_quarter (
+    service  text             not null,
+    country  text             not null,
+    city     text             not null,
+    quarter  integer     not null,
+    expected real        not null,
+    primary key (service, country, city, quarter)
+) without rowid;

@@ -1,0 +1,405 @@
+//! Read endpoints for dashboards: `GET /api/v1/counts` (a series in buckets, with the detector's
+//! expectation), `GET /api/v1/services` (the catalog with status) and `GET /api/v1/places`
+//! (gazetteer suggestions for a form's city field).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::geo::{gazetteer, CountryCode};
+use crate::incidents::Status;
+use crate::report::FieldError;
+use crate::store::IncidentQuery;
+
+/// The bucket widths `interval` accepts, in seconds.
+const INTERVALS: [(&str, i64); 5] = [
+    ("1m", 60),
+    ("5m", 300),
+    ("15m", 900),
+    ("1h", 3600),
+    ("1d", 86_400),
+];
+
+/// Most buckets one answer holds (a week at one minute is 10,080).
+const MAX_BUCKETS: i64 = 10_080;
+
+/// Expectations are stored per quarter hour.
+const QUARTER: i64 = 900;
+
+/// The query parameters as given, rejecting anything not in `known`.
+fn parameters(
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    known: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
+    let unknown: Vec<FieldError> = params
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            FieldError::new(
+                k.as_str(),
+                format!("unknown parameter; known: {}", known.join(", ")),
+            )
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(params)
+    } else {
+        Err(ApiError::InvalidParameters(unknown))
+    }
+}
+
+fn time_parameter(
+    params: &BTreeMap<String, String>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
+    let value = params.get(name)?;
+    match value.parse::<DateTime<Utc>>() {
+        Ok(at) => Some(at),
+        Err(_) => {
+            errors.push(FieldError::new(
+                name,
+                format!("{name} must be an RFC 3339 time, e.g. 2025-03-10T00:00:00Z"),
+            ));
+            None
+        }
+    }
+}
+
+/// One bucket of counts.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Bucket {
+    pub start: DateTime<Utc>,
+    pub count: i64,
+    /// The detector's expected count for the bucket; null where it has no expectation yet.
+    pub expected: Option<f64>,
+}
+
+/// A counts series.
+#[derive(Serialize)]
+pub struct Counts {
+    pub service: String,
+    pub country: Option<String>,
+    pub city: Option<String>,
+    pub interval: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub buckets: Vec<Bucket>,
+}
+
+/// Floors a time to a multiple of `seconds` since the epoch.
+fn floor_to(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    let t = at.timestamp();
+    DateTime::from_timestamp(t - t.rem_euclid(seconds), 0).unwrap_or(at)
+}
+
+/// Dense buckets over `[from, to)` (from already aligned), with counts where the store had
+/// any and the sum of the quarter-hour expectations each bucket covers (prorated when the
+/// bucket is shorter than a quarter hour).
+pub fn fill_buckets(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_seconds: i64,
+    counts: &[(DateTime<Utc>, i64)],
+    quarters: &[(DateTime<Utc>, f64)],
+) -> Vec<Bucket> {
+    let counts: HashMap<i64, i64> = counts.iter().map(|(t, n)| (t.timestamp(), *n)).collect();
+    let mut expected: BTreeMap<i64, f64> = BTreeMap::new();
+    for (quarter, value) in quarters {
+        let q = quarter.timestamp();
+        if bucket_seconds >= QUARTER {
+            *expected
+                .entry(q - q.rem_euclid(bucket_seconds))
+                .or_default() += value;
+        } else {
+            let share = value * bucket_seconds as f64 / QUARTER as f64;
+            let mut start = q;
+            while start < q + QUARTER {
+                expected.insert(start, share);
+                start += bucket_seconds;
+            }
+        }
+    }
+    let mut buckets = Vec::new();
+    let mut start = from.timestamp();
+    while start < to.timestamp() {
+        buckets.push(Bucket {
+            start: DateTime::from_timestamp(start, 0).unwrap_or(from),
+            count: counts.get(&start).copied().unwrap_or(0),
+            expected: expected.get(&start).map(|e| (e * 100.0).round() / 100.0),
+        });
+        start += bucket_seconds;
+    }
+    buckets
+}
+
+/// `GET /api/v1/counts`
+pub async fn get_counts(
+    State(state): State<AppState>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<Counts>, ApiError> {
+    let params = parameters(
+        params,
+        &["service", "country", "city", "interval", "from", "to"],
+    )?;
+    let mut errors = Vec::new();
+    let service = match params.get("service") {
+        None => {
+            errors.push(FieldError::new("service", "service is required"));
+            None
+        }
+        Some(value) => match state.catalog.parse(value) {
+            Ok(service) => Some(service.slug.as_str().to_owned()),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
+        None => None,
+        Some(Ok(code)) => Some(code),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("country", e.to_string()));
+            None
+        }
+    };
+    let city = match (params.get("city"), country) {
+        (None, _) => None,
+        (Some(_), None) => {
+            if !params.contains_key("country") {
+                errors.push(FieldError::new("city", "city needs a country"));
+            }
+            None
+        }
+        (Some(input), Some(code)) => match gazetteer().lookup(code, input) {
+            Ok(city) => Some(city.name.to_owned()),
+            Err(e) => {
+                errors.push(FieldError::new("city", e.to_string()));
+                None
+            }
+        },
+    };
+    let interval = params.get("interval").map_or("15m", String::as_str);
+    let bucket_seconds = match INTERVALS.iter().find(|(name, _)| *name == interval) {
+        Some((_, seconds)) => *seconds,
+        None => {
+            errors.push(FieldError::new(
+                "interval",
+                "interval must be one of 1m, 5m, 15m, 1h, 1d",
+            ));
+            900
+        }
+    };
+    let to = time_parameter(&params, "to", &mut errors);
+    let from = time_parameter(&params, "from", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidParameters(errors));
+    }
+    // Default: the last 24 hours, up to the end of the current bucket.
+    let to = to.unwrap_or_else(|| {
+        floor_to(crate::clock::now(), bucket_seconds) + TimeDelta::seconds(bucket_seconds)
+    });
+    let from = from.unwrap_or(to - TimeDelta::days(1));
+    if from >= to {
+        return Err(ApiError::InvalidParameters(vec![FieldError::new(
+            "from",
+            "from must be before to",
+        )]));
+    }
+    let from = floor_to(from, bucket_seconds);
+    if (to - from).num_seconds() / bucket_seconds > MAX_BUCKETS {
+        return Err(ApiError::InvalidParameters(vec![FieldError::new(
+            "from",
+            format!("the range holds more than {MAX_BUCKETS} buckets of {interval}; narrow it or use a wider interval"),
+        )]));
+    }
+    let service = service.unwrap_or_default();
+    let (country_text, city_text) = (country.map(|c| c.as_str().to_owned()), city.clone());
+    let counts = state
+        .store
+        .counts(
+            &service,
+            country_text.as_deref(),
+            city_text.as_deref(),
+            from,
+            to,
+            bucket_seconds,
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    let quarters = state
+        .store
+        .expectations(
+            &service,
+            country_text.as_deref(),
+            city_text.as_deref(),
+            floor_to(from, QUARTER),
+            to,
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    let counts: Vec<(DateTime<Utc>, i64)> = counts.iter().map(|b| (b.start, b.count)).collect();
+    Ok(Json(Counts {
+        buckets: fill_buckets(from, to, bucket_seconds, &counts, &quarters),
+        service,
+        country: country_text,
+        city,
+        interval: interval.to_owned(),
+        from,
+        to,
+    }))
+}
+
+/// One catalog entry with its current state.
+#[derive(Serialize)]
+pub struct ServiceStatus {
+    pub slug: String,
+    pub name: String,
+    /// `incident` while any incident of the service is open, else `normal`.
+    pub status: &'static str,
+    pub open_incidents: usize,
+    /// Counted reports in the last 24 hours.
+    pub reports_24h: i64,
+}
+
+/// `GET /api/v1/services`
+pub async fn list_services(
+    State(state): State<AppState>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    parameters(params, &[])?;
+    let now = crate::clock::now();
+    let open = state
+        .store
+        .incidents(&IncidentQuery {
+            status: Some(Status::Open),
+            limit: 10_000,
+            ..IncidentQuery::default()
+        })
+        .await
+        .map_err(ApiError::from_store)?;
+    let mut services = Vec::new();
+    for service in state.catalog.services() {
+        let slug = service.slug.as_str();
+        let day = state
+            .store
+            .counts(slug, None, None, now - TimeDelta::days(1), now, 86_400 * 2)
+            .await
+            .map_err(ApiError::from_store)?;
+        let open_incidents = open.iter().filter(|i| i.service == slug).count();
+        services.push(ServiceStatus {
+            slug: slug.to_owned(),
+            name: service.name.clone(),
+            status: if open_incidents > 0 {
+                "incident"
+            } else {
+                "normal"
+            },
+            open_incidents,
+            reports_24h: day.iter().map(|b| b.count).sum(),
+        });
+    }
+    Ok(Json(serde_json::json!({ "services": services })))
+}
+
+/// One place suggestion.
+#[derive(Serialize)]
+pub struct Place {
+    pub name: String,
+    pub ascii_name: String,
+    pub country: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub population: u32,
+}
+
+/// `GET /api/v1/places?country=PK&q=lah[&limit=10]`
+pub async fn list_places(
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = parameters(params, &["country", "q", "limit"])?;
+    let mut errors = Vec::new();
+    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
+        Some(Ok(code)) => Some(code),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("country", e.to_string()));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("country", "country is required"));
+            None
+        }
+    };
+    let q = params
+        .get("q")
+        .map(|q| q.trim().to_owned())
+        .unwrap_or_default();
+    if q.is_empty() {
+        errors.push(FieldError::new(
+            "q",
+            "q (the start of a city name) is required",
+        ));
+    }
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if (1..=50).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "limit must be a whole number from 1 to 50",
+            ));
+            10
+        }
+    };
+    let Some(country) = country.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::InvalidParameters(errors));
+    };
+    let places: Vec<Place> = gazetteer()
+        .search_prefix(country, &q, limit)
+        .into_iter()
+        .map(|city| Place {
+            name: city.name.to_owned(),
+            ascii_name: city.ascii_name.to_owned(),
+            country: city.country.as_str().to_owned(),
+            latitude: city.latitude,
+            longitude: city.longitude,
+            population: city.population,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "places": places })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_741_600_800 + minutes * 60, 0).expect("valid time")
+    }
+
+    #[test]
+    fn hourly_buckets_sum_four_quarters_and_fill_gaps_with_zero() {
+        // 1_741_600_800 is 2025-03-10T10:00:00Z, on the hour.
+        let quarters: Vec<(DateTime<Utc>, f64)> =
+            (0..8).map(|q| (t(q * 15), 1.25 * (q + 1) as f64)).collect();
+        let buckets = fill_buckets(t(0), t(180), 3600, &[(t(60), 42)], &quarters);
+        let got: Vec<(i64, Option<f64>)> = buckets.iter().map(|b| (b.count, b.expected)).collect();
+        assert_eq!(got, [(0, Some(12.5)), (42, Some(32.5)), (0, None)]);
+        assert_eq!(buckets[2].start, t(120));
+    }
+
+    #[test]
+    fn five_minute_buckets_get_a_third_of_their_quarter() {
+        let buckets = fill_buckets(t(0), t(20), 300, &[], &[(t(0), 9.0)]);
+        let got: Vec<Option<f64>> = buckets.iter().map(|b| b.expected).collect();
+        assert_eq!(got, [Some(3.0), Some(3.0), Some(3.0), None]);
+    }
+}

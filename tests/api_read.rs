@@ -1,0 +1,260 @@
+//! Black-box tests of the dashboard reads: `/api/v1/counts`, `/api/v1/services`, `/api/v1/places`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::TestApp;
+use outagewatch::geo::CountryCode;
+use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+use outagewatch::report::{Catalog, Problem};
+use outagewatch::store::{DetectionWrite, Expectation, Fingerprint, NewReport};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// 2025-03-10T10:00:00Z, on the hour.
+const T0: i64 = 1_741_600_800;
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(T0 + minutes * 60, 0).unwrap()
+}
+
+fn report(n: u8, country: &str, city: Option<&'static str>, minute: i64) -> NewReport {
+    let catalog = Catalog::new([("x", "X")]);
+    NewReport {
+        id: Uuid::from_u128(u128::from(n)),
+        client_id: true,
+        received_at: at(minute),
+        service: catalog.services()[0].slug.clone(),
+        country: CountryCode::parse(country).unwrap(),
+        city,
+        problem: Problem::App,
+        fingerprint: Fingerprint([n; 16]),
+        dedup_window_start: at(minute - minute.rem_euclid(15)),
+    }
+}
+
+fn expectation(country: &str, city: &str, quarter: i64, expected: f64) -> Expectation {
+    Expectation {
+        service: "x".into(),
+        country: country.into(),
+        city: city.into(),
+        quarter: at(quarter * 15),
+        expected,
+    }
+}
+
+/// Reports in PK (Lahore at minutes 1 and 16, country-level at 2) and GB (minute 20), and
+/// expectations for PK's first two quarters.
+async fn app_with_counts(backend: common::Backend) -> TestApp {
+    let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+    app.store
+        .insert_reports(&[
+            report(1, "PK", Some("Lahore"), 1),
+            report(2, "PK", None, 2),
+            report(3, "PK", Some("Lahore"), 16),
+            report(4, "GB", Some("London"), 20),
+        ])
+        .await
+        .unwrap();
+    app.store
+        .write_detection(&DetectionWrite {
+            expectations: &[
+                expectation("PK", "", 0, 1.5),
+                expectation("PK", "", 1, 0.75),
+                expectation("PK", "Lahore", 0, 0.5),
+            ],
+            ..DetectionWrite::default()
+        })
+        .await
+        .unwrap();
+    app
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, String, Value) {
+    let response = app.client.get(app.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.json().await.unwrap())
+}
+
+fn range(from: i64, to: i64) -> String {
+    format!(
+        "from={}&to={}",
+        at(from).format("%Y-%m-%dT%H:%M:%SZ"),
+        at(to).format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+on_both_backends!(
+    counts_come_in_dense_buckets_with_the_expectation,
+    |backend| async move {
+        let app = app_with_counts(backend).await;
+        let (status, _, pk) = get(
+            &app,
+            &format!(
+                "/api/v1/counts?service=x&country=pk&interval=15m&{}",
+                range(0, 45)
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            pk["buckets"],
+            json!([
+                {"start": "2025-03-10T10:00:00Z", "count": 2, "expected": 1.5},
+                {"start": "2025-03-10T10:15:00Z", "count": 1, "expected": 0.75},
+                {"start": "2025-03-10T10:30:00Z", "count": 0, "expected": null},
+            ])
+        );
+        assert_eq!(pk["country"], "PK");
+        assert_eq!(pk["interval"], "15m");
+
+        // A city by any spelling; an hour bucket sums its quarters' expectations.
+        let (_, _, lahore) = get(
+            &app,
+            &format!(
+                "/api/v1/counts?service=x&country=PK&city=LAHORE&interval=1h&{}",
+                range(0, 60)
+            ),
+        )
+        .await;
+        assert_eq!(lahore["city"], "Lahore");
+        assert_eq!(
+            lahore["buckets"],
+            json!([{"start": "2025-03-10T10:00:00Z", "count": 2, "expected": 0.5}])
+        );
+
+        // The service worldwide sums every country's total.
+        let (_, _, world) = get(
+            &app,
+            &format!("/api/v1/counts?service=x&interval=1h&{}", range(0, 60)),
+        )
+        .await;
+        assert_eq!(world["buckets"][0]["count"], 4);
+        assert_eq!(world["buckets"][0]["expected"], Value::Null);
+
+        // Minute buckets start at the floor of `from`.
+        let (_, _, minutes) = get(
+            &app,
+            &format!(
+                "/api/v1/counts?service=x&country=PK&interval=1m&{}",
+                range(1, 3)
+            ),
+        )
+        .await;
+        assert_eq!(
+            minutes["buckets"],
+            json!([
+                {"start": "2025-03-10T10:01:00Z", "count": 1, "expected": 0.1},
+                {"start": "2025-03-10T10:02:00Z", "count": 1, "expected": 0.1},
+            ])
+        );
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
+    bad_counts_parameters_are_400_problems_naming_the_parameter,
+    |backend| async move {
+        let app = app_with_counts(backend).await;
+        let cases = [
+            ("/api/v1/counts".to_owned(), "service"),
+            ("/api/v1/counts?service=myspace".to_owned(), "service"),
+            (
+                "/api/v1/counts?service=x&interval=2m".to_owned(),
+                "interval",
+            ),
+            ("/api/v1/counts?service=x&country=XX".to_owned(), "country"),
+            ("/api/v1/counts?service=x&city=Lahore".to_owned(), "city"),
+            (
+                "/api/v1/counts?service=x&country=PK&city=Rawalpindy".to_owned(),
+                "city",
+            ),
+            (format!("/api/v1/counts?service=x&{}", range(60, 0)), "from"),
+            (
+                format!(
+                    "/api/v1/counts?service=x&interval=1m&{}",
+                    range(0, 8 * 1440)
+                ),
+                "from",
+            ),
+            ("/api/v1/counts?service=x&to=tomorrow".to_owned(), "to"),
+            ("/api/v1/counts?service=x&colour=red".to_owned(), "colour"),
+            ("/api/v1/places?q=lah".to_owned(), "country"),
+            ("/api/v1/places?country=PK".to_owned(), "q"),
+            ("/api/v1/places?country=PK&q=la&limit=0".to_owned(), "limit"),
+            ("/api/v1/services?x=1".to_owned(), "x"),
+        ];
+        for (path, field) in cases {
+            let (status, content_type, problem) = get(&app, &path).await;
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(content_type, "application/problem+json", "{path}");
+            assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        }
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
+    services_show_status_and_the_last_day_and_places_suggest_cities,
+    |backend| async move {
+        let app = app_with_counts(backend).await;
+        let response = app
+            .post_reports(&json!({"service":"x","country":"PK","problem":"app"}))
+            .await;
+        assert_eq!(response.status(), 201);
+        let started_at = at(0);
+        let open = Incident {
+            id: incident_id("youtube", Some("GB"), None, started_at),
+            service: "youtube".into(),
+            scope: Scope::Country,
+            country: Some("GB".into()),
+            city: None,
+            status: Status::Open,
+            started_at,
+            peak_at: started_at,
+            peak_count: 50.0,
+            expected_at_peak: 5.0,
+            start_count: 20.0,
+            excess_reports: 45.0,
+            resolved_at: None,
+            top_cities: Vec::new(),
+            problems: Default::default(),
+            parent_id: None,
+            summary: "Reports about YouTube in United Kingdom rose.".into(),
+            updated_at: started_at,
+        };
+        app.store
+            .write_detection(&DetectionWrite {
+                incidents: std::slice::from_ref(&open),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        let (status, _, body) = get(&app, "/api/v1/services").await;
+        assert_eq!(status, 200);
+        let services = body["services"].as_array().unwrap();
+        assert_eq!(services.len(), 10);
+        let find = |slug: &str| services.iter().find(|s| s["slug"] == slug).unwrap().clone();
+        assert_eq!(
+            find("x"),
+            json!({"slug":"x","name":"X (Twitter)","status":"normal","open_incidents":0,"reports_24h":1})
+        );
+        assert_eq!(find("youtube")["status"], "incident");
+        assert_eq!(find("youtube")["open_incidents"], 1);
+
+        let (status, _, places) = get(&app, "/api/v1/places?country=pk&q=lah&limit=3").await;
+        assert_eq!(status, 200);
+        assert_eq!(places["places"][0]["name"], "Lahore");
+        assert_eq!(places["places"][0]["country"], "PK");
+        assert!(places["places"].as_array().unwrap().len() <= 3);
+        let (_, _, brazil) = get(&app, "/api/v1/places?country=BR&q=sao%20p").await;
+        assert_eq!(brazil["places"][0]["name"], "São Paulo");
+        app.stop().await;
+    }
+);
