@@ -258,3 +258,112 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    regions_rank_by_count_with_expectation_ratio_and_status,
+    |backend| async move {
+        let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+        let now = outagewatch::clock::now();
+        let catalog = Catalog::new([("x", "X")]);
+        let recent = |n: u8, country: &str, city: Option<&'static str>| NewReport {
+            id: Uuid::from_u128(1000 + u128::from(n)),
+            client_id: true,
+            received_at: now - chrono::Duration::minutes(5),
+            service: catalog.services()[0].slug.clone(),
+            country: CountryCode::parse(country).unwrap(),
+            city,
+            problem: Problem::App,
+            fingerprint: Fingerprint([n; 16]),
+            dedup_window_start: now - chrono::Duration::minutes(20),
+        };
+        let mut batch = Vec::new();
+        for n in 0..30u8 {
+            batch.push(recent(n, "PK", (n < 20).then_some("Lahore")));
+        }
+        for n in 30..42u8 {
+            batch.push(recent(n, "GB", None));
+        }
+        for n in 42..45u8 {
+            batch.push(recent(n, "US", None));
+        }
+        app.store.insert_reports(&batch).await.unwrap();
+        // A constant expectation per quarter over the last 26 hours: 24 h hold exactly 96 quarters.
+        let first_quarter =
+            DateTime::from_timestamp((now.timestamp() - 26 * 3600).div_euclid(900) * 900, 0)
+                .unwrap();
+        let mut expectations = Vec::new();
+        for q in 0..(27 * 4) {
+            for (country, expected) in [("PK", 0.25), ("GB", 0.05)] {
+                expectations.push(Expectation {
+                    service: "x".into(),
+                    country: country.into(),
+                    city: String::new(),
+                    quarter: first_quarter + chrono::Duration::minutes(15 * q),
+                    expected,
+                });
+            }
+        }
+        let us = Incident {
+            id: incident_id("x", Some("US"), None, now),
+            service: "x".into(),
+            scope: Scope::Country,
+            country: Some("US".into()),
+            city: None,
+            status: Status::Open,
+            started_at: now,
+            peak_at: now,
+            peak_count: 3.0,
+            expected_at_peak: 1.0,
+            start_count: 3.0,
+            excess_reports: 2.0,
+            resolved_at: None,
+            top_cities: Vec::new(),
+            problems: Default::default(),
+            parent_id: None,
+            summary: String::new(),
+            updated_at: now,
+        };
+        app.store
+            .write_detection(&DetectionWrite {
+                incidents: std::slice::from_ref(&us),
+                expectations: &expectations,
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+
+        let (status, _, body) = get(&app, "/api/v1/regions?service=x&window=24h").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["regions"],
+            json!([
+                {"country":"PK","city":null,"name":"Pakistan","count":30,"expected":24.0,"ratio":1.25,"status":"normal","incident_id":null},
+                {"country":"GB","city":null,"name":"United Kingdom","count":12,"expected":4.8,"ratio":2.5,"status":"elevated","incident_id":null},
+                {"country":"US","city":null,"name":"United States","count":3,"expected":null,"ratio":null,"status":"incident","incident_id":us.id},
+            ])
+        );
+        let (_, _, cities) = get(
+            &app,
+            "/api/v1/regions?service=x&level=city&country=PK&window=15m",
+        )
+        .await;
+        assert_eq!(
+            cities["regions"],
+            json!([{"country":"PK","city":"Lahore","name":"Lahore","count":20,"expected":null,"ratio":null,"status":"normal","incident_id":null}])
+        );
+        let (_, _, top) = get(&app, "/api/v1/regions?service=x&limit=1").await;
+        assert_eq!(top["regions"].as_array().unwrap().len(), 1);
+        for (path, field) in [
+            ("/api/v1/regions", "service"),
+            ("/api/v1/regions?service=x&level=state", "level"),
+            ("/api/v1/regions?service=x&window=2h", "window"),
+            ("/api/v1/regions?service=x&limit=0", "limit"),
+            ("/api/v1/regions?service=x&country=ZZ", "country"),
+        ] {
+            let (status, _, problem) = get(&app, path).await;
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(problem["errors"][0]["field"], field, "{path}");
+        }
+        app.stop().await;
+    }
+);

@@ -403,3 +403,222 @@ mod tests {
         assert_eq!(got, [Some(3.0), Some(3.0), Some(3.0), None]);
     }
 }
+
+/// The windows `regions` accepts, in seconds.
+const WINDOWS: [(&str, i64); 3] = [("15m", 900), ("1h", 3600), ("24h", 86_400)];
+
+/// A region is `elevated` at this ratio to its expectation (and `ELEVATED_MIN_COUNT` reports)
+/// without an incident: the detector's default open floors.
+const ELEVATED_RATIO: f64 = 1.5;
+const ELEVATED_MIN_COUNT: i64 = 10;
+
+/// One region's current standing.
+#[derive(Serialize, Debug)]
+pub struct Region {
+    pub country: String,
+    /// Set at city level.
+    pub city: Option<String>,
+    /// "Pakistan", or the city's name.
+    pub name: String,
+    pub count: i64,
+    /// The detector's expectation for the window; null where it has none.
+    pub expected: Option<f64>,
+    /// count / expected, when there is an expectation.
+    pub ratio: Option<f64>,
+    /// `incident` (an open incident of this region), `elevated` or `normal`.
+    pub status: &'static str,
+    pub incident_id: Option<uuid::Uuid>,
+}
+
+/// The expectation of `[from, to)` from quarter-hour expectations, each weighted by how much
+/// of its quarter falls in the range.
+fn prorated(
+    quarters: impl Iterator<Item = (DateTime<Utc>, f64)>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> f64 {
+    quarters
+        .map(|(quarter, expected)| {
+            let start = quarter.max(from);
+            let end = (quarter + TimeDelta::seconds(QUARTER)).min(to);
+            let overlap = (end - start).num_seconds().max(0) as f64 / QUARTER as f64;
+            expected * overlap
+        })
+        .sum()
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// `GET /api/v1/regions?service=x&level=country|city&country=PK&window=15m|1h|24h&limit=`
+pub async fn list_regions(
+    State(state): State<AppState>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = parameters(params, &["service", "level", "country", "window", "limit"])?;
+    let mut errors = Vec::new();
+    let service = match params.get("service").map(|s| state.catalog.parse(s)) {
+        None => {
+            errors.push(FieldError::new("service", "service is required"));
+            None
+        }
+        Some(Ok(service)) => Some(service.slug.as_str().to_owned()),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+    };
+    let cities = match params.get("level").map_or("country", String::as_str) {
+        "country" => false,
+        "city" => true,
+        _ => {
+            errors.push(FieldError::new("level", "level must be country or city"));
+            false
+        }
+    };
+    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
+        None => None,
+        Some(Ok(code)) => Some(code),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("country", e.to_string()));
+            None
+        }
+    };
+    let window = params.get("window").map_or("1h", String::as_str);
+    let window_seconds = match WINDOWS.iter().find(|(name, _)| *name == window) {
+        Some((_, seconds)) => *seconds,
+        None => {
+            errors.push(FieldError::new(
+                "window",
+                "window must be one of 15m, 1h, 24h",
+            ));
+            3600
+        }
+    };
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "limit must be a whole number from 1 to 1000",
+            ));
+            100
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidParameters(errors));
+    }
+    let service = service.unwrap_or_default();
+    let country_text = country.map(|c| c.as_str().to_owned());
+    let to = crate::clock::now();
+    let from = to - TimeDelta::seconds(window_seconds);
+    let store = &state.store;
+    let counts = store
+        .region_counts(&service, country_text.as_deref(), cities, from, to)
+        .await
+        .map_err(ApiError::from_store)?;
+    let quarters = store
+        .region_expectations(
+            &service,
+            country_text.as_deref(),
+            cities,
+            floor_to(from, QUARTER),
+            to,
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    let open = store
+        .incidents(&IncidentQuery {
+            service: Some(service.clone()),
+            country: country_text.clone(),
+            status: Some(Status::Open),
+            limit: 10_000,
+            ..IncidentQuery::default()
+        })
+        .await
+        .map_err(ApiError::from_store)?;
+    let scope = if cities {
+        crate::incidents::Scope::City
+    } else {
+        crate::incidents::Scope::Country
+    };
+    let incident_of: HashMap<(String, String), uuid::Uuid> = open
+        .iter()
+        .filter(|i| i.scope == scope)
+        .map(|i| {
+            let key = (
+                i.country.clone().unwrap_or_default(),
+                i.city.clone().unwrap_or_default(),
+            );
+            (key, i.id)
+        })
+        .collect();
+    let mut expected_of: HashMap<(String, String), Vec<(DateTime<Utc>, f64)>> = HashMap::new();
+    for (country, city, quarter, expected) in quarters {
+        expected_of
+            .entry((country, city))
+            .or_default()
+            .push((quarter, expected));
+    }
+    let mut regions: BTreeMap<(String, String), i64> = counts
+        .into_iter()
+        .map(|(country, city, count)| ((country, city), count))
+        .collect();
+    for key in incident_of.keys() {
+        regions.entry(key.clone()).or_insert(0);
+    }
+    let mut listed: Vec<Region> = regions
+        .into_iter()
+        .map(|((country, city), count)| {
+            let expected = expected_of
+                .get(&(country.clone(), city.clone()))
+                .map(|q| round2(prorated(q.iter().copied(), from, to)));
+            let ratio = expected
+                .filter(|e| *e > 0.0)
+                .map(|e| round2(count as f64 / e));
+            let incident_id = incident_of.get(&(country.clone(), city.clone())).copied();
+            let status = if incident_id.is_some() {
+                "incident"
+            } else if count >= ELEVATED_MIN_COUNT && ratio.is_some_and(|r| r >= ELEVATED_RATIO) {
+                "elevated"
+            } else {
+                "normal"
+            };
+            let name = if city.is_empty() {
+                CountryCode::parse(&country)
+                    .map(|c| c.name().to_owned())
+                    .unwrap_or_else(|_| country.clone())
+            } else {
+                city.clone()
+            };
+            Region {
+                city: (!city.is_empty()).then_some(city),
+                country,
+                name,
+                count,
+                expected,
+                ratio,
+                status,
+                incident_id,
+            }
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.country.cmp(&b.country))
+            .then_with(|| a.city.cmp(&b.city))
+    });
+    listed.truncate(limit);
+    Ok(Json(serde_json::json!({
+        "service": service,
+        "level": if cities { "city" } else { "country" },
+        "country": country_text,
+        "window": window,
+        "from": from,
+        "to": to,
+        "regions": listed,
+    })))
+}

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/counts", get(counts::get_counts))
         .route("/api/v1/services", get(counts::list_services))
         .route("/api/v1/places", get(counts::list_places))
+        .route("/api/v1/regions", get(counts::list_regions))
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
         .route("/healthz", get(health::get_health))

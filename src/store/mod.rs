@@ -278,6 +278,29 @@ pub trait Store: Send + Sync + 'static {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError>;
 
+    /// Counted reports per region of one service in `[from, to)`: per country (their totals)
+    /// or, with `cities`, per city (of `country` if given); as (country, city, count), city
+    /// empty for countries.
+    async fn region_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// The quarter-hour expectations of the same regions as [`Store::region_counts`], with
+    /// quarters in `[from, to)`: (country, city, quarter, expected).
+    async fn region_expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError>;
+
     /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.
     async fn expectations(
         &self,

@@ -433,6 +433,51 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn region_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select country, city, sum(count)::int8 from rollups_minute
+             where service = $1 and minute >= $2 and minute < $3
+               and ($4::text is null or country = $4) and (city <> '') = $5
+             group by country, city",
+        )
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .bind(country)
+        .bind(cities)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn region_expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select country, city, quarter, expected from expectations_quarter
+             where service = $1 and quarter >= $2 and quarter < $3 and country <> ''
+               and ($4::text is null or country = $4) and (city <> '') = $5",
+        )
+        .bind(service)
+        .bind(from)
+        .bind(to)
+        .bind(country)
+        .bind(cities)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn expectations(
         &self,
         service: &str,

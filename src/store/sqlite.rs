@@ -455,6 +455,57 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn region_counts(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "select country, city, sum(count) from rollups_minute
+             where service = ?1 and minute >= ?2 and minute < ?3
+               and (?4 is null or country = ?4) and (city <> '') = ?5
+             group by country, city",
+        )
+        .bind(service)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .bind(country)
+        .bind(cities)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn region_expectations(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
+        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+            "select country, city, quarter, expected from expectations_quarter
+             where service = ?1 and quarter >= ?2 and quarter < ?3 and country <> ''
+               and (?4 is null or country = ?4) and (city <> '') = ?5",
+        )
+        .bind(service)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .bind(country)
+        .bind(cities)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(country, city, quarter, expected)| {
+                (country, city, from_seconds(quarter), expected)
+            })
+            .collect())
+    }
+
     async fn expectations(
         &self,
         service: &str,
