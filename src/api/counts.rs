@@ -404,6 +404,9 @@ mod tests {
     }
 }
 
+/// A region key: (country, city or "" for the country itself).
+type RegionKey = (String, String);
+
 /// The windows `regions` accepts, in seconds.
 const WINDOWS: [(&str, i64); 3] = [("15m", 900), ("1h", 3600), ("24h", 86_400)];
 
@@ -555,7 +558,7 @@ pub async fn list_regions(
             (key, i.id)
         })
         .collect();
-    let mut expected_of: HashMap<(String, String), Vec<(DateTime<Utc>, f64)>> = HashMap::new();
+    let mut expected_of: HashMap<RegionKey, Vec<(DateTime<Utc>, f64)>> = HashMap::new();
     for (country, city, quarter, expected) in quarters {
         expected_of
             .entry((country, city))
