@@ -28,6 +28,9 @@ use crate::store::{
 /// Expectations are stored per quarter hour: the detector's window.
 const QUARTER_SECONDS: i64 = 900;
 
+/// Expectation rows `redetect` collects before writing them in one transaction.
+const EXPECTATIONS_PER_WRITE: usize = 100_000;
+
 /// Minutes of rollups read per query (and, live, written per transaction while catching up).
 const CHUNK_MINUTES: i64 = 60;
 
@@ -455,17 +458,24 @@ pub async fn redetect(
     let replay_from = first.max(from - TimeDelta::days(i64::from(settings.history_days)));
     let mut detection = Detection::fresh(store.clone(), catalog, settings);
     let mut found: BTreeMap<Uuid, Incident> = BTreeMap::new();
+    let mut expectations = Vec::new();
     let mut start = replay_from;
     while start < to {
         let end = (start + TimeDelta::minutes(CHUNK_MINUTES)).min(to);
-        let changes = detection.step_range(start, end).await?;
+        let mut changes = detection.step_range(start, end).await?;
         found.extend(changes.incidents);
-        store
-            .write_detection(&DetectionWrite {
-                expectations: &changes.expectations,
-                ..DetectionWrite::default()
-            })
-            .await?;
+        // Expectations go in large transactions: one per chunk would mean a commit (and an
+        // fsync) per hour replayed.
+        expectations.append(&mut changes.expectations);
+        if expectations.len() >= EXPECTATIONS_PER_WRITE || end >= to {
+            store
+                .write_detection(&DetectionWrite {
+                    expectations: &expectations,
+                    ..DetectionWrite::default()
+                })
+                .await?;
+            expectations.clear();
+        }
         start = end;
     }
     let incidents: Vec<Incident> = found

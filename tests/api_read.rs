@@ -367,3 +367,58 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    reads_carry_an_etag_answer_304_when_unchanged_and_allow_any_origin,
+    |backend| async move {
+        let app = app_with_counts(backend).await;
+        let path = format!("/api/v1/counts?service=x&country=PK&{}", range(0, 45));
+        let first = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(first.status(), 200);
+        let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert_eq!(tag.len(), 34, "{tag}");
+        assert_eq!(first.headers()["cache-control"], "public, max-age=15");
+        let body = first.text().await.unwrap();
+
+        let again = app
+            .client
+            .get(app.url(&path))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), tag);
+        assert_eq!(again.text().await.unwrap(), "");
+
+        // New data, new tag: the old one no longer matches.
+        app.store
+            .insert_reports(&[report(9, "PK", None, 3)])
+            .await
+            .unwrap();
+        let changed = app
+            .client
+            .get(app.url(&path))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200);
+        assert_ne!(changed.headers()["etag"].to_str().unwrap(), tag);
+        assert_ne!(changed.text().await.unwrap(), body);
+
+        // Compressed on request; open to any origin.
+        let gzipped = app
+            .client
+            .get(app.url("/api/v1/services"))
+            .header("accept-encoding", "gzip")
+            .header("origin", "https://dashboard.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzipped.status(), 200);
+        assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+        assert_eq!(gzipped.headers()["access-control-allow-origin"], "*");
+        app.stop().await;
+    }
+);

@@ -1,5 +1,6 @@
 //! The JSON API: routes, shared state, and the body rules every JSON endpoint follows.
 
+mod caching;
 mod client;
 mod counts;
 mod error;
@@ -10,10 +11,13 @@ mod reports;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::http::Method;
 use axum::http::{header, HeaderMap, Request};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use bytes::Bytes;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -52,14 +56,25 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             client::admit_client,
         ));
-    Router::new()
-        .merge(ingest_routes)
+    // Reads: ETag/304 and Cache-Control, compressed when the client accepts it, and open to
+    // any origin (GET only, no credentials) so dashboards elsewhere can poll them.
+    let read_routes = Router::new()
         .route("/api/v1/counts", get(counts::get_counts))
         .route("/api/v1/services", get(counts::list_services))
         .route("/api/v1/places", get(counts::list_places))
         .route("/api/v1/regions", get(counts::list_regions))
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
+        .route_layer(middleware::from_fn(caching::etag))
+        .layer(CompressionLayer::new())
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD]),
+        );
+    Router::new()
+        .merge(ingest_routes)
+        .merge(read_routes)
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_readiness))
         .fallback(|| async { ApiError::NotFound })
