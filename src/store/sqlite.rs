@@ -70,6 +70,17 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// The rollups table as a query over one service's time range should read it: by the
+/// (service, country, ...) key for one country, by the minute index across all countries
+/// (SQLite would otherwise walk every minute the service ever had).
+fn rollups_for(country: Option<&str>) -> &'static str {
+    if country.is_some() {
+        "rollups_minute"
+    } else {
+        "rollups_minute indexed by rollups_minute_by_minute"
+    }
+}
+
 fn from_seconds(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or_default()
 }
@@ -371,14 +382,16 @@ impl Store for SqliteStore {
         to: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "select country, city, sum(count) as n from rollups_minute
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+            "select country, city, sum(count) as n from {}
              where service = ?1 and (?2 is null or country = ?2) and city <> ''
                and minute >= ?3 and minute < ?4
              group by country, city
              order by n desc, country, city
              limit ?5",
-        )
+            // An incident's range is short: the minute index beats any country's whole history.
+            rollups_for(None)
+        ))
         .bind(service)
         .bind(country)
         .bind(from.timestamp())
@@ -430,14 +443,15 @@ impl Store for SqliteStore {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
         // The global series is the sum of the country totals; a country's is its total row.
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
             "select (minute / ?6) * ?6 as bucket, sum(count)
-             from rollups_minute
+             from {}
              where service = ?1 and minute >= ?4 and minute < ?5
                and (?2 is null or country = ?2) and city = coalesce(?3, '')
              group by bucket
              order by bucket",
-        )
+            rollups_for(country)
+        ))
         .bind(service)
         .bind(country)
         .bind(city)
@@ -463,12 +477,13 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "select country, city, sum(count) from rollups_minute
+        Ok(sqlx::query_as(&format!(
+            "select country, city, sum(count) from {}
              where service = ?1 and minute >= ?2 and minute < ?3
                and (?4 is null or country = ?4) and (city <> '') = ?5
              group by country, city",
-        )
+            rollups_for(country)
+        ))
         .bind(service)
         .bind(from.timestamp())
         .bind(to.timestamp())
