@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, ClientPolicy};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector;
+use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::report::Catalog;
 use crate::store::{self, ConnectOptions, Store};
@@ -22,6 +23,7 @@ use crate::store::{self, ConnectOptions, Store};
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    stopping: watch::Sender<bool>,
     writer: JoinHandle<()>,
     detector: Option<crate::config::DetectorSettings>,
 }
@@ -72,6 +74,8 @@ impl App {
         // The gazetteer is parsed on first use; do it now rather than in the first request.
         tokio::task::spawn_blocking(|| crate::geo::gazetteer().len()).await?;
         let (ingest, writer) = start_ingest(store.clone(), settings);
+        let events = EventBus::start(store.clone()).await;
+        let (stopping, stopping_rx) = watch::channel(false);
         let state = AppState {
             fingerprinter: Arc::new(Fingerprinter::new(store.clone())),
             store,
@@ -83,7 +87,8 @@ impl App {
                 settings.rate_limit.burst,
             )),
             max_body_bytes: settings.http.max_body_bytes,
-            incident_events: broadcast::channel(1024).0,
+            events,
+            stopping: stopping_rx,
         };
         let listener = TcpListener::bind(settings.http.listen)
             .await
@@ -91,6 +96,7 @@ impl App {
         Ok(App {
             listener,
             state,
+            stopping,
             writer,
             detector: settings.detector.enabled.then(|| settings.detector.clone()),
         })
@@ -115,6 +121,7 @@ impl App {
         let App {
             listener,
             state,
+            stopping,
             writer,
             detector,
         } = self;
@@ -124,7 +131,7 @@ impl App {
                 state.store.clone(),
                 state.catalog.clone(),
                 settings,
-                state.incident_events.clone(),
+                state.events.clone(),
                 detector_stopped,
             ))
         });
@@ -142,7 +149,11 @@ impl App {
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Long-lived streams (SSE) end, so in-flight requests can finish.
+            let _ = stopping.send(true);
+        })
         .await
         .context("the HTTP server failed")?;
         limiter_sweeper.abort();

@@ -13,17 +13,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::DetectorSettings;
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
+use crate::events::{EventBus, LiveEvent};
 use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
 use crate::store::{
     minute_of, DetectionWrite, Expectation, IncidentQuery, MinuteCount, Store, StoreError,
 };
+
+/// Minute counts are announced live for minutes this recent (catching up, older ones are not).
+const LIVE_COUNT_MINUTES: i64 = 5;
 
 /// Expectations are stored per quarter hour: the detector's window.
 const QUARTER_SECONDS: i64 = 900;
@@ -72,6 +76,8 @@ pub struct Changes {
     pub events: Vec<IncidentChange>,
     /// Every series' expectation for each quarter hour completed in the range.
     pub expectations: Vec<Expectation>,
+    /// Each service's worldwide count of each minute stepped (services with reports only).
+    pub minute_totals: Vec<(String, DateTime<Utc>, i64)>,
 }
 
 impl Detection {
@@ -198,6 +204,15 @@ impl Detection {
             let (now, rest) = rows.split_at(split);
             rows = rest;
             let counts: Vec<PlaceCount<'_>> = now.iter().map(place_count).collect();
+            let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
+            for place in counts.iter().filter(|p| p.city.is_empty()) {
+                *totals.entry(place.service).or_default() += place.count;
+            }
+            changes.minute_totals.extend(
+                totals
+                    .into_iter()
+                    .map(|(service, count)| (service.to_owned(), minute, count)),
+            );
             let events = self.engine.step(minute.timestamp(), &counts);
             for event in events {
                 self.record(&event, &mut changes).await?;
@@ -521,7 +536,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     settings: DetectorSettings,
-    events: broadcast::Sender<IncidentChange>,
+    events: EventBus,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let retry = Duration::from_secs(settings.leader_retry_seconds);
@@ -547,7 +562,7 @@ async fn lead(
     store: &Arc<dyn Store>,
     catalog: &Arc<Catalog>,
     settings: &DetectorSettings,
-    events: &broadcast::Sender<IncidentChange>,
+    events: &EventBus,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), DetectError> {
     let Some(mut leadership) = store.try_lead_detector().await? else {
@@ -598,8 +613,25 @@ async fn lead(
                 watermark = Some(last);
                 for change in changes.events {
                     tracing::info!(kind = change.kind, id = %change.incident.id, summary = %change.incident.summary, "incident");
-                    // No subscriber is fine: the incident is stored either way.
-                    let _ = events.send(change);
+                    events
+                        .publish(LiveEvent::Incident {
+                            kind: change.kind.to_owned(),
+                            incident: change.incident,
+                        })
+                        .await;
+                }
+                // Minute counts only for recent minutes: a catch-up over days is history.
+                let recent = until - TimeDelta::minutes(LIVE_COUNT_MINUTES);
+                for (service, minute, count) in changes.minute_totals {
+                    if minute >= recent {
+                        events
+                            .publish(LiveEvent::Counts {
+                                service,
+                                minute,
+                                count,
+                            })
+                            .await;
+                    }
                 }
                 from = to;
             }

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
+pub mod events;
 pub mod geo;
 pub mod import;
 pub mod incidents;

@@ -4,6 +4,7 @@ mod caching;
 mod client;
 mod counts;
 mod error;
+mod events;
 mod health;
 mod incidents;
 mod reports;
@@ -24,9 +25,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use tokio::sync::broadcast;
-
-use crate::detector::IncidentChange;
+use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest};
 use crate::report::Catalog;
 use crate::store::Store;
@@ -44,8 +43,10 @@ pub struct AppState {
     pub fingerprinter: Arc<Fingerprinter>,
     pub clients: Arc<ClientPolicy>,
     pub max_body_bytes: usize,
-    /// Incident changes announced by the detector (when this process runs it).
-    pub incident_events: broadcast::Sender<IncidentChange>,
+    /// Live events (incident changes, minute counts) from the detector leader.
+    pub events: EventBus,
+    /// Turns true when the service starts shutting down (ends long-lived streams).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every route of the service, with request ids and tracing.
@@ -72,9 +73,17 @@ pub fn router(state: AppState) -> Router {
                 .allow_origin(Any)
                 .allow_methods([Method::GET, Method::HEAD]),
         );
+    let stream_routes = Router::new()
+        .route("/api/v1/events", get(events::stream_events))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET]),
+        );
     Router::new()
         .merge(ingest_routes)
         .merge(read_routes)
+        .merge(stream_routes)
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_readiness))
         .fallback(|| async { ApiError::NotFound })

@@ -136,6 +136,9 @@ pub struct IncidentQuery {
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
+/// What [`Store::listen`] calls with each published payload.
+pub type Deliver = Box<dyn Fn(&str) + Send + Sync + 'static>;
+
 /// The right to run the detector, held until dropped (Postgres: a session advisory lock on a
 /// dedicated connection).
 #[async_trait]
@@ -322,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one incident by id.
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError>;
+
+    /// Publishes `payload` to every process listening on this database: true when sent that
+    /// way (Postgres `NOTIFY`), false when the backend has no such channel (SQLite).
+    async fn notify(&self, payload: &str) -> Result<bool, StoreError>;
+
+    /// From now on, calls `deliver` with every payload any process publishes (Postgres
+    /// `LISTEN`, on a connection of its own that reconnects when lost); false when the backend
+    /// has no such channel.
+    async fn listen(&self, deliver: Deliver) -> Result<bool, StoreError>;
 
     /// Tries to become the one process that runs the detector; None while another holds it.
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError>;

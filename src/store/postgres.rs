@@ -4,16 +4,19 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
-    CountBucket, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
-    Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
+    CountBucket, Deliver, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount,
+    NewReport, Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
 use crate::incidents::{CityCount, Incident};
+
+/// The NOTIFY channel live events travel on.
+const EVENTS_CHANNEL: &str = "outagewatch_events";
 
 /// The advisory lock key the detector leader holds ("outagewa" as an integer).
 const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
@@ -630,6 +633,33 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(PgIncident::into_incident).transpose()
+    }
+
+    async fn notify(&self, payload: &str) -> Result<bool, StoreError> {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    async fn listen(&self, deliver: Deliver) -> Result<bool, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => deliver(notification.payload()),
+                    Err(error) => {
+                        // recv reconnects on the next call; events sent meanwhile are lost.
+                        tracing::warn!(%error, "event listener lost its connection");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(true)
     }
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
-    CountBucket, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
-    Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
+    CountBucket, Deliver, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount,
+    NewReport, Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -681,6 +681,14 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         row.map(SqliteIncident::into_incident).transpose()
+    }
+
+    async fn notify(&self, _payload: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn listen(&self, _deliver: Deliver) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {

@@ -1,0 +1,61 @@
+//! `GET /api/v1/events`: Server-Sent Events of incident changes and per-minute counts, optionally for one service.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+use tokio_stream::{Stream, StreamExt};
+
+use super::{ApiError, AppState};
+use crate::report::FieldError;
+
+/// `GET /api/v1/events[?service=x]`: events named `incident` (data: `{"type":"incident",
+/// "kind":"opened|updated|resolved|reopened","incident":{…}}`) and `counts` (data:
+/// `{"type":"counts","service","minute","count"}`); `lagged` (data: how many were skipped)
+/// when this client fell behind.
+pub async fn stream_events(
+    State(state): State<AppState>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
+    let mut service = None;
+    for (name, value) in &params {
+        match name.as_str() {
+            "service" => match state.catalog.parse(value) {
+                Ok(found) => service = Some(found.slug.as_str().to_owned()),
+                Err(e) => return Err(ApiError::InvalidParameters(vec![e])),
+            },
+            other => {
+                return Err(ApiError::InvalidParameters(vec![FieldError::new(
+                    other,
+                    "unknown parameter; known: service",
+                )]))
+            }
+        }
+    }
+    // The stream ends when the service shuts down, so a graceful shutdown does not wait for
+    // clients that never hang up.
+    let stopping = WatchStream::new(state.stopping.clone())
+        .filter(|stop| *stop)
+        .map(|_| None);
+    let stream = BroadcastStream::new(state.events.subscribe())
+        .map(Some)
+        .merge(stopping)
+        .take_while(Option::is_some)
+        .filter_map(move |item| match item? {
+            Ok(event) if service.as_deref().is_none_or(|s| s == event.service()) => {
+                let name = event.name();
+                Event::default().event(name).json_data(&event).ok().map(Ok)
+            }
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(Ok(Event::default()
+                .event("lagged")
+                .data(skipped.to_string()))),
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
