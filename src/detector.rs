@@ -616,7 +616,7 @@ async fn lead(
                     events
                         .publish(LiveEvent::Incident {
                             kind: change.kind.to_owned(),
-                            incident: change.incident,
+                            incident: Box::new(change.incident),
                         })
                         .await;
                 }

@@ -19,7 +19,10 @@ use crate::store::Store;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LiveEvent {
     /// An incident opened, grew (updated), resolved or reopened.
-    Incident { kind: String, incident: Incident },
+    Incident {
+        kind: String,
+        incident: Box<Incident>,
+    },
     /// Counted reports of a service (worldwide) in one minute, once the detector processed it.
     Counts {
         service: String,
