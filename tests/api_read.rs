@@ -422,3 +422,65 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(every_read_answers_csv_on_request, |backend| async move {
+    let app = app_with_counts(backend).await;
+    let text = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/csv; charset=utf-8"
+        );
+        response.text().await.unwrap()
+    };
+    let counts = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/counts?service=x&country=PK&format=csv&{}",
+            range(0, 45)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text(counts).await,
+        "start,count,expected\n\
+             2025-03-10T10:00:00Z,2,1.5\n\
+             2025-03-10T10:15:00Z,1,0.75\n\
+             2025-03-10T10:30:00Z,0,\n"
+    );
+    // The Accept header works as well as format=csv.
+    let places = app
+        .client
+        .get(app.url("/api/v1/places?country=PK&q=rawal&limit=1"))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    let places = text(places).await;
+    assert!(
+        places.starts_with(
+            "name,ascii_name,country,latitude,longitude,population\nRawalpindi,Rawalpindi,PK,"
+        ),
+        "{places}"
+    );
+    let services = app
+        .client
+        .get(app.url("/api/v1/services?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    let services = text(services).await;
+    assert_eq!(services.lines().count(), 11, "{services}");
+    assert_eq!(
+        services.lines().next(),
+        Some("slug,name,status,open_incidents,reports_24h")
+    );
+    // JSON stays the default, and an unknown format is a 400 naming it.
+    let (status, content_type, _) = get(&app, "/api/v1/services?format=json").await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    let (status, _, problem) = get(&app, "/api/v1/services?format=xml").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "format");
+    app.stop().await;
+});

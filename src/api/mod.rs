@@ -5,6 +5,7 @@ mod client;
 mod counts;
 mod error;
 mod events;
+mod export;
 mod health;
 mod incidents;
 mod reports;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/regions", get(counts::list_regions))
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
+        .route_layer(middleware::from_fn(export::csv_on_request))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
         .layer(
