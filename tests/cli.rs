@@ -111,6 +111,81 @@ async fn import_csv(backend: Backend) {
         .map(|(m, c, n)| (m.to_string(), c.to_string(), *n))
         .collect();
     assert_eq!(rows, expected);
+
+    // The ops commands read the same counts and incidents as the API.
+    let counts = outagewatch(&db)
+        .args([
+            "counts",
+            "--service",
+            "x",
+            "--country",
+            "pk",
+            "--interval",
+            "1h",
+        ])
+        .args([
+            "--from",
+            "2025-03-10T04:30:00Z",
+            "--to",
+            "2025-03-10T11:00:00Z",
+        ])
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        counts.status.success(),
+        "{}",
+        String::from_utf8_lossy(&counts.stderr)
+    );
+    let expected_csv = "start,count,expected\n\
+        2025-03-10T04:00:00Z,0,\n2025-03-10T05:00:00Z,1,\n2025-03-10T06:00:00Z,0,\n\
+        2025-03-10T07:00:00Z,0,\n2025-03-10T08:00:00Z,0,\n2025-03-10T09:00:00Z,0,\n\
+        2025-03-10T10:00:00Z,3,\n";
+    assert_eq!(String::from_utf8_lossy(&counts.stdout), expected_csv);
+    let table = outagewatch(&db)
+        .args([
+            "counts",
+            "--service",
+            "x",
+            "--country",
+            "PK",
+            "--city",
+            "lahore",
+        ])
+        .args([
+            "--from",
+            "2025-03-10T10:00:00Z",
+            "--to",
+            "2025-03-10T10:30:00Z",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&table.stdout),
+        "start                 count  expected\n\
+         2025-03-10T10:00:00Z  1\n\
+         2025-03-10T10:15:00Z  0\n"
+    );
+    let bad = outagewatch(&db)
+        .args(["counts", "--service", "myspace", "--interval", "2m"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--service: \"myspace\" is not a known service"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--interval: interval must be one of 1m, 5m, 15m, 1h, 1d"),
+        "{stderr}"
+    );
+    let incidents = outagewatch(&db)
+        .args(["incidents", "--open", "--format", "json"])
+        .output()
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&incidents.stdout).unwrap();
+    assert_eq!(page, json!({"incidents": [], "next_cursor": null}));
 }
 
 on_both_backends!(

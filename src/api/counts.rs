@@ -7,14 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::geo::{gazetteer, CountryCode};
 use crate::incidents::Status;
+use crate::report::Catalog;
 use crate::report::FieldError;
-use crate::store::IncidentQuery;
+use crate::store::{IncidentQuery, Store};
 
 /// The bucket widths `interval` accepts, in seconds.
 const INTERVALS: [(&str, i64); 5] = [
@@ -140,22 +143,33 @@ pub fn fill_buckets(
     buckets
 }
 
+/// The parameters `counts` knows.
+const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", "from", "to"];
+
 /// `GET /api/v1/counts`
 pub async fn get_counts(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Counts>, ApiError> {
-    let params = parameters(
-        params,
-        &["service", "country", "city", "interval", "from", "to"],
-    )?;
+    let params = parameters(params, &COUNTS_PARAMETERS)?;
+    Ok(Json(
+        counts_answer(&state.store, &state.catalog, &params).await?,
+    ))
+}
+
+/// The counts answer for query parameters (the API's and the `counts` command's).
+pub async fn counts_answer(
+    store: &Arc<dyn Store>,
+    catalog: &Catalog,
+    params: &BTreeMap<String, String>,
+) -> Result<Counts, ApiError> {
     let mut errors = Vec::new();
     let service = match params.get("service") {
         None => {
             errors.push(FieldError::new("service", "service is required"));
             None
         }
-        Some(value) => match state.catalog.parse(value) {
+        Some(value) => match catalog.parse(value) {
             Ok(service) => Some(service.slug.as_str().to_owned()),
             Err(e) => {
                 errors.push(e);
@@ -198,8 +212,8 @@ pub async fn get_counts(
             900
         }
     };
-    let to = time_parameter(&params, "to", &mut errors);
-    let from = time_parameter(&params, "from", &mut errors);
+    let to = time_parameter(params, "to", &mut errors);
+    let from = time_parameter(params, "from", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::InvalidParameters(errors));
     }
@@ -223,8 +237,7 @@ pub async fn get_counts(
     }
     let service = service.unwrap_or_default();
     let (country_text, city_text) = (country.map(|c| c.as_str().to_owned()), city.clone());
-    let counts = state
-        .store
+    let counts = store
         .counts(
             &service,
             country_text.as_deref(),
@@ -235,8 +248,7 @@ pub async fn get_counts(
         )
         .await
         .map_err(ApiError::from_store)?;
-    let quarters = state
-        .store
+    let quarters = store
         .expectations(
             &service,
             country_text.as_deref(),
@@ -247,7 +259,7 @@ pub async fn get_counts(
         .await
         .map_err(ApiError::from_store)?;
     let counts: Vec<(DateTime<Utc>, i64)> = counts.iter().map(|b| (b.start, b.count)).collect();
-    Ok(Json(Counts {
+    Ok(Counts {
         buckets: fill_buckets(from, to, bucket_seconds, &counts, &quarters),
         service,
         country: country_text,
@@ -255,7 +267,7 @@ pub async fn get_counts(
         interval: interval.to_owned(),
         from,
         to,
-    }))
+    })
 }
 
 /// One catalog entry with its current state.

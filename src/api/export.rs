@@ -109,6 +109,49 @@ pub fn to_csv(answer: &Value) -> Result<Vec<u8>, csv::Error> {
     writer.into_inner().map_err(|e| e.into_error().into())
 }
 
+/// Renders JSON as an aligned text table (the CLI's default), columns as in [`to_csv`].
+pub fn to_table(answer: &Value) -> String {
+    let rows = rows(answer);
+    let Some(first) = rows.first() else {
+        return "(none)\n".to_owned();
+    };
+    let columns: Vec<&String> = first.keys().collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| row.get(*c).map(cell).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(columns.iter().map(|c| c.as_str()).collect());
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
 /// Converts successful JSON answers to CSV when asked to.
 pub async fn csv_on_request(mut request: Request, next: Next) -> Response {
     let csv = match wants_csv(&request) {
@@ -161,6 +204,19 @@ mod tests {
             "id,peak_count,resolved_at,top_cities,problems\n\
              a,136.0,,\"city=Lahore count=50; city=Karachi, Sindh count=7\",app=0.75\n"
         );
+    }
+
+    #[test]
+    fn a_table_aligns_its_columns() {
+        let answer = json!({"buckets": [
+            {"start": "10:00", "count": 2, "expected": 1.5},
+            {"start": "10:15", "count": 120, "expected": null},
+        ]});
+        assert_eq!(
+            to_table(&answer),
+            "start  count  expected\n10:00  2      1.5\n10:15  120\n"
+        );
+        assert_eq!(to_table(&json!({"incidents": []})), "(none)\n");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `GET /api/v1/incidents` (filtered, newest first, cursor-paged) and `GET /api/v1/incidents/{id}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,8 +13,9 @@ use uuid::Uuid;
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
 use crate::incidents::{Incident, Status};
+use crate::report::Catalog;
 use crate::report::FieldError;
-use crate::store::IncidentQuery;
+use crate::store::{IncidentQuery, Store};
 
 /// Incidents per page unless `limit` says otherwise, and the most a page holds.
 const DEFAULT_LIMIT: u32 = 100;
@@ -45,7 +47,7 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 /// Reads the list parameters, collecting every problem rather than stopping at the first.
 fn list_query(
     params: &BTreeMap<String, String>,
-    state: &AppState,
+    catalog: &Catalog,
 ) -> Result<IncidentQuery, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut query = IncidentQuery {
@@ -54,7 +56,7 @@ fn list_query(
     };
     for (name, value) in params {
         match name.as_str() {
-            "service" => match state.catalog.parse(value) {
+            "service" => match catalog.parse(value) {
                 Ok(service) => query.service = Some(service.slug.as_str().to_owned()),
                 Err(e) => errors.push(e),
             },
@@ -113,12 +115,22 @@ pub async fn list_incidents(
 ) -> Result<Json<IncidentPage>, ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
-    let mut query = list_query(&params, &state).map_err(ApiError::InvalidParameters)?;
+    Ok(Json(
+        incidents_page(&state.store, &state.catalog, &params).await?,
+    ))
+}
+
+/// One page of incidents for query parameters (the API's and the `incidents` command's).
+pub async fn incidents_page(
+    store: &Arc<dyn Store>,
+    catalog: &Catalog,
+    params: &BTreeMap<String, String>,
+) -> Result<IncidentPage, ApiError> {
+    let mut query = list_query(params, catalog).map_err(ApiError::InvalidParameters)?;
     let limit = query.limit;
     // One more than asked tells whether another page follows.
     query.limit = limit + 1;
-    let mut incidents = state
-        .store
+    let mut incidents = store
         .incidents(&query)
         .await
         .map_err(ApiError::from_store)?;
@@ -128,10 +140,10 @@ pub async fn list_incidents(
     } else {
         None
     };
-    Ok(Json(IncidentPage {
+    Ok(IncidentPage {
         incidents,
         next_cursor,
-    }))
+    })
 }
 
 /// `GET /api/v1/incidents/{id}`

@@ -32,7 +32,10 @@ use crate::report::Catalog;
 use crate::store::Store;
 
 pub use client::{ClientAddr, ClientPolicy};
+pub use counts::{counts_answer, Counts};
 pub use error::ApiError;
+pub use export::{to_csv, to_table};
+pub use incidents::{incidents_page, IncidentPage};
 pub use reports::MAX_BATCH;
 
 /// What handlers share; cheap to clone.
