@@ -152,3 +152,74 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    an_atom_feed_lists_a_services_incidents_and_a_badge_shows_its_status,
+    |backend| async move {
+        let (app, [pk, global, _youtube]) = app_with_incidents(backend).await;
+        let response = app
+            .client
+            .get(app.url("/feeds/incidents.atom?service=x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/atom+xml; charset=utf-8"
+        );
+        let feed: atom_syndication::Feed = response.text().await.unwrap().parse().unwrap();
+        assert_eq!(feed.title().as_str(), "X (Twitter) incidents (outagewatch)");
+        let entries: Vec<(&str, &str)> = feed
+            .entries()
+            .iter()
+            .map(|e| (e.id(), e.title().as_str()))
+            .collect();
+        let (global_id, pk_id) = (
+            format!("urn:uuid:{}", global.id),
+            format!("urn:uuid:{}", pk.id),
+        );
+        assert_eq!(
+            entries,
+            [
+                (
+                    global_id.as_str(),
+                    "X (Twitter): global incident worldwide (resolved)"
+                ),
+                (
+                    pk_id.as_str(),
+                    "X (Twitter): country incident in Pakistan (open)"
+                ),
+            ]
+        );
+        assert_eq!(
+            feed.entries()[1].summary().map(|s| s.as_str()),
+            Some("Reports about x rose.")
+        );
+
+        let badge = |path: &'static str| {
+            let (client, url) = (app.client.clone(), app.url(path));
+            async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status().as_u16();
+                let kind = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (status, kind, response.text().await.unwrap())
+            }
+        };
+        let (status, kind, svg) = badge("/badge/x.svg").await;
+        assert_eq!((status, kind.as_deref()), (200, Some("image/svg+xml")));
+        assert!(
+            svg.contains("<title>X (Twitter): incident</title>"),
+            "{svg}"
+        );
+        let (_, _, svg) = badge("/badge/youtube.svg?country=GB").await;
+        assert!(svg.contains("<title>YouTube · GB: up</title>"), "{svg}");
+        assert_eq!(badge("/badge/myspace.svg").await.0, 400);
+        assert_eq!(badge("/badge/x.png").await.0, 404);
+        assert_eq!(badge("/feeds/incidents.atom").await.0, 400);
+        app.stop().await;
+    }
+);

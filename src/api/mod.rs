@@ -6,6 +6,7 @@ mod counts;
 mod error;
 mod events;
 mod export;
+mod feeds;
 mod health;
 mod incidents;
 mod reports;
@@ -78,6 +79,16 @@ pub fn router(state: AppState) -> Router {
                 .allow_origin(Any)
                 .allow_methods([Method::GET, Method::HEAD]),
         );
+    let page_routes = Router::new()
+        .route("/feeds/incidents.atom", get(feeds::incidents_feed))
+        .route("/badge/{file}", get(feeds::status_badge))
+        .route_layer(middleware::from_fn(caching::etag))
+        .layer(CompressionLayer::new())
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD]),
+        );
     let stream_routes = Router::new()
         .route("/api/v1/events", get(events::stream_events))
         .layer(
@@ -88,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest_routes)
         .merge(read_routes)
+        .merge(page_routes)
         .merge(stream_routes)
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_readiness))

@@ -1,0 +1,205 @@
+//! For people and pages rather than programs: an Atom feed of a service's incidents and an SVG status badge.
+
+use std::collections::BTreeMap;
+
+use atom_syndication::{Entry, Feed, Link, Text};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::geo::CountryCode;
+use crate::incidents::Status;
+use crate::report::FieldError;
+use crate::store::IncidentQuery;
+
+/// Entries in a feed.
+const FEED_ENTRIES: u32 = 50;
+
+/// The service and optional country of a feed or badge.
+fn scope_of(
+    state: &AppState,
+    service: &str,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<(String, String, Option<CountryCode>), ApiError> {
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
+    let mut errors = Vec::new();
+    let service = match state.catalog.parse(service) {
+        Ok(found) => Some((found.slug.as_str().to_owned(), found.name.clone())),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let mut country = None;
+    for (name, value) in &params {
+        match name.as_str() {
+            "service" => {}
+            "country" => match CountryCode::parse(value) {
+                Ok(code) => country = Some(code),
+                Err(e) => errors.push(FieldError::new("country", e.to_string())),
+            },
+            other => errors.push(FieldError::new(
+                other,
+                "unknown parameter; known: service, country",
+            )),
+        }
+    }
+    match service {
+        Some((slug, name)) if errors.is_empty() => Ok((slug, name, country)),
+        _ => Err(ApiError::InvalidParameters(errors)),
+    }
+}
+
+/// `GET /feeds/incidents.atom?service=x[&country=PK]`
+pub async fn incidents_feed(
+    State(state): State<AppState>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let service = match &params {
+        Ok(Query(p)) => p.get("service").cloned(),
+        Err(_) => None,
+    }
+    .ok_or_else(|| {
+        ApiError::InvalidParameters(vec![FieldError::new("service", "service is required")])
+    })?;
+    let (slug, name, country) = scope_of(&state, &service, params)?;
+    let incidents = state
+        .store
+        .incidents(&IncidentQuery {
+            service: Some(slug.clone()),
+            country: country.map(|c| c.as_str().to_owned()),
+            limit: FEED_ENTRIES,
+            ..IncidentQuery::default()
+        })
+        .await
+        .map_err(ApiError::from_store)?;
+    let mut feed = Feed::default();
+    let place = country.map_or(String::new(), |c| format!(" in {}", c.name()));
+    feed.set_title(Text::plain(format!(
+        "{name} incidents{place} (outagewatch)"
+    )));
+    feed.set_id(format!(
+        "urn:outagewatch:incidents:{slug}:{}",
+        country.map_or_else(|| "all".to_owned(), |c| c.as_str().to_owned())
+    ));
+    let updated = incidents
+        .iter()
+        .map(|i| i.updated_at)
+        .max()
+        .unwrap_or_else(crate::clock::now);
+    feed.set_updated(updated.fixed_offset());
+    let entries: Vec<Entry> = incidents
+        .iter()
+        .map(|incident| {
+            let mut entry = Entry::default();
+            entry.set_id(format!("urn:uuid:{}", incident.id));
+            let state = match incident.status {
+                Status::Open => "open",
+                Status::Resolved => "resolved",
+            };
+            entry.set_title(Text::plain(format!(
+                "{name}: {} incident{} ({state})",
+                incident.scope.as_str(),
+                match (&incident.city, &incident.country) {
+                    (Some(city), _) => format!(" in {city}"),
+                    (None, Some(code)) => CountryCode::parse(code)
+                        .map(|c| format!(" in {}", c.name()))
+                        .unwrap_or_default(),
+                    (None, None) => " worldwide".to_owned(),
+                }
+            )));
+            entry.set_updated(incident.updated_at.fixed_offset());
+            entry.set_published(Some(incident.started_at.fixed_offset()));
+            entry.set_summary(Some(Text::plain(incident.summary.clone())));
+            let mut link = Link::default();
+            link.set_href(format!("/api/v1/incidents/{}", incident.id));
+            link.set_mime_type(Some("application/json".to_owned()));
+            entry.set_links(vec![link]);
+            entry
+        })
+        .collect();
+    feed.set_entries(entries);
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        feed.to_string(),
+    )
+        .into_response())
+}
+
+/// Escapes text for XML.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A flat two-part badge ("X | up"), sized by a rough 7 px per character.
+pub fn badge_svg(label: &str, message: &str, colour: &str) -> String {
+    let (left, right) = (
+        label.chars().count() * 7 + 12,
+        message.chars().count() * 7 + 12,
+    );
+    let total = left + right;
+    let (label, message) = (xml_escape(label), xml_escape(message));
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20" fill="{colour}"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="6" y="14">{label}</text><text x="{x}" y="14">{message}</text></g></svg>"##,
+        x = left + 6
+    )
+}
+
+/// `GET /badge/{service}.svg[?country=PK]`: "up" (green) or "incident" (red).
+pub async fn status_badge(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Some(service) = file.strip_suffix(".svg") else {
+        return Err(ApiError::NotFound);
+    };
+    let (slug, name, country) = scope_of(&state, service, params)?;
+    let open = state
+        .store
+        .incidents(&IncidentQuery {
+            service: Some(slug),
+            country: country.map(|c| c.as_str().to_owned()),
+            status: Some(Status::Open),
+            limit: 1,
+            ..IncidentQuery::default()
+        })
+        .await
+        .map_err(ApiError::from_store)?;
+    let label = match country {
+        Some(code) => format!("{name} · {}", code.as_str()),
+        None => name,
+    };
+    let (message, colour) = if open.is_empty() {
+        ("up", "#2e7d32")
+    } else {
+        ("incident", "#c62828")
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        badge_svg(&label, message, colour),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_badge_escapes_its_text_and_sizes_to_it() {
+        let svg = badge_svg("A&B", "up", "#2e7d32");
+        assert!(
+            svg.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="59" height="20""#),
+            "{svg}"
+        );
+        assert!(svg.contains("<title>A&amp;B: up</title>"), "{svg}");
+        assert!(!svg.contains("A&B"));
+    }
+}
