@@ -27,6 +27,7 @@ pub mod import;
 pub mod incidents;
 pub mod ingest;
 pub mod loadgen;
+pub mod metrics;
 pub mod report;
 /// Deterministic report scenarios (TOML → import CSV) for detection tests.
 pub mod scenario;

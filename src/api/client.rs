@@ -109,6 +109,7 @@ pub async fn admit_client(
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let client = state.clients.client_addr(peer, request.headers());
     if let Err(retry_after_seconds) = state.clients.admit(client) {
+        crate::metrics::METRICS.rejection("rate-limited");
         return ApiError::RateLimited {
             retry_after_seconds: retry_after_seconds.max(1),
         }

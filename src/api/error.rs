@@ -95,6 +95,12 @@ impl ApiError {
         }
     }
 
+    /// The problem type without its `/problems/` prefix (a metrics label).
+    pub fn reason(&self) -> &'static str {
+        let (_, kind, _) = self.parts();
+        kind.trim_start_matches("/problems/")
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::MalformedJson(_) => (

@@ -9,6 +9,7 @@ mod export;
 mod feeds;
 mod health;
 mod incidents;
+mod metrics;
 mod reports;
 
 use std::sync::Arc;
@@ -101,9 +102,11 @@ pub fn router(state: AppState) -> Router {
         .merge(read_routes)
         .merge(page_routes)
         .merge(stream_routes)
+        .route("/metrics", get(metrics::get_metrics))
         .route("/healthz", get(health::get_health))
         .route("/readyz", get(health::get_readiness))
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

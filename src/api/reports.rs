@@ -46,6 +46,19 @@ enum Submission {
 
 /// `POST /api/v1/reports`: 201 once stored (200 when every id was already stored).
 pub async fn create_reports(
+    state: State<AppState>,
+    client: Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let answer = store_reports(state, client, headers, body).await;
+    if let Err(error) = &answer {
+        crate::metrics::METRICS.rejection(error.reason());
+    }
+    answer
+}
+
+async fn store_reports(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,

@@ -96,6 +96,11 @@ impl Ingest {
         (ingest, handle)
     }
 
+    /// Submissions waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Queues reports (refusing at once when the queue is full) and waits, at most the commit
     /// timeout, until the transaction that stores them has committed.
     pub async fn submit(&self, reports: Vec<NewReport>) -> Result<Vec<Outcome>, IngestError> {

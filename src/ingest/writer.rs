@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 
 use super::Job;
+use crate::metrics::METRICS;
 use crate::store::{NewReport, Outcome, Store, StoreError};
 
 /// A consumer of the ingest queue; `ingest.writers` of them share it.
@@ -78,6 +79,10 @@ impl BatchWriter {
             };
         match result {
             Ok(outcomes) => {
+                METRICS.batch_reports.observe(batch.len() as f64);
+                METRICS
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::trace!(
                     reports = batch.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -93,6 +98,13 @@ impl BatchWriter {
                             ..outcomes[i]
                         })
                         .collect();
+                    for answer in &answers {
+                        METRICS.report(match (answer.replay, answer.counted) {
+                            (true, _) => "replay",
+                            (false, true) => "counted",
+                            (false, false) => "duplicate",
+                        });
+                    }
                     // A submitter that gave up waiting has dropped its receiver; its reports are stored anyway.
                     let _ = job.reply.send(Ok(answers));
                 }

@@ -1,0 +1,71 @@
+//! `GET /metrics` and the middleware that times every HTTP answer by route.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::incidents::Status;
+use crate::metrics::{HttpLabels, METRICS};
+use crate::store::IncidentQuery;
+
+/// Times the answer and counts it under its route pattern (never the raw path).
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    METRICS
+        .http_seconds
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the process's metrics, with the store-derived gauges read now.
+pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    METRICS
+        .queue_depth
+        .set(i64::try_from(state.ingest.queue_depth()).unwrap_or(i64::MAX));
+    let open = state
+        .store
+        .incidents(&IncidentQuery {
+            status: Some(Status::Open),
+            limit: 100_000,
+            ..IncidentQuery::default()
+        })
+        .await
+        .map_err(ApiError::from_store)?;
+    METRICS
+        .open_incidents
+        .set(i64::try_from(open.len()).unwrap_or(i64::MAX));
+    if let Some(checkpoint) = state
+        .store
+        .checkpoint()
+        .await
+        .map_err(ApiError::from_store)?
+    {
+        // The watermark minute is complete a minute after its start.
+        let lag = crate::clock::now() - checkpoint.watermark - chrono::TimeDelta::minutes(1);
+        METRICS.detector_lag_seconds.set(lag.num_seconds().max(0));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        METRICS.encode(),
+    )
+        .into_response())
+}
