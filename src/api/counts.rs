@@ -76,6 +76,86 @@ fn time_parameter(
     }
 }
 
+/// The required `service` parameter, as a catalog slug.
+fn service_parameter(
+    params: &BTreeMap<String, String>,
+    catalog: &Catalog,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match params.get("service").map(|s| catalog.parse(s)) {
+        None => {
+            errors.push(FieldError::new("service", "service is required"));
+            None
+        }
+        Some(Ok(service)) => Some(service.slug.as_str().to_owned()),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+/// The optional `country` parameter.
+fn country_parameter(
+    params: &BTreeMap<String, String>,
+    errors: &mut Vec<FieldError>,
+) -> Option<CountryCode> {
+    match params.get("country").map(|c| CountryCode::parse(c)) {
+        None => None,
+        Some(Ok(code)) => Some(code),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("country", e.to_string()));
+            None
+        }
+    }
+}
+
+/// A parameter naming one of `choices` (name, seconds); `default` when absent.
+fn choice_parameter(
+    params: &BTreeMap<String, String>,
+    name: &str,
+    default: &str,
+    choices: &[(&str, i64)],
+    errors: &mut Vec<FieldError>,
+) -> (String, i64) {
+    let value = params.get(name).map_or(default, String::as_str);
+    let fallback = choices
+        .iter()
+        .find(|(c, _)| *c == default)
+        .map_or(0, |(_, s)| *s);
+    match choices.iter().find(|(choice, _)| *choice == value) {
+        Some((choice, seconds)) => ((*choice).to_owned(), *seconds),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(choice, _)| *choice).collect();
+            errors.push(FieldError::new(
+                name,
+                format!("{name} must be one of {}", names.join(", ")),
+            ));
+            (default.to_owned(), fallback)
+        }
+    }
+}
+
+/// The optional `limit` parameter, from 1 to `max`.
+fn limit_parameter(
+    params: &BTreeMap<String, String>,
+    default: usize,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> usize {
+    match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => default,
+        Some(Ok(n)) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("limit must be a whole number from 1 to {max}"),
+            ));
+            default
+        }
+    }
+}
+
 /// One bucket of counts.
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Bucket {
@@ -164,27 +244,8 @@ pub async fn counts_answer(
     params: &BTreeMap<String, String>,
 ) -> Result<Counts, ApiError> {
     let mut errors = Vec::new();
-    let service = match params.get("service") {
-        None => {
-            errors.push(FieldError::new("service", "service is required"));
-            None
-        }
-        Some(value) => match catalog.parse(value) {
-            Ok(service) => Some(service.slug.as_str().to_owned()),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-    };
-    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
-        None => None,
-        Some(Ok(code)) => Some(code),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("country", e.to_string()));
-            None
-        }
-    };
+    let service = service_parameter(params, catalog, &mut errors);
+    let country = country_parameter(params, &mut errors);
     let city = match (params.get("city"), country) {
         (None, _) => None,
         (Some(_), None) => {
@@ -201,17 +262,8 @@ pub async fn counts_answer(
             }
         },
     };
-    let interval = params.get("interval").map_or("15m", String::as_str);
-    let bucket_seconds = match INTERVALS.iter().find(|(name, _)| *name == interval) {
-        Some((_, seconds)) => *seconds,
-        None => {
-            errors.push(FieldError::new(
-                "interval",
-                "interval must be one of 1m, 5m, 15m, 1h, 1d",
-            ));
-            900
-        }
-    };
+    let (interval, bucket_seconds) =
+        choice_parameter(params, "interval", "15m", &INTERVALS, &mut errors);
     let to = time_parameter(params, "to", &mut errors);
     let from = time_parameter(params, "from", &mut errors);
     if !errors.is_empty() {
@@ -264,7 +316,7 @@ pub async fn counts_answer(
         service,
         country: country_text,
         city,
-        interval: interval.to_owned(),
+        interval,
         from,
         to,
     })
@@ -339,17 +391,10 @@ pub async fn list_places(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let params = parameters(params, &["country", "q", "limit"])?;
     let mut errors = Vec::new();
-    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
-        Some(Ok(code)) => Some(code),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("country", e.to_string()));
-            None
-        }
-        None => {
-            errors.push(FieldError::new("country", "country is required"));
-            None
-        }
-    };
+    let country = country_parameter(&params, &mut errors);
+    if !params.contains_key("country") {
+        errors.push(FieldError::new("country", "country is required"));
+    }
     let q = params
         .get("q")
         .map(|q| q.trim().to_owned())
@@ -360,17 +405,7 @@ pub async fn list_places(
             "q (the start of a city name) is required",
         ));
     }
-    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
-        None => 10,
-        Some(Ok(n)) if (1..=50).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                "limit must be a whole number from 1 to 50",
-            ));
-            10
-        }
-    };
+    let limit = limit_parameter(&params, 10, 50, &mut errors);
     let Some(country) = country.filter(|_| errors.is_empty()) else {
         return Err(ApiError::InvalidParameters(errors));
     };
@@ -473,17 +508,7 @@ pub async fn list_regions(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let params = parameters(params, &["service", "level", "country", "window", "limit"])?;
     let mut errors = Vec::new();
-    let service = match params.get("service").map(|s| state.catalog.parse(s)) {
-        None => {
-            errors.push(FieldError::new("service", "service is required"));
-            None
-        }
-        Some(Ok(service)) => Some(service.slug.as_str().to_owned()),
-        Some(Err(e)) => {
-            errors.push(e);
-            None
-        }
-    };
+    let service = service_parameter(&params, &state.catalog, &mut errors);
     let cities = match params.get("level").map_or("country", String::as_str) {
         "country" => false,
         "city" => true,
@@ -492,36 +517,9 @@ pub async fn list_regions(
             false
         }
     };
-    let country = match params.get("country").map(|c| CountryCode::parse(c)) {
-        None => None,
-        Some(Ok(code)) => Some(code),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("country", e.to_string()));
-            None
-        }
-    };
-    let window = params.get("window").map_or("1h", String::as_str);
-    let window_seconds = match WINDOWS.iter().find(|(name, _)| *name == window) {
-        Some((_, seconds)) => *seconds,
-        None => {
-            errors.push(FieldError::new(
-                "window",
-                "window must be one of 15m, 1h, 24h",
-            ));
-            3600
-        }
-    };
-    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                "limit must be a whole number from 1 to 1000",
-            ));
-            100
-        }
-    };
+    let country = country_parameter(&params, &mut errors);
+    let (window, window_seconds) = choice_parameter(&params, "window", "1h", &WINDOWS, &mut errors);
+    let limit = limit_parameter(&params, 100, 1000, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::InvalidParameters(errors));
     }

@@ -55,6 +55,13 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Reads are open to any origin, without credentials.
+fn open_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD])
+}
+
 /// Every route of the service, with request ids and tracing.
 pub fn router(state: AppState) -> Router {
     let ingest_routes = Router::new()
@@ -75,28 +82,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(export::csv_on_request))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD]),
-        );
+        .layer(open_cors());
     let page_routes = Router::new()
         .route("/feeds/incidents.atom", get(feeds::incidents_feed))
         .route("/badge/{file}", get(feeds::status_badge))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD]),
-        );
+        .layer(open_cors());
     let stream_routes = Router::new()
         .route("/api/v1/events", get(events::stream_events))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET]),
-        );
+        .layer(open_cors());
     Router::new()
         .merge(ingest_routes)
         .merge(read_routes)

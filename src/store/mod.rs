@@ -403,6 +403,15 @@ const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, start
      peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, problems, \
      parent_id, summary, updated_at";
 
+/// What writing an incident that is already stored (same id) overwrites: everything that
+/// can change after it opened.
+const INCIDENT_UPSERT: &str = " on conflict (id) do update set status = excluded.status, \
+     peak_at = excluded.peak_at, peak_count = excluded.peak_count, \
+     expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count, \
+     excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at, \
+     top_cities = excluded.top_cities, problems = excluded.problems, \
+     parent_id = excluded.parent_id, summary = excluded.summary, updated_at = excluded.updated_at";
+
 impl IncidentRow {
     fn into_incident(self) -> Result<Incident, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("incident {}: {what}", self.id));

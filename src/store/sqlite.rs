@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     dedup_candidates, incident_json, outcomes, rollup_increments, Checkpoint, ConnectOptions,
     CountBucket, Deliver, DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount,
-    NewReport, Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
+    NewReport, Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -592,15 +592,7 @@ impl Store for SqliteStore {
                     .push_bind(&i.summary)
                     .push_bind(i.updated_at.timestamp());
             });
-            insert.push(
-                " on conflict (id) do update set status = excluded.status,
-                  peak_at = excluded.peak_at, peak_count = excluded.peak_count,
-                  expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count,
-                  excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at,
-                  top_cities = excluded.top_cities, problems = excluded.problems,
-                  parent_id = excluded.parent_id, summary = excluded.summary,
-                  updated_at = excluded.updated_at",
-            );
+            insert.push(INCIDENT_UPSERT);
             insert.build().execute(&mut *tx).await?;
         }
         for chunk in write.expectations.chunks(ROWS_PER_STATEMENT) {
