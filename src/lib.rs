@@ -6,10 +6,12 @@
 //! transaction before it is acknowledged.
 //!
 //! Reading order: [`report`] and [`geo`] (the pure domain) → [`store`] (the narrow trait over
-//! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`api`] (HTTP) → [`app`]
-//! (wiring and shutdown) → [`import`] and [`loadgen`] (CLI tools). [`detect`] is the pure
-//! surge-detection core (baselines, surprise test, incident state machine); so far it runs
-//! offline (`outagewatch detect`), the live runner over the rollups comes next.
+//! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
+//! surge-detection core: baselines, surprise test, incident state machine, and the engine that
+//! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
+//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
+//! (live events across replicas) → [`api`] (HTTP) → [`app`] (wiring and shutdown) →
+//! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` knows all but
