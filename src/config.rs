@@ -33,6 +33,7 @@ pub struct DetectorSettings {
     pub leader_retry_seconds: u64,
     pub snapshot_every_minutes: u32,
     pub history_days: u32,
+    pub expectations_days: u32,
     pub top_cities: u32,
     #[serde(default)]
     pub model: crate::detect::DetectorConfig,

@@ -427,6 +427,18 @@ pub fn complete_until(now: DateTime<Utc>, settle: Duration) -> DateTime<Utc> {
     minute_of(now - TimeDelta::from_std(settle).unwrap_or_default())
 }
 
+/// Once a day (when `[from, to)` crosses midnight UTC), the time before which expectations
+/// are deleted; None on other chunks or when they are kept forever.
+fn prune_before(
+    settings: &DetectorSettings,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let days = i64::from(settings.expectations_days);
+    let crosses_midnight = from.date_naive() != (to - TimeDelta::minutes(1)).date_naive();
+    (days > 0 && crosses_midnight).then(|| to - TimeDelta::days(days))
+}
+
 /// What `redetect` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedetectSummary {
@@ -515,6 +527,7 @@ pub async fn redetect(
             watermark: moves.then_some(last),
             state: snapshot.as_deref().map(|s| (last, s)),
             expectations: &[],
+            prune_expectations_before: None,
         })
         .await?;
     summary.from = Some(from);
@@ -605,6 +618,7 @@ async fn lead(
                         watermark: Some(last),
                         state: snapshot.as_deref().map(|s| (last, s)),
                         expectations: &changes.expectations,
+                        prune_expectations_before: prune_before(settings, from, to),
                     })
                     .await?;
                 if snapshot.is_some() {
@@ -646,5 +660,45 @@ async fn lead(
             _ = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().expect("valid time")
+    }
+
+    #[test]
+    fn expectations_are_pruned_once_a_day_unless_kept_forever() {
+        let mut settings = Settings::from_toml(&[]).expect("defaults load").detector;
+        assert_eq!(settings.expectations_days, 90);
+        let (from, to) = (at("2025-03-10T23:30:00Z"), at("2025-03-11T00:30:00Z"));
+        assert_eq!(
+            prune_before(&settings, from, to),
+            Some(at("2024-12-11T00:30:00Z"))
+        );
+        // A chunk within one day, or one ending exactly at midnight, prunes nothing.
+        assert_eq!(
+            prune_before(
+                &settings,
+                at("2025-03-10T10:00:00Z"),
+                at("2025-03-10T11:00:00Z")
+            ),
+            None
+        );
+        assert_eq!(
+            prune_before(
+                &settings,
+                at("2025-03-10T23:00:00Z"),
+                at("2025-03-11T00:00:00Z")
+            ),
+            None
+        );
+        settings.expectations_days = 0;
+        assert_eq!(prune_before(&settings, from, to), None);
     }
 }

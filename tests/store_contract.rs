@@ -469,3 +469,38 @@ async fn only_one_postgres_session_leads_the_detector_until_it_lets_go() {
     }
     assert!(second.expect("lock freed").still_held().await);
 }
+
+on_both_backends!(
+    old_expectations_are_pruned_and_newer_kept,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let expectation = |quarter: i64, expected: f64| store::Expectation {
+            service: "x".into(),
+            country: "PK".into(),
+            city: String::new(),
+            quarter: at(quarter * 900),
+            expected,
+        };
+        store
+            .write_detection(&DetectionWrite {
+                expectations: &[expectation(0, 1.5), expectation(1, 2.5)],
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        store
+            .write_detection(&DetectionWrite {
+                prune_expectations_before: Some(at(900)),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .expectations("x", Some("PK"), None, at(0), at(3600))
+                .await
+                .unwrap(),
+            [(at(900), 2.5)]
+        );
+    }
+);

@@ -120,6 +120,8 @@ pub struct DetectionWrite<'a> {
     pub state: Option<(DateTime<Utc>, &'a str)>,
     /// Quarter-hour expectations to insert or overwrite.
     pub expectations: &'a [Expectation],
+    /// Delete the expectations of quarters before this time (retention).
+    pub prune_expectations_before: Option<DateTime<Utc>>,
 }
 
 /// Which incidents to list: newest first, `limit` at most, after the `after` cursor.

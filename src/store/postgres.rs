@@ -566,6 +566,12 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(before) = write.prune_expectations_before {
+            sqlx::query("delete from expectations_quarter where quarter < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(watermark) = write.watermark {
             sqlx::query(
                 "insert into detector_state (singleton, watermark) values (true, $1)

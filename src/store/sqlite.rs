@@ -611,6 +611,12 @@ impl Store for SqliteStore {
             );
             insert.build().execute(&mut *tx).await?;
         }
+        if let Some(before) = write.prune_expectations_before {
+            sqlx::query("delete from expectations_quarter where quarter < ?")
+                .bind(before.timestamp())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(watermark) = write.watermark {
             sqlx::query(
                 "insert into detector_state (singleton, watermark) values (1, ?)
