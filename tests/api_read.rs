@@ -351,14 +351,30 @@ on_both_backends!(
             cities["regions"],
             json!([{"country":"PK","city":"Lahore","name":"Lahore","count":20,"expected":null,"ratio":null,"status":"normal","incident_id":null}])
         );
-        let (_, _, top) = get(&app, "/api/v1/regions?service=x&limit=1").await;
-        assert_eq!(top["regions"].as_array().unwrap().len(), 1);
+        let (_, _, top) = get(&app, "/api/v1/regions?service=x&window=24h&limit=2").await;
+        let names: Vec<&str> = top["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["country"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["PK", "GB"]);
+        let cursor = top["next_cursor"].as_str().unwrap();
+        let (_, _, rest) = get(
+            &app,
+            &format!("/api/v1/regions?service=x&window=24h&limit=2&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(rest["regions"][0]["country"], "US");
+        assert_eq!(rest["regions"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["next_cursor"], Value::Null);
         for (path, field) in [
             ("/api/v1/regions", "service"),
             ("/api/v1/regions?service=x&level=state", "level"),
             ("/api/v1/regions?service=x&window=2h", "window"),
             ("/api/v1/regions?service=x&limit=0", "limit"),
             ("/api/v1/regions?service=x&country=ZZ", "country"),
+            ("/api/v1/regions?service=x&cursor=7", "cursor"),
         ] {
             let (status, _, problem) = get(&app, path).await;
             assert_eq!(status, 400, "{path}");

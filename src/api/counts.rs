@@ -506,7 +506,10 @@ pub async fn list_regions(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let params = parameters(params, &["service", "level", "country", "window", "limit"])?;
+    let params = parameters(
+        params,
+        &["service", "level", "country", "window", "limit", "cursor"],
+    )?;
     let mut errors = Vec::new();
     let service = service_parameter(&params, &state.catalog, &mut errors);
     let cities = match params.get("level").map_or("country", String::as_str) {
@@ -520,6 +523,21 @@ pub async fn list_regions(
     let country = country_parameter(&params, &mut errors);
     let (window, window_seconds) = choice_parameter(&params, "window", "1h", &WINDOWS, &mut errors);
     let limit = limit_parameter(&params, 100, 1000, &mut errors);
+    // The ranking is computed whole per request; a cursor is the position of the next region.
+    let offset = match params
+        .get("cursor")
+        .map(|c| c.strip_prefix("r").map(str::parse::<usize>))
+    {
+        None => 0,
+        Some(Some(Ok(offset))) => offset,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "cursor",
+                "cursor must be a next_cursor value from a previous page",
+            ));
+            0
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::InvalidParameters(errors));
     }
@@ -624,7 +642,9 @@ pub async fn list_regions(
             .then_with(|| a.country.cmp(&b.country))
             .then_with(|| a.city.cmp(&b.city))
     });
-    listed.truncate(limit);
+    let total = listed.len();
+    let listed: Vec<Region> = listed.into_iter().skip(offset).take(limit).collect();
+    let next_cursor = (offset + limit < total).then(|| format!("r{}", offset + limit));
     Ok(Json(serde_json::json!({
         "service": service,
         "level": if cities { "city" } else { "country" },
@@ -633,5 +653,6 @@ pub async fn list_regions(
         "from": from,
         "to": to,
         "regions": listed,
+        "next_cursor": next_cursor,
     })))
 }
