@@ -23,7 +23,7 @@ use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
 use crate::store::{
-    minute_of, DetectionWrite, Expectation, IncidentQuery, MinuteCount, Store, StoreError,
+    minute_of, DetectionWrite, Expectation, Leadership, MinuteCount, Store, StoreError,
 };
 
 /// Minute counts are announced live for minutes this recent (catching up, older ones are not).
@@ -152,38 +152,24 @@ impl Detection {
     /// Rebuilds the open-incident records of a restored engine from the store.
     async fn reload_open(&mut self) -> Result<(), StoreError> {
         self.open.clear();
-        let stored = self
-            .store
-            .incidents(&IncidentQuery {
-                status: Some(Status::Open),
-                limit: u32::MAX,
-                ..IncidentQuery::default()
-            })
-            .await?;
-        let by_id: BTreeMap<Uuid, Incident> = stored.into_iter().map(|i| (i.id, i)).collect();
-        let keys: Vec<SeriesKey> = self.open_keys();
-        for key in keys {
-            let Some(summary) = self.engine.open_incident(&key) else {
-                continue;
-            };
-            let Some(started_at) = DateTime::from_timestamp(summary.started_at, 0) else {
-                continue;
-            };
+        let open: Vec<(SeriesKey, i64)> = self
+            .engine
+            .open_series()
+            .filter_map(|key| Some((key.clone(), self.engine.open_incident(key)?.started_at)))
+            .collect();
+        for (key, started_at) in open {
+            let started_at = DateTime::from_timestamp(started_at, 0).unwrap_or_default();
             let id = incidents::incident_id(
                 &key.service,
                 key.country.as_deref(),
                 key.city.as_deref(),
                 started_at,
             );
-            if let Some(record) = by_id.get(&id) {
-                self.open.insert(key, record.clone());
+            if let Some(record) = self.store.incident(id).await? {
+                self.open.insert(key, record);
             }
         }
         Ok(())
-    }
-
-    fn open_keys(&self) -> Vec<SeriesKey> {
-        self.engine.open_series().cloned().collect()
     }
 
     /// Steps every minute in `[from, to)` and names the incidents that changed.
@@ -461,9 +447,23 @@ pub async fn redetect(
     to: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<RedetectSummary, DetectError> {
-    let Some(_leadership) = store.try_lead_detector().await? else {
+    let Some(leadership) = store.try_lead_detector().await? else {
         return Err(DetectError::NotLeader);
     };
+    let result = redetect_as_leader(store, catalog, settings, from, to, now).await;
+    leadership.release().await;
+    result
+}
+
+/// [`redetect`], once the detector lock is held.
+async fn redetect_as_leader(
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    settings: &DetectorSettings,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RedetectSummary, DetectError> {
     let mut summary = RedetectSummary {
         from: None,
         to: None,
@@ -582,6 +582,29 @@ async fn lead(
         return Err(DetectError::NotLeader);
     };
     tracing::info!("this process now runs the detector");
+    let term = serve_term(
+        store,
+        catalog,
+        settings,
+        events,
+        shutdown,
+        leadership.as_mut(),
+    )
+    .await;
+    // Let a standby take over at once rather than when the connection times out.
+    leadership.release().await;
+    term
+}
+
+/// The leader's work until shutdown, a lost lock or a store error.
+async fn serve_term(
+    store: &Arc<dyn Store>,
+    catalog: &Arc<Catalog>,
+    settings: &DetectorSettings,
+    events: &EventBus,
+    shutdown: &mut watch::Receiver<bool>,
+    leadership: &mut dyn Leadership,
+) -> Result<(), DetectError> {
     let (mut detection, mut watermark) =
         Detection::resume(store.clone(), catalog.clone(), settings).await?;
     let settle = Duration::from_secs(settings.settle_seconds);
@@ -605,7 +628,11 @@ async fn lead(
                 let to = (from + TimeDelta::minutes(CHUNK_MINUTES)).min(until);
                 let changes = detection.step_range(from, to).await?;
                 let last = to - TimeDelta::minutes(1);
-                let snapshot = if snapshot_at.is_none_or(|s| last - s >= snapshot_every) {
+                // A snapshot serializes every series: while catching up over days take one a
+                // day of data (bounding the replay after a crash), else when due at the tick's end.
+                let since = |limit: TimeDelta| snapshot_at.is_none_or(|s| last - s >= limit);
+                let due = since(snapshot_every) && (to == until || since(TimeDelta::days(1)));
+                let snapshot = if due {
                     Some(detection.snapshot().map_err(DetectError::Snapshot)?)
                 } else {
                     None

@@ -1174,15 +1174,4 @@ mod tests {
         assert!((1.2..1.4).contains(&india), "India {india}");
         assert!((window(None, during) - window(None, before) - 60.0).abs() < 1e-6);
     }
-
-    #[test]
-    #[ignore = "measurement: prints row counts and generation time per scenario file"]
-    fn print_row_counts_of_the_shipped_scenarios() {
-        for (file, text) in FILES {
-            let scenario = Scenario::from_toml(text).unwrap();
-            let started = std::time::Instant::now();
-            let rows = write_csv(&scenario, io::sink()).unwrap();
-            println!("{file}: {rows} rows in {:?}", started.elapsed());
-        }
-    }
 }

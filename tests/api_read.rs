@@ -72,14 +72,7 @@ async fn app_with_counts(backend: common::Backend) -> TestApp {
 }
 
 async fn get(app: &TestApp, path: &str) -> (u16, String, Value) {
-    let response = app.client.get(app.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, content_type, response.json().await.unwrap())
+    app.get_json(path).await
 }
 
 fn range(from: i64, to: i64) -> String {

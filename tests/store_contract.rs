@@ -457,16 +457,8 @@ async fn only_one_postgres_session_leads_the_detector_until_it_lets_go() {
     let mut first = store.try_lead_detector().await.unwrap().expect("free lock");
     assert!(first.still_held().await);
     assert!(store.try_lead_detector().await.unwrap().is_none());
-    drop(first);
-    // Dropping closes the session in the background; the lock frees with it.
-    let mut second = None;
-    for _ in 0..50 {
-        second = store.try_lead_detector().await.unwrap();
-        if second.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    first.release().await;
+    let second = store.try_lead_detector().await.unwrap();
     assert!(second.expect("lock freed").still_held().await);
 }
 

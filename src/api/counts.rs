@@ -17,7 +17,7 @@ use crate::geo::{gazetteer, CountryCode};
 use crate::incidents::Status;
 use crate::report::Catalog;
 use crate::report::FieldError;
-use crate::store::{IncidentQuery, Store};
+use crate::store::{floor_to, IncidentQuery, Store};
 
 /// The bucket widths `interval` accepts, in seconds.
 const INTERVALS: [(&str, i64); 5] = [
@@ -35,7 +35,7 @@ const MAX_BUCKETS: i64 = 10_080;
 const QUARTER: i64 = 900;
 
 /// The query parameters as given, rejecting anything not in `known`.
-fn parameters(
+pub(super) fn parameters(
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
     known: &[&str],
 ) -> Result<BTreeMap<String, String>, ApiError> {
@@ -77,7 +77,7 @@ fn time_parameter(
 }
 
 /// The required `service` parameter, as a catalog slug.
-fn service_parameter(
+pub(super) fn service_parameter(
     params: &BTreeMap<String, String>,
     catalog: &Catalog,
     errors: &mut Vec<FieldError>,
@@ -96,7 +96,7 @@ fn service_parameter(
 }
 
 /// The optional `country` parameter.
-fn country_parameter(
+pub(super) fn country_parameter(
     params: &BTreeMap<String, String>,
     errors: &mut Vec<FieldError>,
 ) -> Option<CountryCode> {
@@ -175,12 +175,6 @@ pub struct Counts {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub buckets: Vec<Bucket>,
-}
-
-/// Floors a time to a multiple of `seconds` since the epoch.
-fn floor_to(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
-    let t = at.timestamp();
-    DateTime::from_timestamp(t - t.rem_euclid(seconds), 0).unwrap_or(at)
 }
 
 /// Dense buckets over `[from, to)` (from already aligned), with counts where the store had

@@ -10,8 +10,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
+use super::counts::parameters;
 use super::{ApiError, AppState};
-use crate::report::FieldError;
 
 /// `GET /api/v1/events[?service=x]`: events named `incident` (data: `{"type":"incident",
 /// "kind":"opened|updated|resolved|reopened","incident":{…}}`) and `counts` (data:
@@ -21,23 +21,12 @@ pub async fn stream_events(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let Query(params) = params
-        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
-    let mut service = None;
-    for (name, value) in &params {
-        match name.as_str() {
-            "service" => match state.catalog.parse(value) {
-                Ok(found) => service = Some(found.slug.as_str().to_owned()),
-                Err(e) => return Err(ApiError::InvalidParameters(vec![e])),
-            },
-            other => {
-                return Err(ApiError::InvalidParameters(vec![FieldError::new(
-                    other,
-                    "unknown parameter; known: service",
-                )]))
-            }
-        }
-    }
+    let params = parameters(params, &["service"])?;
+    let service = match params.get("service").map(|s| state.catalog.parse(s)) {
+        None => None,
+        Some(Ok(found)) => Some(found.slug.as_str().to_owned()),
+        Some(Err(e)) => return Err(ApiError::InvalidParameters(vec![e])),
+    };
     // The stream ends when the service shuts down, so a graceful shutdown does not wait for
     // clients that never hang up.
     let stopping = WatchStream::new(state.stopping.clone())

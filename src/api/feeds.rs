@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use super::counts::{country_parameter, parameters};
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
 use crate::incidents::Status;
@@ -17,39 +18,23 @@ use crate::store::IncidentQuery;
 /// Entries in a feed.
 const FEED_ENTRIES: u32 = 50;
 
-/// The service and optional country of a feed or badge.
+/// The service (slug and display name) and optional country of a feed or badge.
 fn scope_of(
     state: &AppState,
     service: &str,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    params: &BTreeMap<String, String>,
 ) -> Result<(String, String, Option<CountryCode>), ApiError> {
-    let Query(params) = params
-        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
     let mut errors = Vec::new();
-    let service = match state.catalog.parse(service) {
-        Ok(found) => Some((found.slug.as_str().to_owned(), found.name.clone())),
+    let country = country_parameter(params, &mut errors);
+    match state.catalog.parse(service) {
+        Ok(found) if errors.is_empty() => {
+            Ok((found.slug.as_str().to_owned(), found.name.clone(), country))
+        }
+        Ok(_) => Err(ApiError::InvalidParameters(errors)),
         Err(e) => {
-            errors.push(e);
-            None
+            errors.insert(0, e);
+            Err(ApiError::InvalidParameters(errors))
         }
-    };
-    let mut country = None;
-    for (name, value) in &params {
-        match name.as_str() {
-            "service" => {}
-            "country" => match CountryCode::parse(value) {
-                Ok(code) => country = Some(code),
-                Err(e) => errors.push(FieldError::new("country", e.to_string())),
-            },
-            other => errors.push(FieldError::new(
-                other,
-                "unknown parameter; known: service, country",
-            )),
-        }
-    }
-    match service {
-        Some((slug, name)) if errors.is_empty() => Ok((slug, name, country)),
-        _ => Err(ApiError::InvalidParameters(errors)),
     }
 }
 
@@ -58,14 +43,11 @@ pub async fn incidents_feed(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let service = match &params {
-        Ok(Query(p)) => p.get("service").cloned(),
-        Err(_) => None,
-    }
-    .ok_or_else(|| {
+    let params = parameters(params, &["service", "country"])?;
+    let service = params.get("service").ok_or_else(|| {
         ApiError::InvalidParameters(vec![FieldError::new("service", "service is required")])
     })?;
-    let (slug, name, country) = scope_of(&state, &service, params)?;
+    let (slug, name, country) = scope_of(&state, service, &params)?;
     let incidents = state
         .store
         .incidents(&IncidentQuery {
@@ -160,7 +142,8 @@ pub async fn status_badge(
     let Some(service) = file.strip_suffix(".svg") else {
         return Err(ApiError::NotFound);
     };
-    let (slug, name, country) = scope_of(&state, service, params)?;
+    let params = parameters(params, &["country"])?;
+    let (slug, name, country) = scope_of(&state, service, &params)?;
     let open = state
         .store
         .incidents(&IncidentQuery {

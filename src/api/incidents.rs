@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::counts::parameters;
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
 use crate::incidents::{Incident, Status};
@@ -95,10 +96,8 @@ fn list_query(
                     "cursor must be a next_cursor value from a previous page",
                 )),
             },
-            other => errors.push(FieldError::new(
-                other,
-                format!("unknown parameter; known: {}", PARAMETERS.join(", ")),
-            )),
+            // The handler has refused unknown parameters already.
+            _ => {}
         }
     }
     if errors.is_empty() {
@@ -113,8 +112,7 @@ pub async fn list_incidents(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<IncidentPage>, ApiError> {
-    let Query(params) = params
-        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
+    let params = parameters(params, &PARAMETERS)?;
     Ok(Json(
         incidents_page(&state.store, &state.catalog, &params).await?,
     ))

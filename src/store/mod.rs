@@ -147,6 +147,10 @@ pub type Deliver = Box<dyn Fn(&str) + Send + Sync + 'static>;
 pub trait Leadership: Send {
     /// Whether the lock is still held (false once its connection is lost).
     async fn still_held(&mut self) -> bool;
+
+    /// Gives the lock up now, so a standby can take over at once (dropping gives it up too,
+    /// once the connection closes).
+    async fn release(self: Box<Self>);
 }
 
 /// Why the store could not do what was asked.
@@ -361,8 +365,13 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
 
 /// The minute a moment falls in.
 pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
-    let seconds = at.timestamp();
-    DateTime::from_timestamp(seconds - seconds.rem_euclid(60), 0).unwrap_or(at)
+    floor_to(at, 60)
+}
+
+/// The start of the `seconds`-long bucket (aligned to the unix epoch) a moment falls in.
+pub fn floor_to(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    let t = at.timestamp();
+    DateTime::from_timestamp(t - t.rem_euclid(seconds), 0).unwrap_or(at)
 }
 
 /// The reports of a batch that try to be counted: the first per (service, reporter, window).
@@ -378,7 +387,9 @@ fn dedup_candidates(reports: &[NewReport]) -> Vec<&NewReport> {
 /// One rollup row's key: (service, country, city or "" for the total, minute).
 type RollupKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
 
-/// An incident row with times already converted; each backend reads its own column types.
+/// An incident row as Postgres returns it; SQLite reads its integer times into its own row
+/// type and converts to this one.
+#[derive(sqlx::FromRow)]
 struct IncidentRow {
     id: Uuid,
     service: String,

@@ -90,55 +90,6 @@ async fn insert_rows(
     Ok(inserted.into_iter().collect())
 }
 
-/// An incident as Postgres returns it.
-#[derive(sqlx::FromRow)]
-struct PgIncident {
-    id: Uuid,
-    service: String,
-    scope: String,
-    country: Option<String>,
-    city: Option<String>,
-    status: String,
-    started_at: DateTime<Utc>,
-    peak_at: DateTime<Utc>,
-    peak_count: f64,
-    expected_at_peak: f64,
-    start_count: f64,
-    excess_reports: f64,
-    resolved_at: Option<DateTime<Utc>>,
-    top_cities: String,
-    problems: String,
-    parent_id: Option<Uuid>,
-    summary: String,
-    updated_at: DateTime<Utc>,
-}
-
-impl PgIncident {
-    fn into_incident(self) -> Result<Incident, StoreError> {
-        IncidentRow {
-            id: self.id,
-            service: self.service,
-            scope: self.scope,
-            country: self.country,
-            city: self.city,
-            status: self.status,
-            started_at: self.started_at,
-            peak_at: self.peak_at,
-            peak_count: self.peak_count,
-            expected_at_peak: self.expected_at_peak,
-            start_count: self.start_count,
-            excess_reports: self.excess_reports,
-            resolved_at: self.resolved_at,
-            top_cities: self.top_cities,
-            problems: self.problems,
-            parent_id: self.parent_id,
-            summary: self.summary,
-            updated_at: self.updated_at,
-        }
-        .into_incident()
-    }
-}
-
 /// The detector lock, held by a connection of its own for as long as this value lives.
 struct PgLeadership {
     connection: Option<PgConnection>,
@@ -158,6 +109,13 @@ impl Leadership for PgLeadership {
             self.connection = None;
         }
         alive
+    }
+
+    async fn release(self: Box<Self>) {
+        if let Some(connection) = self.connection {
+            // Closing ends the session, and the session's advisory locks with it.
+            let _ = connection.close().await;
+        }
     }
 }
 
@@ -619,18 +577,18 @@ impl Store for PostgresStore {
         select
             .push(" order by started_at desc, id desc limit ")
             .push_bind(i64::from(query.limit));
-        let rows: Vec<PgIncident> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(PgIncident::into_incident).collect()
+        let rows: Vec<IncidentRow> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(IncidentRow::into_incident).collect()
     }
 
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        let row: Option<PgIncident> = sqlx::query_as(&format!(
+        let row: Option<IncidentRow> = sqlx::query_as(&format!(
             "select {INCIDENT_COLUMNS} from incidents where id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(PgIncident::into_incident).transpose()
+        row.map(IncidentRow::into_incident).transpose()
     }
 
     async fn notify(&self, payload: &str) -> Result<bool, StoreError> {

@@ -142,6 +142,8 @@ impl Leadership for SoleProcess {
     async fn still_held(&mut self) -> bool {
         true
     }
+
+    async fn release(self: Box<Self>) {}
 }
 
 /// Reads the stored `counted` of each id that exists.

@@ -120,6 +120,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GETs a path: status, content type and the body as JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, String, serde_json::Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, response.json().await.unwrap())
+    }
+
     /// Stops the service gracefully and hands back its database.
     pub async fn stop_keeping_db(mut self) -> TestDb {
         self.shut_down().await;
