@@ -1,11 +1,16 @@
 //! Polling done right for the read endpoints: a strong `ETag` over the body, `304 Not Modified`
-//! for a matching `If-None-Match`, and a short `Cache-Control`.
+//! for a matching `If-None-Match`, a short `Cache-Control`, and a few seconds of shared answer
+//! cache so many dashboards polling one view cost one query per interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 /// Read answers are fresh for this long; dashboards poll about as often.
 const CACHE_CONTROL: &str = "public, max-age=15";
@@ -60,6 +65,111 @@ pub async fn etag(request: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Recent answers of the read endpoints, by request target and `Accept` header.
+///
+/// Read answers are already declared fresh for `max-age` to clients and proxies; the cache
+/// holds each for at most `ttl` (shorter), and while one request computes an answer the
+/// others asking for the same one wait for it instead of querying the store too.
+pub struct ReadCache {
+    answers: Option<quick_cache::sync::Cache<String, Arc<Answer>, AnswerWeight>>,
+    ttl: Duration,
+}
+
+/// One buffered answer and when it was computed.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    computed: Instant,
+}
+
+/// Weighs answers by their size, so the cache's capacity is in bytes.
+#[derive(Clone)]
+struct AnswerWeight;
+
+impl quick_cache::Weighter<String, Arc<Answer>> for AnswerWeight {
+    fn weight(&self, key: &String, answer: &Arc<Answer>) -> u64 {
+        (key.len() + answer.body.len() + 256) as u64
+    }
+}
+
+/// Errors (a 503 while the store is down, say) are shared at most this long.
+const MAX_ERROR_TTL: Duration = Duration::from_secs(1);
+
+impl ReadCache {
+    /// A cache keeping answers for `ttl` within `capacity_bytes`; a zero `ttl` turns it off.
+    pub fn new(ttl: Duration, capacity_bytes: u64) -> ReadCache {
+        let answers = (!ttl.is_zero() && capacity_bytes > 0).then(|| {
+            let estimated_items = (capacity_bytes / 16_384).clamp(16, 65_536) as usize;
+            quick_cache::sync::Cache::with_weighter(estimated_items, capacity_bytes, AnswerWeight)
+        });
+        ReadCache { answers, ttl }
+    }
+
+    fn fresh(&self, answer: &Answer) -> bool {
+        let ttl = if answer.status == StatusCode::OK {
+            self.ttl
+        } else {
+            self.ttl.min(MAX_ERROR_TTL)
+        };
+        answer.computed.elapsed() < ttl
+    }
+}
+
+impl Answer {
+    fn response(&self) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// Answers a GET from the cache when a fresh answer is there, else computes and keeps it.
+pub async fn cached(State(cache): State<Arc<ReadCache>>, request: Request, next: Next) -> Response {
+    let Some(answers) = cache.answers.as_ref() else {
+        return next.run(request).await;
+    };
+    if request.method() != Method::GET {
+        return next.run(request).await;
+    }
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let key = format!("{target}\n{accept}");
+    let guard = loop {
+        match answers.get_value_or_guard_async(&key).await {
+            Ok(answer) if cache.fresh(&answer) => return answer.response(),
+            // Stale: drop it and compute again (or wait for whoever already is).
+            Ok(_) => {
+                answers.remove(&key);
+            }
+            Err(guard) => break guard,
+        }
+    };
+    let (parts, body) = next.run(request).await.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
+        // Dropping the guard lets a waiting request compute its own answer.
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the answer could not be read",
+        )
+            .into_response();
+    };
+    let answer = Arc::new(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: bytes,
+        computed: Instant::now(),
+    });
+    let response = answer.response();
+    let _ = guard.insert(answer);
+    response
 }
 
 #[cfg(test)]
