@@ -21,7 +21,7 @@ use rand_distr::{Distribution, Poisson};
 use sqlx::postgres::PgPoolOptions;
 
 /// Reports per minute of the biggest service in the biggest country at its daily peak.
-const PEAK_RATE_PER_MINUTE: f64 = 6.0;
+const PEAK_RATE_PER_MINUTE: f64 = 12.0;
 /// Share of reports that name a city.
 const CITY_SHARE: f64 = 0.75;
 /// Rows sent to COPY per round trip.

@@ -2,6 +2,7 @@
 //! for a matching `If-None-Match`, a short `Cache-Control`, and a few seconds of shared answer
 //! cache so many dashboards polling one view cost one query per interval.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,19 +71,22 @@ pub async fn etag(request: Request, next: Next) -> Response {
 /// Recent answers of the read endpoints, by request target and `Accept` header.
 ///
 /// Read answers are already declared fresh for `max-age` to clients and proxies; the cache
-/// holds each for at most `ttl` (shorter), and while one request computes an answer the
-/// others asking for the same one wait for it instead of querying the store too.
+/// holds each for `ttl` (shorter). While one request computes an answer, the others asking
+/// for the same one wait for it instead of querying the store too; once an answer is older
+/// than `ttl` (but not twice that), requests still get it at once while one of them
+/// refreshes it in the background, so no poller waits on a recomputation.
 pub struct ReadCache {
     answers: Option<quick_cache::sync::Cache<String, Arc<Answer>, AnswerWeight>>,
     ttl: Duration,
 }
 
-/// One buffered answer and when it was computed.
+/// One buffered answer, when it was computed, and whether a refresh is under way.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
     computed: Instant,
+    refreshing: AtomicBool,
 }
 
 /// Weighs answers by their size, so the cache's capacity is in bytes.
@@ -98,6 +102,17 @@ impl quick_cache::Weighter<String, Arc<Answer>> for AnswerWeight {
 /// Errors (a 503 while the store is down, say) are shared at most this long.
 const MAX_ERROR_TTL: Duration = Duration::from_secs(1);
 
+/// What a cached answer is good for.
+#[derive(Debug, PartialEq)]
+enum Age {
+    /// Younger than the ttl: serve it.
+    Fresh,
+    /// Older, but younger than twice the ttl: serve it and refresh it in the background.
+    Stale,
+    /// Too old to serve.
+    Expired,
+}
+
 impl ReadCache {
     /// A cache keeping answers for `ttl` within `capacity_bytes`; a zero `ttl` turns it off.
     pub fn new(ttl: Duration, capacity_bytes: u64) -> ReadCache {
@@ -108,17 +123,46 @@ impl ReadCache {
         ReadCache { answers, ttl }
     }
 
-    fn fresh(&self, answer: &Answer) -> bool {
-        let ttl = if answer.status == StatusCode::OK {
-            self.ttl
+    fn age(&self, answer: &Answer) -> Age {
+        let age = answer.computed.elapsed();
+        if answer.status != StatusCode::OK {
+            // An error is never served stale: the next request should try again.
+            return if age < self.ttl.min(MAX_ERROR_TTL) {
+                Age::Fresh
+            } else {
+                Age::Expired
+            };
+        }
+        if age < self.ttl {
+            Age::Fresh
+        } else if age < 2 * self.ttl {
+            Age::Stale
         } else {
-            self.ttl.min(MAX_ERROR_TTL)
-        };
-        answer.computed.elapsed() < ttl
+            Age::Expired
+        }
     }
 }
 
 impl Answer {
+    /// Runs the rest of the stack and buffers its answer.
+    async fn compute(request: Request, next: Next) -> Result<Answer, Response> {
+        let (parts, body) = next.run(request).await.into_parts();
+        let body = axum::body::to_bytes(body, MAX_TAGGED_BODY).await.map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the answer could not be read",
+            )
+                .into_response()
+        })?;
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            computed: Instant::now(),
+            refreshing: AtomicBool::new(false),
+        })
+    }
+
     fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
         *response.status_mut() = self.status;
@@ -127,7 +171,8 @@ impl Answer {
     }
 }
 
-/// Answers a GET from the cache when a fresh answer is there, else computes and keeps it.
+/// Answers a GET from the cache when a fresh (or refreshing) answer is there, else computes
+/// and keeps it.
 pub async fn cached(State(cache): State<Arc<ReadCache>>, request: Request, next: Next) -> Response {
     let Some(answers) = cache.answers.as_ref() else {
         return next.run(request).await;
@@ -144,37 +189,76 @@ pub async fn cached(State(cache): State<Arc<ReadCache>>, request: Request, next:
     let key = format!("{target}\n{accept}");
     let guard = loop {
         match answers.get_value_or_guard_async(&key).await {
-            Ok(answer) if cache.fresh(&answer) => return answer.response(),
-            // Stale: drop it and compute again (or wait for whoever already is).
-            Ok(_) => {
-                answers.remove(&key);
-            }
+            Ok(answer) => match cache.age(&answer) {
+                Age::Fresh => return answer.response(),
+                Age::Stale => {
+                    if !answer.refreshing.swap(true, Ordering::AcqRel) {
+                        let cache = Arc::clone(&cache);
+                        let stale = Arc::clone(&answer);
+                        tokio::spawn(async move {
+                            match Answer::compute(request, next).await {
+                                Ok(fresh) if fresh.status == StatusCode::OK => {
+                                    if let Some(answers) = cache.answers.as_ref() {
+                                        answers.insert(key, Arc::new(fresh));
+                                    }
+                                }
+                                // Keep serving the stale answer; a later request tries again.
+                                _ => stale.refreshing.store(false, Ordering::Release),
+                            }
+                        });
+                    }
+                    return answer.response();
+                }
+                Age::Expired => {
+                    answers.remove(&key);
+                }
+            },
             Err(guard) => break guard,
         }
     };
-    let (parts, body) = next.run(request).await.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
+    match Answer::compute(request, next).await {
+        Ok(answer) => {
+            let answer = Arc::new(answer);
+            let response = answer.response();
+            let _ = guard.insert(answer);
+            response
+        }
         // Dropping the guard lets a waiting request compute its own answer.
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the answer could not be read",
-        )
-            .into_response();
-    };
-    let answer = Arc::new(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: bytes,
-        computed: Instant::now(),
-    });
-    let response = answer.response();
-    let _ = guard.insert(answer);
-    response
+        Err(response) => response,
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::matches;
+    use super::*;
+
+    fn answer(status: StatusCode, age: Duration) -> Answer {
+        Answer {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            computed: Instant::now().checked_sub(age).unwrap(),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn answers_are_fresh_for_the_ttl_then_served_stale_while_refreshing_errors_never() {
+        let cache = ReadCache::new(Duration::from_secs(5), 1 << 20);
+        let ok = |seconds| cache.age(&answer(StatusCode::OK, Duration::from_secs(seconds)));
+        assert_eq!(ok(1), Age::Fresh);
+        assert_eq!(ok(6), Age::Stale);
+        assert_eq!(ok(11), Age::Expired);
+        let error = |millis| {
+            cache.age(&answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_millis(millis),
+            ))
+        };
+        assert_eq!(error(500), Age::Fresh);
+        assert_eq!(error(1_500), Age::Expired);
+    }
 
     #[test]
     fn if_none_match_lists_star_and_weak_tags_match() {
