@@ -528,6 +528,7 @@ async fn redetect_as_leader(
             state: snapshot.as_deref().map(|s| (last, s)),
             expectations: &[],
             prune_expectations_before: None,
+            deliveries: &[],
         })
         .await?;
     summary.from = Some(from);
@@ -646,6 +647,7 @@ async fn serve_term(
                         state: snapshot.as_deref().map(|s| (last, s)),
                         expectations: &changes.expectations,
                         prune_expectations_before: prune_before(settings, from, to),
+                        deliveries: &[],
                     })
                     .await?;
                 if snapshot.is_some() {
