@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -20,9 +21,8 @@ use super::{
 use crate::config::{WebhookDeliverySettings, WebhookSettings};
 use crate::metrics::METRICS;
 use crate::store::{Attempt, Delivery, Store, StoreError};
-use secrecy::ExposeSecret;
 
-/// How much longer than a request may take a claim lasts before the row is due again.
+/// A claim lasts the request timeout plus this margin; then its row is due again.
 const LEASE_MARGIN_SECONDS: i64 = 30;
 
 /// How often old deliveries are given up on and finished ones forgotten.
