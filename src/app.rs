@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, ClientPolicy};
+use crate::api::{self, AppState, ClientPolicy, ReadCache};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector;
 use crate::events::EventBus;
@@ -103,6 +103,10 @@ impl App {
             max_body_bytes: settings.http.max_body_bytes,
             events,
             stopping: stopping_rx,
+            read_cache: Arc::new(ReadCache::new(
+                Duration::from_secs(settings.http.read_cache_seconds),
+                settings.http.read_cache_mebibytes << 20,
+            )),
         };
         let listener = TcpListener::bind(settings.http.listen)
             .await

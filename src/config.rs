@@ -84,6 +84,8 @@ pub struct HttpSettings {
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
+    pub read_cache_seconds: u64,
+    pub read_cache_mebibytes: u64,
 }
 
 /// Where reports are stored.

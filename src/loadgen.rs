@@ -1,4 +1,4 @@
-//! Closed-loop HTTP/1.1 load generator for `POST /api/v1/reports` that records every report id's fate so a later check can verify what the server stored.
+//! Closed-loop HTTP/1.1 load generator: posts reports to `POST /api/v1/reports` and records every report id's fate so a later check can verify what the server stored, or GETs read endpoints to measure their latency.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -65,6 +65,9 @@ pub struct LoadgenOptions {
     pub distinct_reporters: u32,
     /// Reports per request: 1 sends one report per body, more sends `{"reports":[...]}`.
     pub batch: usize,
+    /// Request targets (path and query, e.g. `/api/v1/regions?service=x`) to GET, one picked
+    /// at random per request, instead of posting reports; empty posts reports.
+    pub reads: Vec<String>,
 }
 
 impl Default for LoadgenOptions {
@@ -93,6 +96,7 @@ impl Default for LoadgenOptions {
             ],
             distinct_reporters: 10_000,
             batch: 1,
+            reads: Vec::new(),
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct LoadgenSummary {
     pub latency_max: Duration,
     /// Acknowledged reports (not requests) per second.
     pub acknowledged_per_second: f64,
+    /// Requests answered per second, whatever their status.
+    pub answered_per_second: f64,
 }
 
 impl LoadgenSummary {
@@ -158,6 +164,10 @@ impl LoadgenSummary {
             (
                 "acknowledged/s".into(),
                 format!("{:.0}", self.acknowledged_per_second),
+            ),
+            (
+                "answered/s".into(),
+                format!("{:.0}", self.answered_per_second),
             ),
             ("latency p50".into(), millis(self.latency_p50)),
             ("latency p90".into(), millis(self.latency_p90)),
@@ -277,6 +287,8 @@ struct Plan {
     problems: Vec<String>,
     distinct_reporters: u32,
     batch: usize,
+    /// GET targets; when present, reads are sent instead of reports.
+    reads: Vec<Uri>,
 }
 
 impl Plan {
@@ -372,6 +384,22 @@ impl Plan {
             })
             .collect();
 
+        let reads = options
+            .reads
+            .iter()
+            .map(|target| {
+                target
+                    .parse::<Uri>()
+                    .ok()
+                    .filter(|uri| uri.scheme().is_none() && target.starts_with('/'))
+                    .ok_or_else(|| {
+                        LoadgenError::InvalidOptions(format!(
+                            "read target {target:?} is not a path such as /api/v1/services"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<Uri>, LoadgenError>>()?;
+
         Ok(Self {
             addr,
             host,
@@ -381,6 +409,7 @@ impl Plan {
             problems,
             distinct_reporters: options.distinct_reporters,
             batch: options.batch,
+            reads,
         })
     }
 
@@ -531,6 +560,7 @@ struct ConnStats {
     rejected: Vec<Uuid>,
     unresolved: Vec<Uuid>,
     measured_acknowledged: u64,
+    measured_answers: u64,
     last_measured_answer: Option<Instant>,
     latencies: Latencies,
 }
@@ -545,6 +575,7 @@ impl ConnStats {
             rejected: Vec::new(),
             unresolved: Vec::new(),
             measured_acknowledged: 0,
+            measured_answers: 0,
             last_measured_answer: None,
             latencies: Latencies::new(),
         }
@@ -560,6 +591,7 @@ impl ConnStats {
         self.rejected.extend(other.rejected);
         self.unresolved.extend(other.unresolved);
         self.measured_acknowledged += other.measured_acknowledged;
+        self.measured_answers += other.measured_answers;
         self.last_measured_answer = self.last_measured_answer.max(other.last_measured_answer);
         self.latencies.merge(&other.latencies);
     }
@@ -584,6 +616,7 @@ impl ConnStats {
             latency_p99: self.latencies.quantile(0.99),
             latency_max: self.latencies.max(),
             acknowledged_per_second: self.measured_acknowledged as f64 / elapsed.as_secs_f64(),
+            answered_per_second: self.measured_answers as f64 / elapsed.as_secs_f64(),
         }
     }
 }
@@ -641,20 +674,28 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
             {
                 continue 'connect;
             }
+            let reading = !plan.reads.is_empty();
             let (body, user_agent) = match pending.take() {
                 Some(retry) => retry,
+                None if reading => (Bytes::new(), plan.user_agent(&mut rng)),
                 None => {
                     plan.write_body(&mut rng, &mut buf, &mut ids);
                     (buf.split().freeze(), plan.user_agent(&mut rng))
                 }
             };
             let mut request = Request::new(Full::new(body.clone()));
-            *request.method_mut() = Method::POST;
-            *request.uri_mut() = plan.path.clone();
             let headers = request.headers_mut();
             headers.insert(HOST, plan.host.clone());
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert(USER_AGENT, user_agent.clone());
+            if reading {
+                *request.uri_mut() = plan.reads[rng.below(plan.reads.len())].clone();
+            } else {
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = plan.path.clone();
+                request
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
 
             let started = Instant::now();
             stats.sent += 1;
@@ -687,8 +728,11 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
             if measured {
                 stats.latencies.record(answered - started);
                 stats.last_measured_answer = Some(answered);
+                stats.measured_answers += 1;
             }
             match status {
+                // A read is not retried: its status is the figure.
+                _ if reading => {}
                 200 | 201 => {
                     stats.acknowledged.extend_from_slice(&ids);
                     if measured {

@@ -129,6 +129,13 @@ enum Command {
         /// Afterwards, check in the configured database that every acknowledged id is stored.
         #[arg(long)]
         verify: bool,
+        /// GET this path (with its query) instead of posting reports; repeat for several,
+        /// one is picked at random per request.
+        #[arg(long = "get", value_name = "PATH")]
+        reads: Vec<String>,
+        /// Read GET paths from this file, one per line (added to --get).
+        #[arg(long, value_name = "FILE")]
+        get_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -331,7 +338,23 @@ async fn main() -> anyhow::Result<()> {
             batch,
             reporters,
             verify,
+            mut reads,
+            get_file,
         } => {
+            if let Some(file) = get_file {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                reads.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            anyhow::ensure!(
+                !verify || reads.is_empty(),
+                "--verify checks posted reports; it cannot be combined with --get"
+            );
             let options = loadgen::LoadgenOptions {
                 url,
                 connections,
@@ -339,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup_seconds),
                 batch,
                 distinct_reporters: reporters,
+                reads,
                 services: settings.services.iter().map(|s| s.slug.clone()).collect(),
                 ..loadgen::LoadgenOptions::default()
             };

@@ -344,6 +344,10 @@ on_both_backends!(
             cities["regions"],
             json!([{"country":"PK","city":"Lahore","name":"Lahore","count":20,"expected":null,"ratio":null,"status":"normal","incident_id":null}])
         );
+        // Without a country, cities are ranked worldwide.
+        let (_, _, world_cities) =
+            get(&app, "/api/v1/regions?service=x&level=city&window=1h").await;
+        assert_eq!(world_cities["regions"], cities["regions"]);
         let (_, _, top) = get(&app, "/api/v1/regions?service=x&window=24h&limit=2").await;
         let names: Vec<&str> = top["regions"]
             .as_array()
@@ -493,3 +497,47 @@ on_both_backends!(every_read_answers_csv_on_request, |backend| async move {
     assert_eq!(problem["errors"][0]["field"], "format");
     app.stop().await;
 });
+
+on_both_backends!(
+    a_read_answer_is_shared_for_the_cache_seconds_per_url_and_format,
+    |backend| async move {
+        let app = TestApp::spawn_with(
+            backend,
+            "[http]\nread_cache_seconds = 3600\n[detector]\nenabled = false\n",
+        )
+        .await;
+        let path = format!(
+            "/api/v1/counts?service=x&country=PK&interval=1h&{}",
+            range(0, 60)
+        );
+        let (status, _, first) = get(&app, &path).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            first["buckets"],
+            json!([{"start": "2025-03-10T10:00:00Z", "count": 0, "expected": null}])
+        );
+
+        app.store
+            .insert_reports(&[report(1, "PK", None, 5)])
+            .await
+            .unwrap();
+        // The same URL is answered from the cache, so it does not see the new report yet.
+        let (_, _, cached) = get(&app, &path).await;
+        assert_eq!(cached, first);
+        // Another URL (and another format of the same URL) is computed afresh.
+        let (_, _, other) = get(&app, &path.replace("country=PK", "country=pk")).await;
+        assert_eq!(other["buckets"][0]["count"], 1);
+        let csv = app
+            .client
+            .get(app.url(&path))
+            .header("accept", "text/csv")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(csv, "start,count,expected\n2025-03-10T10:00:00Z,1,\n");
+        app.stop().await;
+    }
+);

@@ -33,6 +33,7 @@ use crate::ingest::{Fingerprinter, Ingest};
 use crate::report::Catalog;
 use crate::store::Store;
 
+pub use caching::ReadCache;
 pub use client::{ClientAddr, ClientPolicy};
 pub use counts::{counts_answer, Counts};
 pub use error::ApiError;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub events: EventBus,
     /// Turns true when the service starts shutting down (ends long-lived streams).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Recent answers of the read endpoints.
+    pub read_cache: Arc<ReadCache>,
 }
 
 /// Reads are open to any origin, without credentials.
@@ -80,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents", get(incidents::list_incidents))
         .route("/api/v1/incidents/{id}", get(incidents::get_incident))
         .route_layer(middleware::from_fn(export::csv_on_request))
+        // Inside the ETag layer, so a 304 is decided per request and never shared.
+        .route_layer(middleware::from_fn_with_state(
+            state.read_cache.clone(),
+            caching::cached,
+        ))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
         .layer(open_cors());

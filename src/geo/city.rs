@@ -215,6 +215,13 @@ impl Gazetteer {
         cities.into_iter().map(|(_, city)| city).collect()
     }
 
+    /// Every city of a country (none for a country the gazetteer does not cover).
+    pub fn cities_in(&self, country: CountryCode) -> &[City] {
+        self.countries
+            .get(&country)
+            .map_or(&[], |index| &self.cities[index.cities.clone()])
+    }
+
     /// How many cities the gazetteer holds.
     pub fn len(&self) -> usize {
         self.cities.len()

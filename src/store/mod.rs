@@ -567,6 +567,14 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
     }
 }
 
+/// The countries a regions query covers: the one asked for, or every country code.
+fn region_countries(country: Option<&str>) -> Vec<String> {
+    match country {
+        Some(country) => vec![country.to_owned()],
+        None => CountryCode::all().map(|c| c.as_str().to_owned()).collect(),
+    }
+}
+
 /// The minute a moment falls in.
 pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     floor_to(at, 60)

@@ -9,10 +9,10 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, rollup_increments, Attempt, AttemptColumns,
-    Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite,
-    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, Store,
-    StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
+    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
+    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -403,19 +403,24 @@ impl Store for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        // Literal city predicates, so the partial region indexes match any plan of the
+        // prepared statement; the country list keeps the city index a range scan per country.
+        let sql = if cities {
             "select country, city, sum(count)::int8 from rollups_minute
-             where service = $1 and minute >= $2 and minute < $3
-               and ($4::text is null or country = $4) and (city <> '') = $5
-             group by country, city",
-        )
-        .bind(service)
-        .bind(from)
-        .bind(to)
-        .bind(country)
-        .bind(cities)
-        .fetch_all(&self.pool)
-        .await?)
+             where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
+             group by country, city"
+        } else {
+            "select country, city, sum(count)::int8 from rollups_minute
+             where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
+             group by country, city"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(service)
+            .bind(from)
+            .bind(to)
+            .bind(region_countries(country))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn region_expectations(
@@ -426,18 +431,21 @@ impl Store for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
-        Ok(sqlx::query_as(
+        let sql = if cities {
             "select country, city, quarter, expected from expectations_quarter
-             where service = $1 and quarter >= $2 and quarter < $3 and country <> ''
-               and ($4::text is null or country = $4) and (city <> '') = $5",
-        )
-        .bind(service)
-        .bind(from)
-        .bind(to)
-        .bind(country)
-        .bind(cities)
-        .fetch_all(&self.pool)
-        .await?)
+             where service = $1 and city <> '' and country = any($4) and quarter >= $2 and quarter < $3"
+        } else {
+            "select country, city, quarter, expected from expectations_quarter
+             where service = $1 and city = '' and country <> '' and country = any($4)
+               and quarter >= $2 and quarter < $3"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(service)
+            .bind(from)
+            .bind(to)
+            .bind(region_countries(country))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn expectations(

@@ -12,10 +12,10 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, rollup_increments, Attempt, AttemptColumns,
-    Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite,
-    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, Store,
-    StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
+    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
+    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -80,6 +80,11 @@ fn rollups_for(country: Option<&str>) -> &'static str {
     } else {
         "rollups_minute indexed by rollups_minute_by_minute"
     }
+}
+
+/// A JSON array of strings, for `json_each` lists in queries.
+fn json_list(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
 }
 
 fn from_seconds(seconds: i64) -> DateTime<Utc> {
@@ -519,20 +524,25 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "select country, city, sum(count) from {}
-             where service = ?1 and minute >= ?2 and minute < ?3
-               and (?4 is null or country = ?4) and (city <> '') = ?5
-             group by country, city",
-            rollups_for(country)
-        ))
-        .bind(service)
-        .bind(from.timestamp())
-        .bind(to.timestamp())
-        .bind(country)
-        .bind(cities)
-        .fetch_all(&self.reader)
-        .await?)
+        // Literal city predicates, so the partial region indexes apply.
+        let sql = if cities {
+            "select country, city, sum(count) from rollups_minute
+             where service = ?1 and city <> '' and country in (select value from json_each(?4))
+               and minute >= ?2 and minute < ?3
+             group by country, city"
+        } else {
+            "select country, city, sum(count) from rollups_minute
+             where service = ?1 and city = '' and country in (select value from json_each(?4))
+               and minute >= ?2 and minute < ?3
+             group by country, city"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(service)
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .bind(json_list(&region_countries(country)))
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn region_expectations(
@@ -543,18 +553,23 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
-        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+        let sql = if cities {
             "select country, city, quarter, expected from expectations_quarter
-             where service = ?1 and quarter >= ?2 and quarter < ?3 and country <> ''
-               and (?4 is null or country = ?4) and (city <> '') = ?5",
-        )
-        .bind(service)
-        .bind(from.timestamp())
-        .bind(to.timestamp())
-        .bind(country)
-        .bind(cities)
-        .fetch_all(&self.reader)
-        .await?;
+             where service = ?1 and city <> '' and country in (select value from json_each(?4))
+               and quarter >= ?2 and quarter < ?3"
+        } else {
+            "select country, city, quarter, expected from expectations_quarter
+             where service = ?1 and city = '' and country <> ''
+               and country in (select value from json_each(?4))
+               and quarter >= ?2 and quarter < ?3"
+        };
+        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(sql)
+            .bind(service)
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .bind(json_list(&region_countries(country)))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(country, city, quarter, expected)| {

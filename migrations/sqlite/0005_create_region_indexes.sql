@@ -1,0 +1,9 @@
+-- Covering indexes for the regions ranking, so a window of a service's country totals, or of
+-- one country's cities, is one short index range instead of a scan of the service's history.
+-- Partial on the city column: each rollup row lands in one of them, so ingest maintains one
+-- more index per row, not two. Worldwide city rankings walk the per-country index country by
+-- country.
+create index rollups_country_totals on rollups_minute (service, minute, country, count) where city = '';
+create index rollups_cities_by_country on rollups_minute (service, country, minute, city, count) where city <> '';
+create index expectations_country_totals on expectations_quarter (service, quarter, country, expected) where city = '' and country <> '';
+create index expectations_cities_by_country on expectations_quarter (service, country, quarter, city, expected) where city <> '';
