@@ -1,4 +1,4 @@
-//! Wiring: builds the store, the ingest writer and the router from settings, and shuts them down in order.
+//! Wiring: builds the store, the ingest writer, the webhook deliverer and the router from settings, and shuts them down in order.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +18,8 @@ use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::report::Catalog;
 use crate::store::{self, ConnectOptions, Store};
+use crate::webhooks::deliverer::{self, Deliverer};
+use crate::webhooks::Outbox;
 
 /// A built service, bound to its port, not yet serving.
 pub struct App {
@@ -26,6 +28,9 @@ pub struct App {
     stopping: watch::Sender<bool>,
     writer: JoinHandle<()>,
     detector: Option<crate::config::DetectorSettings>,
+    outbox: Outbox,
+    /// None when no webhook is configured.
+    deliverer: Option<Deliverer>,
 }
 
 /// Opens the store named in the settings and applies its migrations.
@@ -74,6 +79,15 @@ impl App {
         // The gazetteer is parsed on first use; do it now rather than in the first request.
         tokio::task::spawn_blocking(|| crate::geo::gazetteer().len()).await?;
         let (ingest, writer) = start_ingest(store.clone(), settings);
+        let deliverer = if settings.webhooks.is_empty() {
+            None
+        } else {
+            Some(Deliverer::new(
+                store.clone(),
+                &settings.webhooks,
+                &settings.webhook_delivery,
+            )?)
+        };
         let events = EventBus::start(store.clone()).await;
         let (stopping, stopping_rx) = watch::channel(false);
         let state = AppState {
@@ -103,6 +117,8 @@ impl App {
             stopping,
             writer,
             detector: settings.detector.enabled.then(|| settings.detector.clone()),
+            outbox: Outbox::new(&settings.webhooks, &settings.webhook_delivery),
+            deliverer,
         })
     }
 
@@ -128,6 +144,8 @@ impl App {
             stopping,
             writer,
             detector,
+            outbox,
+            deliverer,
         } = self;
         let (stop_detector, detector_stopped) = watch::channel(false);
         let detector = detector.map(|settings| {
@@ -136,9 +154,13 @@ impl App {
                 state.catalog.clone(),
                 settings,
                 state.events.clone(),
+                outbox,
                 detector_stopped,
             ))
         });
+        let (stop_deliverer, deliverer_stopped) = watch::channel(false);
+        let deliverer =
+            deliverer.map(|deliverer| tokio::spawn(deliverer::run(deliverer, deliverer_stopped)));
         let clients = state.clients.clone();
         let limiter_sweeper = tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -164,6 +186,12 @@ impl App {
         let _ = stop_detector.send(true);
         if let Some(detector) = detector {
             detector.await.context("the detector failed")?;
+        }
+        // After the detector, which may still queue deliveries; what is queued stays in the
+        // store for the next start (or another replica) to send.
+        let _ = stop_deliverer.send(true);
+        if let Some(deliverer) = deliverer {
+            deliverer.await.context("the webhook deliverer failed")?;
         }
         // The router (and with it every queue sender) is gone: the writer drains and stops.
         writer.await.context("the batch writer failed")?;

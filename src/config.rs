@@ -23,6 +23,44 @@ pub struct Settings {
     pub log: LogSettings,
     pub detector: DetectorSettings,
     pub services: Vec<ServiceSettings>,
+    /// Endpoints that receive incident events; none unless configured.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+    pub webhook_delivery: WebhookDeliverySettings,
+}
+
+/// One webhook endpoint: where incident events go, which ones, and how they are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The endpoint's stable key: stored with its deliveries (so a restart resumes them),
+    /// and the only thing logs and metrics name.
+    pub name: String,
+    /// http:// or https://; Slack and Discord webhook URLs carry their token, so it is secret.
+    pub url: SecretString,
+    /// Only incidents of these service slugs; empty: every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Only incidents in these countries (ISO codes); empty: every incident, global ones too.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Key of the `X-Outagewatch-Signature` HMAC; unsigned without one.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+}
+
+/// How webhook deliveries are worked off: polling, timeouts, retries and giving up.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookDeliverySettings {
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    pub request_timeout_ms: u64,
+    pub initial_backoff_seconds: u64,
+    pub max_backoff_seconds: u64,
+    pub backoff_jitter_percent: u32,
+    pub give_up_after_hours: u64,
+    pub keep_finished_days: u64,
+    pub max_event_age_minutes: u64,
 }
 
 /// The background surge detector: how it runs, and (`model`) the detection thresholds.
@@ -181,6 +219,83 @@ impl Settings {
                 "services must list at least one service".into(),
             ));
         }
+        self.validate_webhooks()
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let delivery = &self.webhook_delivery;
+        if delivery.poll_interval_ms == 0
+            || delivery.batch_size == 0
+            || delivery.request_timeout_ms == 0
+            || delivery.initial_backoff_seconds == 0
+        {
+            return invalid(
+                "webhook_delivery.poll_interval_ms, batch_size, request_timeout_ms and \
+                 initial_backoff_seconds must be at least 1"
+                    .into(),
+            );
+        }
+        if delivery.max_backoff_seconds < delivery.initial_backoff_seconds {
+            return invalid(
+                "webhook_delivery.max_backoff_seconds must be at least initial_backoff_seconds"
+                    .into(),
+            );
+        }
+        if delivery.backoff_jitter_percent > 100 {
+            return invalid("webhook_delivery.backoff_jitter_percent must be 0 to 100".into());
+        }
+        if delivery.give_up_after_hours == 0 {
+            return invalid("webhook_delivery.give_up_after_hours must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, webhook) in self.webhooks.iter().enumerate() {
+            let name = webhook.name.as_str();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "webhooks[{i}].name must be letters, digits, '-' or '_' (got \"{name}\")"
+                ));
+            }
+            if !names.insert(name) {
+                return invalid(format!("webhooks[{i}].name \"{name}\" is used twice"));
+            }
+            // The URL may hold a token: say what is wrong with it, never what it is.
+            match reqwest::Url::parse(webhook.url.expose_secret()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+                Ok(_) => {
+                    return invalid(format!(
+                        "webhooks.{name}.url must be an http:// or https:// URL with a host"
+                    ))
+                }
+                Err(e) => return invalid(format!("webhooks.{name}.url is not a URL: {e}")),
+            }
+            for service in &webhook.services {
+                if !self.services.iter().any(|s| &s.slug == service) {
+                    return invalid(format!(
+                        "webhooks.{name}.services: \"{service}\" is not a service of the catalog \
+                         ([[services]] slugs)"
+                    ));
+                }
+            }
+            for country in &webhook.countries {
+                if let Err(e) = crate::geo::CountryCode::parse(country) {
+                    return invalid(format!("webhooks.{name}.countries: {e}"));
+                }
+            }
+            if webhook
+                .secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().is_empty())
+            {
+                return invalid(format!(
+                    "webhooks.{name}.secret is empty (leave it out to send unsigned events)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -242,6 +357,60 @@ mod tests {
                 "discord",
                 "reddit"
             ]
+        );
+    }
+
+    const HOOKS: &str = r#"
+[[webhooks]]
+name = "ops-slack"
+url = "https://hooks.slack.com/services/T0/B0/tokentoken"
+services = ["x"]
+countries = ["pk"]
+secret = "s3cret-key"
+"#;
+
+    #[test]
+    fn no_webhook_is_configured_by_default_and_retries_cover_more_than_a_day() {
+        let settings = Settings::from_toml(&[]).unwrap();
+        assert!(settings.webhooks.is_empty());
+        assert!(settings.webhook_delivery.give_up_after_hours >= 24);
+    }
+
+    #[test]
+    fn a_webhook_loads_with_its_filters_and_keeps_its_url_and_secret_out_of_debug_output() {
+        let settings = Settings::from_toml(&[HOOKS]).unwrap();
+        assert_eq!(settings.webhooks[0].name, "ops-slack");
+        assert_eq!(settings.webhooks[0].services, ["x"]);
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("tokentoken"), "{debug}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn a_webhook_with_an_unknown_service_country_or_scheme_is_refused_with_a_clear_message() {
+        let error = |from: &str, to: &str| {
+            Settings::from_toml(&[&HOOKS.replace(from, to)])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error("[\"x\"]", "[\"myspace\"]"),
+            "configuration: webhooks.ops-slack.services: \"myspace\" is not a service of the \
+             catalog ([[services]] slugs)"
+        );
+        assert_eq!(
+            error("[\"pk\"]", "[\"XX\"]"),
+            "configuration: webhooks.ops-slack.countries: \"XX\" is not an ISO 3166-1 alpha-2 \
+             country code"
+        );
+        assert_eq!(
+            error("https://", "ftp://"),
+            "configuration: webhooks.ops-slack.url must be an http:// or https:// URL with a host"
+        );
+        let twice = format!("{HOOKS}{HOOKS}");
+        assert_eq!(
+            Settings::from_toml(&[&twice]).unwrap_err().to_string(),
+            "configuration: webhooks[1].name \"ops-slack\" is used twice"
         );
     }
 

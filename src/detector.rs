@@ -23,8 +23,9 @@ use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
 use crate::store::{
-    minute_of, DetectionWrite, Expectation, Leadership, MinuteCount, Store, StoreError,
+    minute_of, DetectionWrite, Expectation, Leadership, MinuteCount, NewDelivery, Store, StoreError,
 };
+use crate::webhooks::Outbox;
 
 /// Minute counts are announced live for minutes this recent (catching up, older ones are not).
 const LIVE_COUNT_MINUTES: i64 = 5;
@@ -528,6 +529,8 @@ async fn redetect_as_leader(
             state: snapshot.as_deref().map(|s| (last, s)),
             expectations: &[],
             prune_expectations_before: None,
+            // Rewriting history announces nothing: webhooks come from the live runner only.
+            deliveries: &[],
         })
         .await?;
     summary.from = Some(from);
@@ -544,17 +547,19 @@ async fn redetect_as_leader(
 
 /// Runs the live detector until `shutdown` turns true: become the leader (retrying while
 /// another replica is), resume from the stored state, then each minute process every complete
-/// minute after the watermark and announce the changes on `events`.
+/// minute after the watermark, announce the changes on `events` and queue them for `outbox`'s
+/// webhooks.
 pub async fn run(
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     settings: DetectorSettings,
     events: EventBus,
+    outbox: Outbox,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let retry = Duration::from_secs(settings.leader_retry_seconds);
     while !*shutdown.borrow() {
-        match lead(&store, &catalog, &settings, &events, &mut shutdown).await {
+        match lead(&store, &catalog, &settings, &events, &outbox, &mut shutdown).await {
             Ok(()) => {}
             Err(DetectError::NotLeader) => {
                 tracing::debug!("another replica runs the detector; retrying");
@@ -576,6 +581,7 @@ async fn lead(
     catalog: &Arc<Catalog>,
     settings: &DetectorSettings,
     events: &EventBus,
+    outbox: &Outbox,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), DetectError> {
     let Some(mut leadership) = store.try_lead_detector().await? else {
@@ -587,6 +593,7 @@ async fn lead(
         catalog,
         settings,
         events,
+        outbox,
         shutdown,
         leadership.as_mut(),
     )
@@ -602,6 +609,7 @@ async fn serve_term(
     catalog: &Arc<Catalog>,
     settings: &DetectorSettings,
     events: &EventBus,
+    outbox: &Outbox,
     shutdown: &mut watch::Receiver<bool>,
     leadership: &mut dyn Leadership,
 ) -> Result<(), DetectError> {
@@ -638,6 +646,14 @@ async fn serve_term(
                     None
                 };
                 let incidents: Vec<Incident> = changes.incidents.into_values().collect();
+                // Queued with the changes and the watermark in one transaction: each change is
+                // queued exactly once, however the process stops.
+                let now = crate::clock::now();
+                let deliveries: Vec<NewDelivery> = changes
+                    .events
+                    .iter()
+                    .flat_map(|change| outbox.deliveries(change.kind, &change.incident, now))
+                    .collect();
                 store
                     .write_detection(&DetectionWrite {
                         replace: None,
@@ -646,6 +662,7 @@ async fn serve_term(
                         state: snapshot.as_deref().map(|s| (last, s)),
                         expectations: &changes.expectations,
                         prune_expectations_before: prune_before(settings, from, to),
+                        deliveries: &deliveries,
                     })
                     .await?;
                 if snapshot.is_some() {

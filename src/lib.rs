@@ -10,7 +10,8 @@
 //! surge-detection core: baselines, surprise test, incident state machine, and the engine that
 //! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
 //! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
-//! (live events across replicas) → [`api`] (HTTP) → [`app`] (wiring and shutdown) →
+//! (live events across replicas) → [`webhooks`] (incident events queued in the store and
+//! POSTed to configured endpoints) → [`api`] (HTTP) → [`app`] (wiring and shutdown) →
 //! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
@@ -34,3 +35,4 @@ pub mod report;
 /// Deterministic report scenarios (TOML → import CSV) for detection tests.
 pub mod scenario;
 pub mod store;
+pub mod webhooks;

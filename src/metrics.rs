@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`, OpenMetrics text): reports by outcome and rejection reason, batch sizes and commit latency, HTTP latency by route, queue depth, open incidents and detector lag.
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): reports by outcome and rejection reason, batch sizes and commit latency, HTTP latency by route, queue depth, open incidents, detector lag and webhook deliveries.
 //!
 //! Label sets are bounded: outcomes, reasons, routes (the router's patterns, never raw
 //! paths), methods and status codes. Counters live in one process-wide registry, as is usual
@@ -13,10 +13,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// What became of a stored report.
+/// What became of a stored report, or of a webhook delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `counted`, `duplicate` (stored, not counted) or `replay` (id already stored).
+    /// Reports: `counted`, `duplicate` (stored, not counted) or `replay` (id already stored);
+    /// webhook deliveries: `delivered`, `retried` or `failed`.
     pub outcome: String,
 }
 
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub open_incidents: Gauge,
     pub detector_lag_seconds: Gauge,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +71,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             open_incidents: Gauge::default(),
             detector_lag_seconds: Gauge::default(),
+            webhook_deliveries: Family::default(),
+            webhook_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -110,6 +115,17 @@ impl Metrics {
             "How far the detector's last processed minute is behind now",
             metrics.detector_lag_seconds.clone(),
         );
+        registry.register(
+            "outagewatch_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, retried (failed, tried again later) \
+             or failed (given up)",
+            metrics.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "outagewatch_webhook_deliveries_pending",
+            "Webhook deliveries queued and not yet delivered or given up (as last seen by this process)",
+            metrics.webhook_pending.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -132,6 +148,15 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` webhook deliveries that ended an attempt with `outcome`.
+    pub fn webhook_delivery(&self, outcome: &str, n: u64) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n);
     }
 
     /// The registry in the OpenMetrics text format.
@@ -157,7 +182,12 @@ mod tests {
         metrics.report("counted");
         metrics.rejection("validation");
         metrics.batch_reports.observe(3.0);
+        metrics.webhook_delivery("retried", 2);
         let text = metrics.encode();
+        assert!(
+            text.contains("outagewatch_webhook_deliveries_total{outcome=\"retried\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("outagewatch_reports_total{outcome=\"counted\"} 2\n"),
             "{text}"

@@ -11,8 +11,8 @@ use outagewatch::geo::CountryCode;
 use outagewatch::incidents::{self, CityCount, Incident, Scope, Status};
 use outagewatch::report::{Catalog, Problem};
 use outagewatch::store::{
-    self, Checkpoint, ConnectOptions, DetectionWrite, Fingerprint, IncidentQuery, NewReport,
-    Rollup, Store,
+    self, Attempt, Checkpoint, ConnectOptions, DeliveryStatus, DetectionWrite, Fingerprint,
+    IncidentQuery, NewDelivery, NewReport, Rollup, Store,
 };
 use uuid::Uuid;
 
@@ -494,5 +494,251 @@ on_both_backends!(
                 .unwrap(),
             [(at(900), 2.5)]
         );
+    }
+);
+
+fn delivery(event: u128, endpoint: &str, incident: &Incident, created: i64) -> NewDelivery {
+    NewDelivery {
+        event_id: Uuid::from_u128(event),
+        endpoint: endpoint.into(),
+        event_type: "incident.opened",
+        incident_id: incident.id,
+        occurred_at: at(created),
+        payload: format!("{{\"event\":{event}}}"),
+        created_at: at(created),
+    }
+}
+
+/// (event, endpoint) of each delivery, in the order given.
+fn keys(deliveries: &[store::Delivery]) -> Vec<(u128, &str)> {
+    deliveries
+        .iter()
+        .map(|d| (d.event_id.as_u128(), d.endpoint.as_str()))
+        .collect()
+}
+
+on_both_backends!(
+    webhook_deliveries_are_queued_with_their_incident_claimed_when_due_and_finished_once,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let pk = incident("x", Some("PK"), 0, Status::Open);
+        let queued = [
+            delivery(1, "a", &pk, 0),
+            delivery(1, "b", &pk, 0),
+            delivery(2, "a", &pk, 600),
+        ];
+        store
+            .write_detection(&DetectionWrite {
+                incidents: std::slice::from_ref(&pk),
+                deliveries: &queued,
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        // Queued again (a replay): the stored row stays as it was.
+        let mut again = delivery(1, "a", &pk, 60);
+        again.payload = "{}".into();
+        store
+            .write_detection(&DetectionWrite {
+                deliveries: &[again],
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.incident(pk.id).await.unwrap(), Some(pk.clone()));
+        let stored = store.webhook_deliveries(100).await.unwrap();
+        assert_eq!(keys(&stored), [(1, "a"), (1, "b"), (2, "a")]);
+        assert_eq!(stored[0].payload, "{\"event\":1}");
+        assert_eq!(stored[0].status, DeliveryStatus::Pending);
+        assert_eq!(stored[0].attempts, 0);
+        assert_eq!(stored[0].incident_id, pk.id);
+        assert_eq!(stored[0].event_type, "incident.opened");
+        assert_eq!(
+            (stored[0].created_at, stored[0].next_attempt_at),
+            (at(0), at(0))
+        );
+        assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 3);
+
+        let a = ["a".to_owned()];
+        let both = ["a".to_owned(), "b".to_owned()];
+        // Only due rows of the named endpoints; a claimed row is leased.
+        let claimed = store
+            .claim_webhook_deliveries(&a, at(300), at(330), 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(&claimed), [(1, "a")]);
+        assert_eq!(claimed[0].next_attempt_at, at(330));
+        assert!(store
+            .claim_webhook_deliveries(&a, at(300), at(330), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // A lease that ends with no attempt recorded (the claimer died) makes the row due again.
+        let claimed = store
+            .claim_webhook_deliveries(&a, at(330), at(360), 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(&claimed), [(1, "a")]);
+        let retry = Attempt::Retry {
+            next_attempt_at: at(700),
+            error: "HTTP 500".into(),
+        };
+        store
+            .record_webhook_attempt(Uuid::from_u128(1), "a", at(340), &retry)
+            .await
+            .unwrap();
+
+        // Oldest due first, at most the limit.
+        let claimed = store
+            .claim_webhook_deliveries(&both, at(650), at(680), 1)
+            .await
+            .unwrap();
+        assert_eq!(keys(&claimed), [(1, "b")]);
+        store
+            .record_webhook_attempt(Uuid::from_u128(1), "b", at(660), &Attempt::Delivered)
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_webhook_deliveries(&both, at(700), at(730), 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(&claimed), [(1, "a"), (2, "a")]);
+        assert_eq!(claimed[0].attempts, 1);
+        assert_eq!(claimed[0].last_error.as_deref(), Some("HTTP 500"));
+        store
+            .record_webhook_attempt(Uuid::from_u128(1), "a", at(710), &Attempt::Delivered)
+            .await
+            .unwrap();
+        let failed = Attempt::Failed {
+            error: "HTTP 404".into(),
+        };
+        store
+            .record_webhook_attempt(Uuid::from_u128(2), "a", at(710), &failed)
+            .await
+            .unwrap();
+
+        // Finished rows are never claimed again, and a late attempt does not reopen them.
+        assert!(store
+            .claim_webhook_deliveries(&both, at(99_999), at(99_999), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .record_webhook_attempt(Uuid::from_u128(1), "b", at(720), &retry)
+            .await
+            .unwrap();
+        let stored = store.webhook_deliveries(100).await.unwrap();
+        let summary: Vec<_> = stored
+            .iter()
+            .map(|d| {
+                (
+                    d.status,
+                    d.attempts,
+                    d.last_error.as_deref(),
+                    d.last_attempt_at,
+                    d.finished_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    DeliveryStatus::Delivered,
+                    2,
+                    None,
+                    Some(at(710)),
+                    Some(at(710))
+                ),
+                (
+                    DeliveryStatus::Delivered,
+                    1,
+                    None,
+                    Some(at(660)),
+                    Some(at(660))
+                ),
+                (
+                    DeliveryStatus::Failed,
+                    1,
+                    Some("HTTP 404"),
+                    Some(at(710)),
+                    Some(at(710))
+                ),
+            ]
+        );
+        assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 0);
+    }
+);
+
+on_both_backends!(
+    webhook_deliveries_past_the_give_up_age_fail_and_finished_ones_are_forgotten_later,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let pk = incident("x", Some("PK"), 0, Status::Open);
+        let queued = [
+            delivery(1, "gone", &pk, 0),
+            delivery(2, "a", &pk, 600),
+            delivery(3, "a", &pk, 60),
+        ];
+        store
+            .write_detection(&DetectionWrite {
+                deliveries: &queued,
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        store
+            .record_webhook_attempt(Uuid::from_u128(3), "a", at(120), &Attempt::Delivered)
+            .await
+            .unwrap();
+        // Pending and enqueued before 300: given up, even for an endpoint nobody configures now.
+        assert_eq!(
+            store
+                .expire_webhook_deliveries(at(300), at(0), at(900))
+                .await
+                .unwrap(),
+            1
+        );
+        let stored = store.webhook_deliveries(100).await.unwrap();
+        let summary: Vec<_> = stored
+            .iter()
+            .map(|d| {
+                (
+                    d.event_id.as_u128(),
+                    d.status,
+                    d.last_error.as_deref(),
+                    d.finished_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    1,
+                    DeliveryStatus::Failed,
+                    Some("never attempted"),
+                    Some(at(900))
+                ),
+                (3, DeliveryStatus::Delivered, None, Some(at(120))),
+                (2, DeliveryStatus::Pending, None, None),
+            ]
+        );
+        // Finished before 500 is forgotten; the one given up at 900 and the pending one stay.
+        assert_eq!(
+            store
+                .expire_webhook_deliveries(at(300), at(500), at(901))
+                .await
+                .unwrap(),
+            0
+        );
+        let left: Vec<u128> = store
+            .webhook_deliveries(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.event_id.as_u128())
+            .collect();
+        assert_eq!(left, [1, 2]);
     }
 );

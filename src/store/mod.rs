@@ -122,6 +122,174 @@ pub struct DetectionWrite<'a> {
     pub expectations: &'a [Expectation],
     /// Delete the expectations of quarters before this time (retention).
     pub prune_expectations_before: Option<DateTime<Utc>>,
+    /// Webhook deliveries announcing these incident changes, enqueued in the same
+    /// transaction so a crash can neither lose an event nor announce one that was not stored;
+    /// a delivery already stored (same event and endpoint) is left as it is.
+    pub deliveries: &'a [NewDelivery],
+}
+
+/// A webhook delivery to enqueue: one incident event for one configured endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewDelivery {
+    pub event_id: Uuid,
+    /// The configured endpoint's name (never its URL, which may hold a token).
+    pub endpoint: String,
+    /// `incident.opened` or `incident.resolved`.
+    pub event_type: &'static str,
+    pub incident_id: Uuid,
+    /// The minute the detector changed the incident at.
+    pub occurred_at: DateTime<Utc>,
+    /// The JSON body every attempt sends.
+    pub payload: String,
+    /// When it was enqueued: its first attempt is due then, and its give-up age counts from then.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a webhook delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Not delivered yet; due again at `next_attempt_at`.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up on (too old, or its endpoint is no longer configured).
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A stored webhook delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub event_id: Uuid,
+    pub endpoint: String,
+    pub event_type: String,
+    pub incident_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: String,
+    pub status: DeliveryStatus,
+    /// Attempts recorded so far (an attempt cut short by a crash is not counted).
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// When a pending delivery is next due (while claimed: when its lease ends).
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed (status code or connection error), if it did.
+    pub last_error: Option<String>,
+    /// When it was delivered or given up on.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attempt {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It failed; try again at `next_attempt_at`.
+    Retry {
+        next_attempt_at: DateTime<Utc>,
+        error: String,
+    },
+    /// It failed and the delivery is too old to try again.
+    Failed { error: String },
+}
+
+/// The columns of `webhook_deliveries`, in the order both backends select them.
+const DELIVERY_COLUMNS: &str =
+    "event_id, endpoint, event_type, incident_id, occurred_at, payload, \
+     status, attempts, created_at, next_attempt_at, last_attempt_at, last_error, finished_at";
+
+/// A delivery row as Postgres returns it; SQLite reads its integer times into its own row
+/// type and converts to this one.
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    event_id: Uuid,
+    endpoint: String,
+    event_type: String,
+    incident_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    payload: String,
+    status: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryRow {
+    fn into_delivery(self) -> Result<Delivery, StoreError> {
+        Ok(Delivery {
+            status: DeliveryStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("webhook delivery {}: status", self.event_id))
+            })?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            event_id: self.event_id,
+            endpoint: self.endpoint,
+            event_type: self.event_type,
+            incident_id: self.incident_id,
+            occurred_at: self.occurred_at,
+            payload: self.payload,
+            created_at: self.created_at,
+            next_attempt_at: self.next_attempt_at,
+            last_attempt_at: self.last_attempt_at,
+            last_error: self.last_error,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+/// The columns recording an attempt sets.
+struct AttemptColumns<'a> {
+    status: DeliveryStatus,
+    error: Option<&'a str>,
+    /// None keeps the stored time.
+    next_attempt_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl AttemptColumns<'_> {
+    fn of(attempt: &Attempt, at: DateTime<Utc>) -> AttemptColumns<'_> {
+        let (status, error, next_attempt_at, finished_at) = match attempt {
+            Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(at)),
+            Attempt::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                DeliveryStatus::Pending,
+                Some(error.as_str()),
+                Some(*next_attempt_at),
+                None,
+            ),
+            Attempt::Failed { error } => {
+                (DeliveryStatus::Failed, Some(error.as_str()), None, Some(at))
+            }
+        };
+        AttemptColumns {
+            status,
+            error,
+            next_attempt_at,
+            finished_at,
+        }
+    }
 }
 
 /// Which incidents to list: newest first, `limit` at most, after the `after` cursor.
@@ -343,6 +511,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tries to become the one process that runs the detector; None while another holds it.
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError>;
+
+    /// Claims up to `limit` pending webhook deliveries to `endpoints` that are due at `now`,
+    /// oldest due first, leasing each until `lease_until` (when it is due again unless an
+    /// attempt is recorded first). Processes claiming at once never get the same row.
+    async fn claim_webhook_deliveries(
+        &self,
+        endpoints: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt made at `at` at a pending delivery (a finished one is left as it is).
+    async fn record_webhook_attempt(
+        &self,
+        event_id: Uuid,
+        endpoint: &str,
+        at: DateTime<Utc>,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError>;
+
+    /// Gives up (at `now`) on the pending deliveries enqueued before `give_up_before`, and
+    /// deletes the finished ones that finished before `forget_before`; returns how many it
+    /// gave up on.
+    async fn expire_webhook_deliveries(
+        &self,
+        give_up_before: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Webhook deliveries, oldest event first (for tests and operators), at most `limit`.
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+
+    /// How many webhook deliveries are pending.
+    async fn pending_webhook_deliveries(&self) -> Result<u64, StoreError>;
 }
 
 /// Connection settings shared by both backends.

@@ -12,10 +12,10 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Checkpoint,
-    ConnectOptions, CountBucket, Deliver, DetectionWrite, IncidentQuery, IncidentRow, Leadership,
-    MinuteCount, NewReport, Outcome, Rollup, Store, StoreError, StoredReport, INCIDENT_COLUMNS,
-    INCIDENT_UPSERT,
+    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
+    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
+    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -137,6 +137,45 @@ impl SqliteIncident {
             updated_at: from_seconds(self.updated_at),
         }
         .into_incident()
+    }
+}
+
+/// A webhook delivery as SQLite returns it (times in unix seconds).
+#[derive(sqlx::FromRow)]
+struct SqliteDelivery {
+    event_id: Uuid,
+    endpoint: String,
+    event_type: String,
+    incident_id: Uuid,
+    occurred_at: i64,
+    payload: String,
+    status: String,
+    attempts: i64,
+    created_at: i64,
+    next_attempt_at: i64,
+    last_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    finished_at: Option<i64>,
+}
+
+impl SqliteDelivery {
+    fn into_delivery(self) -> Result<Delivery, StoreError> {
+        DeliveryRow {
+            event_id: self.event_id,
+            endpoint: self.endpoint,
+            event_type: self.event_type,
+            incident_id: self.incident_id,
+            occurred_at: from_seconds(self.occurred_at),
+            payload: self.payload,
+            status: self.status,
+            attempts: i32::try_from(self.attempts).unwrap_or(i32::MAX),
+            created_at: from_seconds(self.created_at),
+            next_attempt_at: from_seconds(self.next_attempt_at),
+            last_attempt_at: self.last_attempt_at.map(from_seconds),
+            last_error: self.last_error,
+            finished_at: self.finished_at.map(from_seconds),
+        }
+        .into_delivery()
     }
 }
 
@@ -651,6 +690,24 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for chunk in write.deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "insert into webhook_deliveries (event_id, endpoint, event_type, incident_id, \
+                 occurred_at, payload, created_at, next_attempt_at) ",
+            );
+            insert.push_values(chunk, |mut row, d| {
+                row.push_bind(d.event_id)
+                    .push_bind(&d.endpoint)
+                    .push_bind(d.event_type)
+                    .push_bind(d.incident_id)
+                    .push_bind(d.occurred_at.timestamp())
+                    .push_bind(&d.payload)
+                    .push_bind(d.created_at.timestamp())
+                    .push_bind(d.created_at.timestamp());
+            });
+            insert.push(" on conflict (event_id, endpoint) do nothing");
+            insert.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -709,5 +766,117 @@ impl Store for SqliteStore {
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
         Ok(Some(Box::new(SoleProcess)))
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        endpoints: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One process and one writer connection: the update itself is the claim.
+        let mut claim =
+            QueryBuilder::<Sqlite>::new("update webhook_deliveries set next_attempt_at = ");
+        claim
+            .push_bind(lease_until.timestamp())
+            .push(
+                " where (event_id, endpoint) in (select event_id, endpoint from webhook_deliveries \
+                 where status = 'pending' and next_attempt_at <= ",
+            )
+            .push_bind(now.timestamp())
+            .push(" and endpoint in (");
+        let mut list = claim.separated(", ");
+        for endpoint in endpoints {
+            list.push_bind(endpoint);
+        }
+        claim
+            .push(") order by next_attempt_at limit ")
+            .push_bind(i64::from(limit))
+            .push(format!(") returning {DELIVERY_COLUMNS}"));
+        let rows: Vec<SqliteDelivery> = claim.build_query_as().fetch_all(&self.writer).await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(SqliteDelivery::into_delivery)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|d| (d.occurred_at, d.event_id));
+        Ok(claimed)
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        event_id: Uuid,
+        endpoint: &str,
+        at: DateTime<Utc>,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError> {
+        let columns = AttemptColumns::of(attempt, at);
+        sqlx::query(
+            "update webhook_deliveries
+             set status = ?3, attempts = attempts + 1, last_attempt_at = ?4, last_error = ?5,
+                 next_attempt_at = coalesce(?6, next_attempt_at), finished_at = ?7
+             where event_id = ?1 and endpoint = ?2 and status = 'pending'",
+        )
+        .bind(event_id)
+        .bind(endpoint)
+        .bind(columns.status.as_str())
+        .bind(at.timestamp())
+        .bind(columns.error)
+        .bind(columns.next_attempt_at.map(|t| t.timestamp()))
+        .bind(columns.finished_at.map(|t| t.timestamp()))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_webhook_deliveries(
+        &self,
+        give_up_before: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let expired = sqlx::query(
+            "update webhook_deliveries
+             set status = 'failed', finished_at = ?2,
+                 last_error = coalesce(last_error, 'never attempted')
+             where status = 'pending' and created_at < ?1",
+        )
+        .bind(give_up_before.timestamp())
+        .bind(now.timestamp())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("delete from webhook_deliveries where status <> 'pending' and finished_at < ?")
+            .bind(forget_before.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let rows: Vec<SqliteDelivery> = sqlx::query_as(&format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries
+             order by occurred_at, event_id, endpoint
+             limit ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(SqliteDelivery::into_delivery)
+            .collect()
+    }
+
+    async fn pending_webhook_deliveries(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from webhook_deliveries where status = 'pending'")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
