@@ -370,22 +370,35 @@ impl Store for PostgresStore {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
         // The global series is the sum of the country totals; a country's is its total row.
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
-             from rollups_minute
-             where service = $1 and minute >= $4 and minute < $5
-               and ($2::text is null or country = $2) and city = coalesce($3::text, '')
-             group by bucket
-             order by bucket",
-        )
-        .bind(service)
-        .bind(country)
-        .bind(city)
-        .bind(from)
-        .bind(to)
-        .bind(bucket_seconds)
-        .fetch_all(&self.pool)
-        .await?;
+        // One statement each rather than `($2 is null or country = $2)`, which a generic plan
+        // cannot use as an index condition: a country's series is a primary-key range, the
+        // world's a range of the country-totals index.
+        let query = match country {
+            Some(country) => sqlx::query_as(
+                "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
+                 from rollups_minute
+                 where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service)
+            .bind(country)
+            .bind(city.unwrap_or("")),
+            None => sqlx::query_as(
+                "select (extract(epoch from minute)::int8 / $4) * $4 as bucket, sum(count)::int8
+                 from rollups_minute
+                 where service = $1 and city = '' and minute >= $2 and minute < $3
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service),
+        };
+        let rows: Vec<(i64, i64)> = query
+            .bind(from)
+            .bind(to)
+            .bind(bucket_seconds)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(start, count)| CountBucket {

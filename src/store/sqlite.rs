@@ -71,17 +71,6 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The rollups table as a query over one service's time range should read it: by the
-/// (service, country, ...) key for one country, by the minute index across all countries
-/// (SQLite would otherwise walk every minute the service ever had).
-fn rollups_for(country: Option<&str>) -> &'static str {
-    if country.is_some() {
-        "rollups_minute"
-    } else {
-        "rollups_minute indexed by rollups_minute_by_minute"
-    }
-}
-
 /// A JSON array of strings, for `json_each` lists in queries.
 fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
@@ -429,16 +418,16 @@ impl Store for SqliteStore {
         to: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
-            "select country, city, sum(count) as n from {}
+        // An incident's range is short: the minute index beats any country's whole history.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select country, city, sum(count) as n
+             from rollups_minute indexed by rollups_minute_by_minute
              where service = ?1 and (?2 is null or country = ?2) and city <> ''
                and minute >= ?3 and minute < ?4
              group by country, city
              order by n desc, country, city
              limit ?5",
-            // An incident's range is short: the minute index beats any country's whole history.
-            rollups_for(None)
-        ))
+        )
         .bind(service)
         .bind(country)
         .bind(from.timestamp())
@@ -490,23 +479,34 @@ impl Store for SqliteStore {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
         // The global series is the sum of the country totals; a country's is its total row.
-        let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
-            "select (minute / ?6) * ?6 as bucket, sum(count)
-             from {}
-             where service = ?1 and minute >= ?4 and minute < ?5
-               and (?2 is null or country = ?2) and city = coalesce(?3, '')
-             group by bucket
-             order by bucket",
-            rollups_for(country)
-        ))
-        .bind(service)
-        .bind(country)
-        .bind(city)
-        .bind(from.timestamp())
-        .bind(to.timestamp())
-        .bind(bucket_seconds)
-        .fetch_all(&self.reader)
-        .await?;
+        // One statement each: a country's series is a primary-key range, the world's a range
+        // of the country-totals index.
+        let query = match country {
+            Some(country) => sqlx::query_as(
+                "select (minute / ?6) * ?6 as bucket, sum(count)
+                 from rollups_minute
+                 where service = ?1 and country = ?2 and city = ?3 and minute >= ?4 and minute < ?5
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service)
+            .bind(country)
+            .bind(city.unwrap_or("")),
+            None => sqlx::query_as(
+                "select (minute / ?4) * ?4 as bucket, sum(count)
+                 from rollups_minute indexed by rollups_country_totals
+                 where service = ?1 and city = '' and minute >= ?2 and minute < ?3
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service),
+        };
+        let rows: Vec<(i64, i64)> = query
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .bind(bucket_seconds)
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(start, count)| CountBucket {
