@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Read;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
@@ -577,6 +578,34 @@ async fn the_docs_page_is_html_under_a_strict_policy_with_embedded_assets() {
         let body = response.bytes().await.unwrap();
         assert!(body.len() >= at_least, "{path}: {} bytes", body.len());
     }
+    // Unencoded, the vendored files are exactly as vendored; browsers get them gzipped.
+    let vendored = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/vendor/swagger-ui-dist-5.35.0/swagger-ui-bundle.js"
+    ))
+    .unwrap();
+    let bundle = "/api/docs/swagger-ui-bundle-5.35.0.js";
+    let plain = app.client.get(app.url(bundle)).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert!(plain.bytes().await.unwrap() == vendored);
+    let gzipped = app
+        .client
+        .get(app.url(bundle))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["vary"], "accept-encoding");
+    let body = gzipped.bytes().await.unwrap();
+    assert!(body.len() < vendored.len() / 2, "{} bytes", body.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    // Gzipped once, not again by the compression layer.
+    assert!(unzipped == vendored);
+
     let init = app
         .client
         .get(app.url("/api/docs/init.js"))

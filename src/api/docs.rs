@@ -1,10 +1,12 @@
 //! The API described: the OpenAPI document at `GET /api/openapi.json`, built from the same route
 //! registrations as the router, and a docs page at `GET /api/docs` from embedded Swagger UI assets.
 
+use std::borrow::Cow;
+use std::io::Read;
 use std::sync::Arc;
 
 use axum::extract::Path;
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -92,13 +94,20 @@ pub async fn get_openapi(Extension(document): Extension<Document>) -> Result<Res
 /// are `data:` images in its stylesheet.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// How an asset is embedded.
+enum Stored {
+    Plain(&'static [u8]),
+    /// Gzipped by `build.rs`: the Swagger UI files are 1.9 MB raw and a quarter of that gzipped.
+    Gzip(&'static [u8]),
+}
+
 /// An embedded file of the docs page (Swagger UI is vendored under `assets/vendor/`, Apache-2.0).
 struct Asset {
     /// The name under `/api/docs/`; vendored files carry their version, so they never change.
     name: &'static str,
     content_type: &'static str,
     cache_control: &'static str,
-    bytes: &'static [u8],
+    stored: Stored,
 }
 
 /// Vendored files are cached for a year; our small initializer for an hour, so a new release
@@ -108,27 +117,49 @@ const ASSETS: [Asset; 3] = [
         name: "swagger-ui-bundle-5.35.0.js",
         content_type: "text/javascript; charset=utf-8",
         cache_control: "public, max-age=31536000, immutable",
-        bytes: include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/assets/vendor/swagger-ui-dist-5.35.0/swagger-ui-bundle.js"
-        )),
+        stored: Stored::Gzip(include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/swagger-ui-bundle.js.gz"
+        ))),
     },
     Asset {
         name: "swagger-ui-5.35.0.css",
         content_type: "text/css; charset=utf-8",
         cache_control: "public, max-age=31536000, immutable",
-        bytes: include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/assets/vendor/swagger-ui-dist-5.35.0/swagger-ui.css"
-        )),
+        stored: Stored::Gzip(include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/swagger-ui.css.gz"
+        ))),
     },
     Asset {
         name: "init.js",
         content_type: "text/javascript; charset=utf-8",
         cache_control: "public, max-age=3600",
-        bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/docs/init.js")),
+        stored: Stored::Plain(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/docs/init.js"
+        ))),
     },
 ];
+
+/// Whether `Accept-Encoding` allows gzip (by name or `*`, with a non-zero weight).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
 
 const PAGE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -202,12 +233,26 @@ impl PartialSchema for AssetName {
             example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"})),
     )
 )]
-pub async fn get_docs_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_docs_asset(
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let asset = ASSETS
         .iter()
         .find(|a| a.name == file)
         .ok_or(ApiError::NotFound)?;
-    Ok((
+    let (body, gzipped): (Cow<'static, [u8]>, bool) = match asset.stored {
+        Stored::Plain(bytes) => (Cow::Borrowed(bytes), false),
+        Stored::Gzip(bytes) if accepts_gzip(&headers) => (Cow::Borrowed(bytes), true),
+        Stored::Gzip(bytes) => {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut plain)
+                .map_err(|e| ApiError::Internal(format!("embedded {file}: {e}")))?;
+            (Cow::Owned(plain), false)
+        }
+    };
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -217,9 +262,40 @@ pub async fn get_docs_asset(Path(file): Path<String>) -> Result<Response, ApiErr
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(asset.cache_control),
             ),
+            (header::VARY, HeaderValue::from_static("accept-encoding")),
             NOSNIFF,
         ],
-        asset.bytes,
+        body,
     )
-        .into_response())
+        .into_response();
+    if gzipped {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).expect("valid header"),
+        );
+        headers
+    }
+
+    #[test]
+    fn gzip_is_accepted_by_name_or_star_unless_weighted_zero() {
+        assert!(accepts_gzip(&accept("gzip, deflate, br")));
+        assert!(accepts_gzip(&accept("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&accept("*")));
+        assert!(!accepts_gzip(&accept("gzip;q=0")));
+        assert!(!accepts_gzip(&accept("br, identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

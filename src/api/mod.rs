@@ -98,8 +98,9 @@ pub fn router(state: AppState) -> Router {
     let stream_routes = OpenApiRouter::new()
         .routes(routes!(events::stream_events))
         .layer(open_cors());
-    // The docs page and its scripts: compressed (the Swagger UI bundle is 1.7 MB raw), and
-    // same-origin only, since the page is for people in a browser.
+    // The docs page and its scripts: compressed (the Swagger UI files are sent as they are
+    // embedded, gzipped, and the layer leaves those alone), and same-origin only, since the
+    // page is for people in a browser.
     let docs_routes = OpenApiRouter::new()
         .routes(routes!(docs::get_docs_page))
         .routes(routes!(docs::get_docs_asset))
