@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock build.rs clippy.toml ./
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
+COPY assets ./assets
 RUN cargo build --release --locked --bin outagewatch
 
 FROM debian:bookworm-slim

@@ -10,16 +10,18 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use utoipa::ToSchema;
 
 use crate::incidents::Incident;
 use crate::store::Store;
 
 /// One live event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LiveEvent {
     /// An incident opened, grew (updated), resolved or reopened.
     Incident {
+        /// `opened`, `updated`, `resolved` or `reopened`.
         kind: String,
         incident: Box<Incident>,
     },

@@ -147,13 +147,15 @@ impl Answer {
     /// Runs the rest of the stack and buffers its answer.
     async fn compute(request: Request, next: Next) -> Result<Answer, Response> {
         let (parts, body) = next.run(request).await.into_parts();
-        let body = axum::body::to_bytes(body, MAX_TAGGED_BODY).await.map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the answer could not be read",
-            )
-                .into_response()
-        })?;
+        let body = axum::body::to_bytes(body, MAX_TAGGED_BODY)
+            .await
+            .map_err(|_| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the answer could not be read",
+                )
+                    .into_response()
+            })?;
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,

@@ -11,7 +11,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
+use super::docs::{choice_schema, enum_schema};
+use super::error::Problem;
+use super::export::FormatChoice;
 use super::{ApiError, AppState};
 use crate::geo::{gazetteer, CountryCode};
 use crate::incidents::Status;
@@ -27,6 +32,15 @@ const INTERVALS: [(&str, i64); 5] = [
     ("1h", 3600),
     ("1d", 86_400),
 ];
+
+/// The `interval` parameter's schema: the names of [`INTERVALS`].
+pub(super) struct IntervalChoice;
+
+impl PartialSchema for IntervalChoice {
+    fn schema() -> RefOr<Schema> {
+        choice_schema(INTERVALS.iter().map(|(name, _)| *name), "15m")
+    }
+}
 
 /// Most buckets one answer holds (a week at one minute is 10,080).
 const MAX_BUCKETS: i64 = 10_080;
@@ -157,23 +171,31 @@ fn limit_parameter(
 }
 
 /// One bucket of counts.
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, ToSchema)]
 pub struct Bucket {
+    /// The bucket's start, aligned to UTC.
     pub start: DateTime<Utc>,
+    /// Counted reports in the bucket.
     pub count: i64,
     /// The detector's expected count for the bucket; null where it has no expectation yet.
     pub expected: Option<f64>,
 }
 
 /// A counts series.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Counts {
     pub service: String,
+    /// Null for the worldwide series.
     pub country: Option<String>,
+    /// The city's canonical name; null unless asked for.
     pub city: Option<String>,
+    /// The bucket width: `1m`, `5m`, `15m`, `1h` or `1d`.
     pub interval: String,
+    /// The first bucket's start.
     pub from: DateTime<Utc>,
+    /// The end of the last bucket (exclusive).
     pub to: DateTime<Utc>,
+    /// Every bucket of the range, oldest first; empty ones count 0.
     pub buckets: Vec<Bucket>,
 }
 
@@ -221,6 +243,46 @@ pub fn fill_buckets(
 const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", "from", "to"];
 
 /// `GET /api/v1/counts`
+#[utoipa::path(
+    get,
+    path = "/api/v1/counts",
+    summary = "Counts of a service, country or city, with the expectation",
+    tag = "reads",
+    description = "Counted reports of a service worldwide, in a country or in a city, in dense \
+        buckets aligned to UTC, with the detector's expectation for each bucket. Default range: the \
+        last 24 hours; at most 10,080 buckets. The CSV has one row per bucket.",
+    params(
+        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
+        ("country" = Option<String>, Query, description = "ISO 3166-1 alpha-2, any case; leave out for worldwide.", example = "PK"),
+        ("city" = Option<String>, Query, description = "A city of that country, any spelling the gazetteer knows; needs `country`.", example = "Lahore"),
+        ("interval" = inline(Option<IntervalChoice>), Query, description = "The bucket width."),
+        ("from" = Option<DateTime<Utc>>, Query, description = "RFC 3339; floored to the interval. Default: 24 hours before `to`.", example = "2025-03-10T00:00:00Z"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "RFC 3339, exclusive. Default: the end of the current bucket.", example = "2025-03-11T00:00:00Z"),
+        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+    ),
+    responses(
+        (status = 200, description = "The series.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (Counts = "application/json", example = json!({"service": "x", "country": "PK", "city": null,
+                "interval": "15m", "from": "2025-03-10T00:00:00Z", "to": "2025-03-10T00:30:00Z",
+                "buckets": [{"start": "2025-03-10T00:00:00Z", "count": 3, "expected": 2.61},
+                            {"start": "2025-03-10T00:15:00Z", "count": 0, "expected": null}]})),
+            (String = "text/csv", example = "start,count,expected\n2025-03-10T00:00:00Z,3,2.61\n2025-03-10T00:15:00Z,0,\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "interval: interval must be one of 1m, 5m, 15m, 1h, 1d",
+            "errors": [{"field": "interval", "message": "interval must be one of 1m, 5m, 15m, 1h, 1d"}]})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn get_counts(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -317,22 +379,66 @@ pub async fn counts_answer(
 }
 
 /// One catalog entry with its current state.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ServiceStatus {
     pub slug: String,
     pub name: String,
     /// `incident` while any incident of the service is open, else `normal`.
+    #[schema(schema_with = service_status)]
     pub status: &'static str,
     pub open_incidents: usize,
     /// Counted reports in the last 24 hours.
     pub reports_24h: i64,
 }
 
+fn service_status() -> RefOr<Schema> {
+    enum_schema(["incident", "normal"])
+        .description(Some(
+            "`incident` while any incident of the service is open.",
+        ))
+        .into()
+}
+
+/// The catalog.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceStatus>,
+}
+
 /// `GET /api/v1/services`
+#[utoipa::path(
+    get,
+    path = "/api/v1/services",
+    summary = "The service catalog with each service's status",
+    tag = "reads",
+    description = "The service catalog with each service's status. The CSV has one row per service.",
+    params(("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),),
+    responses(
+        (status = 200, description = "The catalog, in catalog order.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (ServiceList = "application/json", example = json!({"services": [
+                {"slug": "x", "name": "X (Twitter)", "status": "incident", "open_incidents": 2, "reports_24h": 1520},
+                {"slug": "youtube", "name": "YouTube", "status": "normal", "open_incidents": 0, "reports_24h": 41}]})),
+            (String = "text/csv", example = "slug,name,status,open_incidents,reports_24h\nx,X (Twitter),incident,2,1520\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "format: format must be json or csv",
+            "errors": [{"field": "format", "message": "format must be json or csv"}]})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn list_services(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ServiceList>, ApiError> {
     parameters(params, &[])?;
     let now = crate::clock::now();
     let open = state
@@ -365,24 +471,63 @@ pub async fn list_services(
             reports_24h: day.iter().map(|b| b.count).sum(),
         });
     }
-    Ok(Json(serde_json::json!({ "services": services })))
+    Ok(Json(ServiceList { services }))
 }
 
 /// One place suggestion.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Place {
+    /// The canonical name, as reports and counts use it.
     pub name: String,
     pub ascii_name: String,
+    /// ISO 3166-1 alpha-2.
     pub country: String,
     pub latitude: f64,
     pub longitude: f64,
     pub population: u32,
 }
 
+/// Place suggestions.
+#[derive(Serialize, ToSchema)]
+pub struct PlaceList {
+    /// Most populous first.
+    pub places: Vec<Place>,
+}
+
 /// `GET /api/v1/places?country=PK&q=lah[&limit=10]`
+#[utoipa::path(
+    get,
+    path = "/api/v1/places",
+    summary = "City suggestions for a form",
+    tag = "reads",
+    description = "Gazetteer suggestions for a form's city field: cities of the country whose name \
+        (or a known alternate name) starts with `q`. The CSV has one row per place.",
+    params(
+        ("country" = String, Query, description = "ISO 3166-1 alpha-2, any case.", example = "PK"),
+        ("q" = String, Query, description = "The start of a city name, any case.", example = "lah"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Most places to answer; default 10."),
+        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+    ),
+    responses(
+        (status = 200, description = "The suggestions.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (PlaceList = "application/json", example = json!({"places": [{"name": "Lahore",
+                "ascii_name": "Lahore", "country": "PK", "latitude": 31.558, "longitude": 74.35071,
+                "population": 6310888}]})),
+            (String = "text/csv", example = "name,ascii_name,country,latitude,longitude,population\nLahore,Lahore,PK,31.558,74.35071,6310888\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "q: q (the start of a city name) is required",
+            "errors": [{"field": "q", "message": "q (the start of a city name) is required"}]})),
+    )
+)]
 pub async fn list_places(
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PlaceList>, ApiError> {
     let params = parameters(params, &["country", "q", "limit"])?;
     let mut errors = Vec::new();
     let country = country_parameter(&params, &mut errors);
@@ -415,7 +560,7 @@ pub async fn list_places(
             population: city.population,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "places": places })))
+    Ok(Json(PlaceList { places }))
 }
 
 #[cfg(test)]
@@ -451,14 +596,36 @@ type RegionKey = (String, String);
 /// The windows `regions` accepts, in seconds.
 const WINDOWS: [(&str, i64); 3] = [("15m", 900), ("1h", 3600), ("24h", 86_400)];
 
+/// The `window` parameter's schema: the names of [`WINDOWS`].
+pub(super) struct WindowChoice;
+
+impl PartialSchema for WindowChoice {
+    fn schema() -> RefOr<Schema> {
+        choice_schema(WINDOWS.iter().map(|(name, _)| *name), "1h")
+    }
+}
+
+/// The levels `regions` ranks at: countries, or cities.
+const LEVELS: [&str; 2] = ["country", "city"];
+
+/// The `level` parameter's schema: [`LEVELS`].
+pub(super) struct LevelChoice;
+
+impl PartialSchema for LevelChoice {
+    fn schema() -> RefOr<Schema> {
+        choice_schema(LEVELS, LEVELS[0])
+    }
+}
+
 /// A region is `elevated` at this ratio to its expectation (and `ELEVATED_MIN_COUNT` reports)
 /// without an incident: the detector's default open floors.
 const ELEVATED_RATIO: f64 = 1.5;
 const ELEVATED_MIN_COUNT: i64 = 10;
 
 /// One region's current standing.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, ToSchema)]
 pub struct Region {
+    /// ISO 3166-1 alpha-2.
     pub country: String,
     /// Set at city level.
     pub city: Option<String>,
@@ -469,9 +636,39 @@ pub struct Region {
     pub expected: Option<f64>,
     /// count / expected, when there is an expectation.
     pub ratio: Option<f64>,
-    /// `incident` (an open incident of this region), `elevated` or `normal`.
+    /// `incident` (an open incident of this region), `elevated` (1.5 times the expectation
+    /// and at least 10 reports) or `normal`.
+    #[schema(schema_with = region_status)]
     pub status: &'static str,
+    /// The region's open incident, if any.
     pub incident_id: Option<uuid::Uuid>,
+}
+
+fn region_status() -> RefOr<Schema> {
+    enum_schema(["incident", "elevated", "normal"])
+        .description(Some(
+            "`incident` while the region has an open incident; `elevated` at 1.5 times the \
+             expectation and at least 10 reports.",
+        ))
+        .into()
+}
+
+/// One page of the region ranking.
+#[derive(Serialize, ToSchema)]
+pub struct RegionPage {
+    pub service: String,
+    /// `country` or `city`.
+    pub level: &'static str,
+    /// The country asked for, if any.
+    pub country: Option<String>,
+    /// `15m`, `1h` or `24h`.
+    pub window: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Most reports first.
+    pub regions: Vec<Region>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// The expectation of `[from, to)` from quarter-hour expectations, each weighted by how much
@@ -496,17 +693,58 @@ fn round2(value: f64) -> f64 {
 }
 
 /// `GET /api/v1/regions?service=x&level=country|city&country=PK&window=15m|1h|24h&limit=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions",
+    summary = "Regions ranked by reports in the last window",
+    tag = "reads",
+    description = "The countries or cities with reports of a service in the last window, most \
+        first, each with its expectation and status. The CSV has one row per region.",
+    params(
+        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
+        ("level" = inline(Option<LevelChoice>), Query, description = "Rank countries, or cities."),
+        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
+        ("window" = inline(Option<WindowChoice>), Query, description = "How far back to count."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most regions per page; default 100."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`.", example = "r100"),
+        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+    ),
+    responses(
+        (status = 200, description = "One page of the ranking.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (RegionPage = "application/json", example = json!({"service": "x", "level": "city",
+                "country": "PK", "window": "1h", "from": "2025-03-10T17:06:00Z", "to": "2025-03-10T18:06:00Z",
+                "regions": [{"country": "PK", "city": "Lahore", "name": "Lahore", "count": 212,
+                    "expected": 8.4, "ratio": 25.24, "status": "incident",
+                    "incident_id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b"}],
+                "next_cursor": null})),
+            (String = "text/csv", example = "country,city,name,count,expected,ratio,status,incident_id\nPK,Lahore,Lahore,212,8.4,25.24,incident,5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "level: level must be country or city",
+            "errors": [{"field": "level", "message": "level must be country or city"}]})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn list_regions(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RegionPage>, ApiError> {
     let params = parameters(
         params,
         &["service", "level", "country", "window", "limit", "cursor"],
     )?;
     let mut errors = Vec::new();
     let service = service_parameter(&params, &state.catalog, &mut errors);
-    let cities = match params.get("level").map_or("country", String::as_str) {
+    let cities = match params.get("level").map_or(LEVELS[0], String::as_str) {
         "country" => false,
         "city" => true,
         _ => {
@@ -639,14 +877,14 @@ pub async fn list_regions(
     let total = listed.len();
     let listed: Vec<Region> = listed.into_iter().skip(offset).take(limit).collect();
     let next_cursor = (offset + limit < total).then(|| format!("r{}", offset + limit));
-    Ok(Json(serde_json::json!({
-        "service": service,
-        "level": if cities { "city" } else { "country" },
-        "country": country_text,
-        "window": window,
-        "from": from,
-        "to": to,
-        "regions": listed,
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(RegionPage {
+        service,
+        level: if cities { LEVELS[1] } else { LEVELS[0] },
+        country: country_text,
+        window,
+        from,
+        to,
+        regions: listed,
+        next_cursor,
+    }))
 }

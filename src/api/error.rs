@@ -3,6 +3,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::ingest::IngestError;
@@ -46,18 +49,68 @@ pub enum ApiError {
 }
 
 /// The problem document (RFC 9457) with our extension members.
-#[derive(Serialize)]
-struct Problem<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation",
+    "title": "Invalid report",
+    "status": 422,
+    "detail": "city: \"Rawalpindy\" is not a known city in Pakistan",
+    "errors": [{"field": "city", "message": "\"Rawalpindy\" is not a known city in Pakistan",
+                "suggestions": ["Rawalpindi"]}]
+}))]
+pub(super) struct Problem<'a> {
+    /// The problem type, a relative URI: `/problems/malformed-json`, `/problems/payload-too-large`,
+    /// `/problems/unsupported-media-type`, `/problems/validation`, `/problems/invalid-parameter`,
+    /// `/problems/not-found`, `/problems/rate-limited`, `/problems/unavailable` or `/problems/internal`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// A short summary of the problem type.
     title: &'static str,
+    /// The HTTP status code.
     status: u16,
+    /// What went wrong this time, for people.
     detail: String,
+    /// Each invalid field or parameter (validation and invalid-parameter problems only).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<FieldError>)]
     errors: &'a [FieldError],
+    /// The report ids to retry with (unavailable problems of `POST /api/v1/reports` only).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<Uuid>)]
     ids: &'a [Uuid],
 }
+
+/// `FieldError` lives in the pure core, which knows nothing of OpenAPI, so its schema is
+/// written here, beside the one document that carries it.
+impl PartialSchema for FieldError {
+    fn schema() -> RefOr<Schema> {
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some("One field or parameter that failed validation."))
+            .property(
+                "field",
+                text("The field (`reports[3].city` in a batch) or parameter at fault."),
+            )
+            .required("field")
+            .property("message", text("What is wrong with it, for people."))
+            .required("message")
+            .property(
+                "suggestions",
+                ArrayBuilder::new()
+                    .items(text("A close known value."))
+                    .description(Some(
+                    "For an unknown city: the closest names in that country; left out otherwise.",
+                )),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for FieldError {}
 
 impl ApiError {
     /// Maps a store failure seen while reading.

@@ -11,12 +11,34 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
 use super::counts::parameters;
+use super::error::Problem;
 use super::{ApiError, AppState};
+use crate::events::LiveEvent;
 
 /// `GET /api/v1/events[?service=x]`: events named `incident` (data: `{"type":"incident",
 /// "kind":"opened|updated|resolved|reopened","incident":{…}}`) and `counts` (data:
 /// `{"type":"counts","service","minute","count"}`); `lagged` (data: how many were skipped)
 /// when this client fell behind.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    summary = "Live incident changes and minute counts (Server-Sent Events)",
+    tag = "live",
+    description = "Server-Sent Events: `incident` events (kind `opened`, `updated`, `resolved` or \
+        `reopened`, with the whole incident) and, for each minute the detector processes, the \
+        service's worldwide `counts`. A client more than 4,096 events behind gets a `lagged` event \
+        whose data is how many it missed. The stream ends when the service shuts down.",
+    params(("service" = Option<String>, Query, description = "Only this service's events (a catalog slug).", example = "x")),
+    responses(
+        (status = 200, description = "The event stream; each event's `data` is one JSON event.",
+            content_type = "text/event-stream", body = LiveEvent,
+            example = "event: counts\ndata: {\"type\":\"counts\",\"service\":\"x\",\"minute\":\"2025-03-10T18:06:00Z\",\"count\":12}\n\n"),
+        (status = 400, description = "An unknown service or parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "service: \"xx\" is not a known service; known services: x",
+            "errors": [{"field": "service", "message": "\"xx\" is not a known service; known services: x"}]})),
+    )
+)]
 pub async fn stream_events(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,

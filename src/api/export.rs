@@ -7,12 +7,26 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::PartialSchema;
 
 use super::ApiError;
 use crate::report::FieldError;
 
 /// Largest JSON answer converted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The representations a read answers in, by `format` name.
+const FORMATS: [&str; 2] = ["json", "csv"];
+
+/// The `format` parameter's schema: [`FORMATS`].
+pub(super) struct FormatChoice;
+
+impl PartialSchema for FormatChoice {
+    fn schema() -> RefOr<Schema> {
+        super::docs::choice_schema(FORMATS, FORMATS[0])
+    }
+}
 
 /// Which representation the client asked for: `format` wins over `Accept`.
 fn wants_csv(request: &Request) -> Result<bool, ApiError> {

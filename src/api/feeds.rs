@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::counts::{country_parameter, parameters};
+use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
 use crate::incidents::Status;
@@ -39,6 +40,35 @@ fn scope_of(
 }
 
 /// `GET /feeds/incidents.atom?service=x[&country=PK]`
+#[utoipa::path(
+    get,
+    path = "/feeds/incidents.atom",
+    summary = "An Atom feed of a service's incidents",
+    tag = "pages",
+    description = "An Atom feed of the service's 50 latest incidents: title, summary sentence, \
+        start, last change and a link to the incident's JSON.",
+    params(
+        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
+        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
+    ),
+    responses(
+        (status = 200, description = "The feed.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), body = String, content_type = "application/atom+xml",
+            example = "<?xml version=\"1.0\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><title>X (Twitter) incidents in Pakistan (outagewatch)</title>…</feed>"),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "A missing or unknown service, an unknown country or parameter, named in `errors`.",
+            body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "service: service is required",
+            "errors": [{"field": "service", "message": "service is required"}]})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn incidents_feed(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -134,6 +164,38 @@ pub fn badge_svg(label: &str, message: &str, colour: &str) -> String {
 }
 
 /// `GET /badge/{service}.svg[?country=PK]`: "up" (green) or "incident" (red).
+#[utoipa::path(
+    get,
+    path = "/badge/{file}",
+    summary = "An SVG status badge",
+    tag = "pages",
+    description = "An SVG status badge to embed in a page, \"up\" (green) or \"incident\" (red) while \
+        the service (in the country, if given) has an open incident.",
+    params(
+        ("file" = String, Path, description = "The service's slug followed by `.svg`.", example = "x.svg"),
+        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
+    ),
+    responses(
+        (status = 200, description = "The badge.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), body = String, content_type = "image/svg+xml",
+            example = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"…\" height=\"20\" role=\"img\" aria-label=\"X (Twitter): up\">…</svg>"),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown service, country or parameter, named in `errors`.",
+            body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "country: \"XX\" is not an ISO 3166-1 alpha-2 country code",
+            "errors": [{"field": "country", "message": "\"XX\" is not an ISO 3166-1 alpha-2 country code"}]})),
+        (status = 404, description = "The file does not end in `.svg`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/not-found",
+            "title": "Not found", "status": 404, "detail": "not found"})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn status_badge(
     State(state): State<AppState>,
     Path(file): Path<String>,

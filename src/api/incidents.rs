@@ -8,9 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::counts::parameters;
+use super::docs::choice_schema;
+use super::error::Problem;
+use super::export::FormatChoice;
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
 use crate::incidents::{Incident, Status};
@@ -24,9 +29,22 @@ const MAX_LIMIT: u32 = 1000;
 
 const PARAMETERS: [&str; 6] = ["service", "country", "status", "since", "limit", "cursor"];
 
+/// The `status` filter's schema: either status, or `all`.
+pub(super) struct StatusChoice;
+
+impl PartialSchema for StatusChoice {
+    fn schema() -> RefOr<Schema> {
+        choice_schema(
+            [Status::Open.as_str(), Status::Resolved.as_str(), "all"],
+            "all",
+        )
+    }
+}
+
 /// One page of incidents.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct IncidentPage {
+    /// Newest first.
     pub incidents: Vec<Incident>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -108,6 +126,51 @@ fn list_query(
 }
 
 /// `GET /api/v1/incidents`
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents",
+    summary = "Incidents, newest first",
+    tag = "incidents",
+    description = "Incidents, newest first, filtered and cursor-paged. Counts are per 15 minutes \
+        (the detector's window). The CSV has one row per incident.",
+    params(
+        ("service" = Option<String>, Query, description = "Only this service (a catalog slug).", example = "x"),
+        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
+        ("status" = inline(Option<StatusChoice>), Query, description = "Open, resolved, or all incidents."),
+        ("since" = Option<DateTime<Utc>>, Query, description = "RFC 3339: incidents that started then or later.", example = "2025-03-10T00:00:00Z"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most incidents per page; default 100."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`.", example = "1741600680_5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b"),
+        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+    ),
+    responses(
+        (status = 200, description = "One page of incidents.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (IncidentPage = "application/json", example = json!({"incidents": [{"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",
+                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
+                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "start_count": 37.0, "excess_reports": 2710.5, "resolved_at": "2025-03-10T19:40:00Z",
+                "top_cities": [{"country": "PK", "city": "Lahore", "count": 1072},
+                               {"country": "PK", "city": "Rawalpindi", "count": 658}],
+                "problems": {"app": 0.558, "login": 0.008, "server_connection": 0.113, "website": 0.32},
+                "parent_id": "0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19",
+                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes (3.6×; about 4.9 expected), mostly from Lahore, Rawalpindi and Karachi. It ended at 2025-03-10 19:40 UTC.",
+                "updated_at": "2025-03-10T19:40:00Z"}], "next_cursor": null})),
+            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "status: status must be open, resolved or all",
+            "errors": [{"field": "status", "message": "status must be open, resolved or all"}]})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn list_incidents(
     State(state): State<AppState>,
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -145,6 +208,51 @@ pub async fn incidents_page(
 }
 
 /// `GET /api/v1/incidents/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}",
+    summary = "One incident",
+    tag = "incidents",
+    description = "One incident. The CSV is one row.",
+    params(
+        ("id" = Uuid, Path, description = "The incident's id.", example = "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b"),
+        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+    ),
+    responses(
+        (status = 200, description = "The incident.", headers(
+                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=15`."),
+            ), content(
+            (Incident = "application/json", example = json!({"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",
+                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
+                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "start_count": 37.0, "excess_reports": 2710.5, "resolved_at": "2025-03-10T19:40:00Z",
+                "top_cities": [{"country": "PK", "city": "Lahore", "count": 1072},
+                               {"country": "PK", "city": "Rawalpindi", "count": 658}],
+                "problems": {"app": 0.558, "login": 0.008, "server_connection": 0.113, "website": 0.32},
+                "parent_id": "0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19",
+                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes (3.6×; about 4.9 expected), mostly from Lahore, Rawalpindi and Karachi. It ended at 2025-03-10 19:40 UTC.",
+                "updated_at": "2025-03-10T19:40:00Z"})),
+            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n\
+                5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b,x,country,PK,,resolved,2025-03-10T09:58:00Z,2025-03-10T18:06:00Z,133.0,4.9,37.0,2710.5,2025-03-10T19:40:00Z,\
+                country=PK city=Lahore count=1072; country=PK city=Rawalpindi count=658,app=0.558 login=0.008 server_connection=0.113 website=0.32,\
+                0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19,Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.,2025-03-10T19:40:00Z\n"),
+        )),
+        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
+        (status = 400, description = "The id is not a UUID, or a parameter is unknown or invalid.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
+            "title": "Invalid parameter", "status": 400, "detail": "id: id must be a UUID",
+            "errors": [{"field": "id", "message": "id must be a UUID"}]})),
+        (status = 404, description = "No incident has this id.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/not-found",
+            "title": "Not found", "status": 404, "detail": "not found"})),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn get_incident(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

@@ -7,6 +7,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::incidents::Status;
 use crate::metrics::{HttpLabels, METRICS};
@@ -34,6 +35,25 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the process's metrics, with the store-derived gauges read now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    tag = "operations",
+    description = "Prometheus/OpenMetrics text: reports by outcome, rejections by problem type, \
+        batch sizes and commit times, HTTP durations by route, method and status, queue depth, \
+        open incidents and detector lag.",
+    responses(
+        (status = 200, description = "The metrics.", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            example = "# TYPE outagewatch_open_incidents gauge\noutagewatch_open_incidents 2\n# EOF\n"),
+        (status = 503, description = "The store is unavailable.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"})),
+    )
+)]
 pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     METRICS
         .queue_depth

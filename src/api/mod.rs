@@ -3,6 +3,7 @@
 mod caching;
 mod client;
 mod counts;
+mod docs;
 mod error;
 mod events;
 mod export;
@@ -17,8 +18,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Method;
 use axum::http::{header, HeaderMap, Request};
-use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::{middleware, Extension, Router};
 use bytes::Bytes;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -27,6 +27,8 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest};
@@ -67,21 +69,23 @@ fn open_cors() -> CorsLayer {
 
 /// Every route of the service, with request ids and tracing.
 pub fn router(state: AppState) -> Router {
-    let ingest_routes = Router::new()
-        .route("/api/v1/reports", post(reports::create_reports))
+    // Routes are registered only through `routes!`, which reads each handler's
+    // `#[utoipa::path]`: the OpenAPI document and the router come from the same registrations.
+    let ingest_routes = OpenApiRouter::new()
+        .routes(routes!(reports::create_reports))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client::admit_client,
         ));
     // Reads: ETag/304 and Cache-Control, compressed when the client accepts it, and open to
     // any origin (GET only, no credentials) so dashboards elsewhere can poll them.
-    let read_routes = Router::new()
-        .route("/api/v1/counts", get(counts::get_counts))
-        .route("/api/v1/services", get(counts::list_services))
-        .route("/api/v1/places", get(counts::list_places))
-        .route("/api/v1/regions", get(counts::list_regions))
-        .route("/api/v1/incidents", get(incidents::list_incidents))
-        .route("/api/v1/incidents/{id}", get(incidents::get_incident))
+    let read_routes = OpenApiRouter::new()
+        .routes(routes!(counts::get_counts))
+        .routes(routes!(counts::list_services))
+        .routes(routes!(counts::list_places))
+        .routes(routes!(counts::list_regions))
+        .routes(routes!(incidents::list_incidents))
+        .routes(routes!(incidents::get_incident))
         .route_layer(middleware::from_fn(export::csv_on_request))
         // Inside the ETag layer, so a 304 is decided per request and never shared.
         .route_layer(middleware::from_fn_with_state(
@@ -91,23 +95,38 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
         .layer(open_cors());
-    let page_routes = Router::new()
-        .route("/feeds/incidents.atom", get(feeds::incidents_feed))
-        .route("/badge/{file}", get(feeds::status_badge))
+    // The OpenAPI document goes with the pages: tagged and open to any origin, not CSV.
+    let page_routes = OpenApiRouter::new()
+        .routes(routes!(feeds::incidents_feed))
+        .routes(routes!(feeds::status_badge))
+        .routes(routes!(docs::get_openapi))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
         .layer(open_cors());
-    let stream_routes = Router::new()
-        .route("/api/v1/events", get(events::stream_events))
+    let stream_routes = OpenApiRouter::new()
+        .routes(routes!(events::stream_events))
         .layer(open_cors());
-    Router::new()
+    // The docs page and its scripts: compressed (the Swagger UI files are sent as they are
+    // embedded, gzipped, and the layer leaves those alone), and same-origin only, since the
+    // page is for people in a browser.
+    let docs_routes = OpenApiRouter::new()
+        .routes(routes!(docs::get_docs_page))
+        .routes(routes!(docs::get_docs_asset))
+        .layer(CompressionLayer::new());
+    let (routes, document) = OpenApiRouter::with_openapi(docs::base_document())
         .merge(ingest_routes)
         .merge(read_routes)
         .merge(page_routes)
         .merge(stream_routes)
-        .route("/metrics", get(metrics::get_metrics))
-        .route("/healthz", get(health::get_health))
-        .route("/readyz", get(health::get_readiness))
+        .merge(docs_routes)
+        .routes(routes!(metrics::get_metrics))
+        .routes(routes!(health::get_health))
+        .routes(routes!(health::get_readiness))
+        .split_for_parts();
+    // The document exists only once every route is registered, so it reaches its handler as
+    // an extension rather than through the state.
+    routes
+        .layer(Extension(docs::Document(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)

@@ -5,27 +5,97 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::client::ClientAddr;
+use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::clock;
 use crate::ingest::NewReport;
-use crate::report::{FieldError, Report, ReportFields};
+use crate::report::{FieldError, Problem as ProblemKind, Report, ReportFields};
 use crate::store::Outcome;
 
 /// Most reports in one batch body.
 pub const MAX_BATCH: usize = 1000;
 
 /// The answer for one report.
-#[derive(Serialize)]
-struct ReportReceipt {
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "019ad3c2-5f1e-7c3a-9d41-2b7e6a0c8f15", "counted": true, "replay": false}))]
+pub(super) struct ReportReceipt {
+    /// The report's id: the one sent, or a new UUIDv7.
     id: Uuid,
+    /// False when the same reporter already reported this service in the current 15-minute
+    /// window: stored, not counted.
     counted: bool,
     /// The id was already stored: nothing new was written and `counted` is the original outcome.
     replay: bool,
+}
+
+/// The answer for a batch: one receipt per report, in the order sent.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReceiptBatch {
+    reports: Vec<ReportReceipt>,
+}
+
+/// The answer: one receipt for one report, a batch of them for a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum Receipts {
+    One(ReportReceipt),
+    Batch(ReceiptBatch),
+}
+
+/// One report as a client sends it. Only the schema: the handler reads the fields one by one,
+/// so that it can name every field at fault, so the fields are never read.
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"service": "x", "country": "PK", "city": "Lahore", "problem": "app"}))]
+pub(super) struct ReportBody {
+    /// A slug from the service catalog, e.g. `x`, `youtube`, `whatsapp`.
+    service: String,
+    /// ISO 3166-1 alpha-2, any case (`pk` is `PK`).
+    country: String,
+    /// A city of at least 15,000 people in that country, any case or spelling the gazetteer
+    /// knows (`Bombay` is `Mumbai`); left out (or null) for a country-level report.
+    city: Option<String>,
+    /// What is broken.
+    #[schema(schema_with = problem_kind)]
+    problem: String,
+    /// A UUID of your choosing; send it again on retry and nothing is stored twice.
+    id: Option<Uuid>,
+}
+
+/// A batch of reports, answered with one receipt per report (only the schema, as above).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchBody {
+    /// 1 to 1000 reports (`MAX_BATCH`).
+    #[schema(min_items = 1, max_items = 1000)]
+    reports: Vec<ReportBody>,
+}
+
+/// A request body: one report, or a batch (only the schema, as above).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum SubmissionBody {
+    One(ReportBody),
+    Batch(BatchBody),
+}
+
+/// The `problem` field's schema: the wire names of every problem kind the parser accepts.
+fn problem_kind() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(ProblemKind::ALL.iter().map(|p| p.as_str())))
+        .into()
 }
 
 impl From<Outcome> for ReportReceipt {
@@ -45,6 +115,69 @@ enum Submission {
 }
 
 /// `POST /api/v1/reports`: 201 once stored (200 when every id was already stored).
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports",
+    summary = "Report an outage (one report or a batch)",
+    tag = "reports",
+    request_body(
+        description = "One report, or `{\"reports\": [...]}` with 1 to 1000 of them; at most 64 KiB \
+            (`http.max_body_bytes`).",
+        content((SubmissionBody = "application/json", examples(
+            ("one" = (summary = "One report", value = json!(
+                {"service": "x", "country": "PK", "city": "Lahore", "problem": "app"}))),
+            ("with_id" = (summary = "One report with a client id (safe to retry)", value = json!(
+                {"service": "x", "country": "PK", "problem": "app", "id": "0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10"}))),
+            ("batch" = (summary = "A batch", value = json!({"reports": [
+                {"service": "x", "country": "US", "problem": "login"},
+                {"service": "x", "country": "GB", "city": "London", "problem": "app"}]}))),
+        )))
+    ),
+    responses(
+        (status = 201, description = "Stored: the transaction holding the reports has committed. \
+            One report gets one receipt; a batch gets `{\"reports\": [...]}`.", content(
+            (Receipts = "application/json", examples(
+                ("one" = (summary = "One report", value = json!(
+                    {"id": "019ad3c2-5f1e-7c3a-9d41-2b7e6a0c8f15", "counted": true, "replay": false}))),
+                ("batch" = (summary = "A batch: the second report's reporter had already reported x in this window",
+                    value = json!({"reports": [
+                    {"id": "019ad3c2-5f1e-7c3a-9d41-2b7e6a0c8f15", "counted": true, "replay": false},
+                    {"id": "019ad3c2-5f1e-7c3a-9d41-2b7e6a0c8f16", "counted": false, "replay": false}]}))),
+            )),
+        )),
+        (status = 200, description = "Every id was already stored: nothing written; `counted` is the \
+            original outcome and `replay` is true.", body = Receipts, example = json!(
+                {"id": "0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10", "counted": true, "replay": true})),
+        (status = 400, description = "The body is not well-formed JSON.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/malformed-json",
+            "title": "Malformed JSON", "status": 400, "detail": "malformed JSON: EOF while parsing an object at line 1 column 1"})),
+        (status = 413, description = "The body is larger than the limit.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/payload-too-large",
+            "title": "Body too large", "status": 413, "detail": "the body is larger than 65536 bytes"})),
+        (status = 415, description = "`Content-Type` is not `application/json`.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/unsupported-media-type",
+            "title": "Unsupported content type", "status": 415, "detail": "expected Content-Type: application/json"})),
+        (status = 422, description = "A field is invalid; `errors` names each one (`reports[3].city` in \
+            a batch). Nothing of the body is stored.", body = Problem,
+            content_type = "application/problem+json", example = json!({"type": "/problems/validation",
+            "title": "Invalid report", "status": 422,
+            "detail": "city: \"Rawalpindy\" is not a known city in Pakistan",
+            "errors": [{"field": "city", "message": "\"Rawalpindy\" is not a known city in Pakistan",
+                "suggestions": ["Rawalpindi"]}]})),
+        (status = 429, description = "Over the per-client rate limit.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/rate-limited", "title": "Too many reports", "status": 429,
+            "detail": "too many reports from this address; retry in 2 s"})),
+        (status = 503, description = "The queue is full, or the store is unreachable or slow; `ids` \
+            lists the ids to retry with (a retry with the same ids answers 200 if they were stored).",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "too many reports are waiting to be stored; retry shortly",
+            "ids": ["019ad3c2-5f1e-7c3a-9d41-2b7e6a0c8f15"]})),
+    )
+)]
 pub async fn create_reports(
     state: State<AppState>,
     client: Extension<ClientAddr>,
@@ -103,15 +236,13 @@ async fn store_reports(
     } else {
         StatusCode::CREATED
     };
-    let response = match (single, outcomes.first()) {
-        (true, Some(&outcome)) => (status, Json(ReportReceipt::from(outcome))).into_response(),
-        _ => {
-            let receipts: Vec<ReportReceipt> =
-                outcomes.into_iter().map(ReportReceipt::from).collect();
-            (status, Json(serde_json::json!({ "reports": receipts }))).into_response()
-        }
+    let receipts = match (single, outcomes.first()) {
+        (true, Some(&outcome)) => Receipts::One(ReportReceipt::from(outcome)),
+        _ => Receipts::Batch(ReceiptBatch {
+            reports: outcomes.into_iter().map(ReportReceipt::from).collect(),
+        }),
     };
-    Ok(response)
+    Ok((status, Json(receipts)).into_response())
 }
 
 /// Parses and validates a body, naming every field at fault (`reports[2].city` in a batch).
