@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -68,6 +68,8 @@ pub struct LoadgenOptions {
     /// Request targets (path and query, e.g. `/api/v1/regions?service=x`) to GET, one picked
     /// at random per request, instead of posting reports; empty posts reports.
     pub reads: Vec<String>,
+    /// Ask for gzip-compressed reads (`Accept-Encoding: gzip`), as browsers do.
+    pub gzip: bool,
 }
 
 impl Default for LoadgenOptions {
@@ -97,6 +99,7 @@ impl Default for LoadgenOptions {
             distinct_reporters: 10_000,
             batch: 1,
             reads: Vec::new(),
+            gzip: false,
         }
     }
 }
@@ -289,6 +292,7 @@ struct Plan {
     batch: usize,
     /// GET targets; when present, reads are sent instead of reports.
     reads: Vec<Uri>,
+    gzip: bool,
 }
 
 impl Plan {
@@ -410,6 +414,7 @@ impl Plan {
             distinct_reporters: options.distinct_reporters,
             batch: options.batch,
             reads,
+            gzip: options.gzip,
         })
     }
 
@@ -689,6 +694,11 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
             headers.insert(USER_AGENT, user_agent.clone());
             if reading {
                 *request.uri_mut() = plan.reads[rng.below(plan.reads.len())].clone();
+                if plan.gzip {
+                    request
+                        .headers_mut()
+                        .insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+                }
             } else {
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = plan.path.clone();

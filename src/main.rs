@@ -136,6 +136,9 @@ enum Command {
         /// Read GET paths from this file, one per line (added to --get).
         #[arg(long, value_name = "FILE")]
         get_file: Option<std::path::PathBuf>,
+        /// With --get: ask for gzip-compressed answers, as browsers do.
+        #[arg(long)]
+        gzip: bool,
     },
 }
 
@@ -340,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
             verify,
             mut reads,
             get_file,
+            gzip,
         } => {
             if let Some(file) = get_file {
                 let text = std::fs::read_to_string(&file)
@@ -363,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 distinct_reporters: reporters,
                 reads,
+                gzip,
                 services: settings.services.iter().map(|s| s.slug.clone()).collect(),
                 ..loadgen::LoadgenOptions::default()
             };

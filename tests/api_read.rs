@@ -538,6 +538,32 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!(csv, "start,count,expected\n2025-03-10T10:00:00Z,1,\n");
+        // A gzipped answer is kept gzipped: the same bytes again, though a report came since.
+        let gzipped = || async {
+            let response = app
+                .client
+                .get(app.url(&path))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["content-encoding"], "gzip");
+            response.bytes().await.unwrap()
+        };
+        let first_gzip = gzipped().await;
+        let mut json = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&first_gzip[..]),
+            &mut json,
+        )
+        .unwrap();
+        let json: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["buckets"][0]["count"], 1);
+        app.store
+            .insert_reports(&[report(2, "PK", None, 6)])
+            .await
+            .unwrap();
+        assert_eq!(gzipped().await, first_gzip);
         app.stop().await;
     }
 );

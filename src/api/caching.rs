@@ -68,7 +68,7 @@ pub async fn etag(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// Recent answers of the read endpoints, by request target and `Accept` header.
+/// Recent answers of the read endpoints, by request target, `Accept` and `Accept-Encoding`.
 ///
 /// Read answers are already declared fresh for `max-age` to clients and proxies; the cache
 /// holds each for `ttl` (shorter). While one request computes an answer, the others asking
@@ -182,13 +182,23 @@ pub async fn cached(State(cache): State<Arc<ReadCache>>, request: Request, next:
     if request.method() != Method::GET {
         return next.run(request).await;
     }
-    let accept = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let key = format!("{target}\n{accept}");
+    // The answer depends on the format asked for (JSON or CSV) and, outside the compression
+    // layer, on the encoding: a gzipped answer is kept gzipped and sent as it is.
+    let key = {
+        let header_text = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        format!(
+            "{target}\n{}\n{}",
+            header_text(header::ACCEPT),
+            header_text(header::ACCEPT_ENCODING)
+        )
+    };
     let guard = loop {
         match answers.get_value_or_guard_async(&key).await {
             Ok(answer) => match cache.age(&answer) {

@@ -87,13 +87,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
         .route_layer(middleware::from_fn(export::csv_on_request))
-        // Inside the ETag layer, so a 304 is decided per request and never shared.
-        .route_layer(middleware::from_fn_with_state(
+        .layer(CompressionLayer::new())
+        // Outside the compression layer, so a hit sends the compressed bytes as they are;
+        // inside the ETag layer, so a 304 is decided per request and never shared.
+        .layer(middleware::from_fn_with_state(
             state.read_cache.clone(),
             caching::cached,
         ))
-        .route_layer(middleware::from_fn(caching::etag))
-        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(caching::etag))
         .layer(open_cors());
     // The OpenAPI document goes with the pages: tagged and open to any origin, not CSV.
     let page_routes = OpenApiRouter::new()
