@@ -10,69 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::TestApp;
 use outagewatch::incidents::{Incident, Scope};
-use outagewatch::scenario::{self, Scenario};
 use outagewatch::store::{IncidentQuery, Store};
-use outagewatch::{app, detector, import};
-
-/// Three days of ordinary X traffic in Pakistan ending two minutes ago, with a Lahore-led surge
-/// from 90 to 30 minutes before the end.
-fn recent_scenario(now: DateTime<Utc>) -> Scenario {
-    let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(2);
-    let start = end - TimeDelta::days(3);
-    let at = |minutes_before_end: i64| (end - TimeDelta::minutes(minutes_before_end)).to_rfc3339();
-    let text = format!(
-        r#"
-name = "recent"
-start = "{start}"
-end = "{end}"
-seed = 7
-
-[problems]
-app = 0.6
-login = 0.4
-
-[[traffic]]
-service = "x"
-country = "PK"
-per_minute = 1.0
-diurnal_amplitude = 0.3
-peak_hour_utc = 16
-dispersion = 0.05
-[traffic.cities]
-Lahore = 0.4
-Karachi = 0.3
-
-[[surge]]
-service = "x"
-country = "PK"
-points = [["{s0}", 0], ["{s1}", 300], ["{s2}", 300], ["{s3}", 0]]
-[surge.cities]
-Lahore = 0.7
-Karachi = 0.2
-"#,
-        start = start.to_rfc3339(),
-        end = end.to_rfc3339(),
-        s0 = at(90),
-        s1 = at(80),
-        s2 = at(45),
-        s3 = at(30),
-    );
-    Scenario::from_toml(&text).unwrap()
-}
-
-async fn import_scenario(app: &TestApp, scenario: &Scenario) {
-    let settings = app.db.settings("[detector]\nenabled = false\n");
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("reports.csv");
-    scenario::write_csv(scenario, std::fs::File::create(&csv).unwrap()).unwrap();
-    let (ingest, writer) = app::start_ingest(app.store.clone(), &settings);
-    let summary = import::import_file(&csv, &ingest, &app::catalog(&settings), |_| {})
-        .await
-        .unwrap();
-    drop(ingest);
-    writer.await.unwrap();
-    assert_eq!(summary.rejected, 0);
-}
+use outagewatch::{app, detector};
 
 /// Waits (bounded) until the detector's watermark reaches `minute`.
 async fn wait_for_watermark(store: &Arc<dyn Store>, minute: DateTime<Utc>) {
@@ -104,12 +43,12 @@ on_both_backends!(
     the_live_detector_catches_up_restarts_and_agrees_with_redetect,
     |backend| async move {
         let now = outagewatch::clock::now();
-        let scenario = recent_scenario(now);
+        let scenario = common::pakistan_surge_scenario(now, 7, 90, 30);
         let last = scenario.end() - TimeDelta::minutes(1);
 
         // Import with the detector off, then serve with it on: it catches up over three days.
         let quiet = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
-        import_scenario(&quiet, &scenario).await;
+        common::import_scenario(&quiet, &scenario).await;
         let db = quiet.stop_keeping_db().await;
         let live = TestApp::spawn_on(db, LIVE).await;
         wait_for_watermark(&live.store, last).await;
@@ -254,8 +193,8 @@ on_both_backends!(
         if !(2..=30).contains(&second) {
             tokio::time::sleep(Duration::from_secs(((62 - second) % 60) as u64)).await;
         }
-        let scenario = recent_scenario(outagewatch::clock::now());
-        import_scenario(&app, &scenario).await;
+        let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 7, 90, 30);
+        common::import_scenario(&app, &scenario).await;
 
         // The detector picks the import up at its next minute and catches up over it.
         let (mut opened, mut counts) = (None, None);

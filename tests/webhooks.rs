@@ -14,78 +14,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use common::TestApp;
 use hmac::{Hmac, Mac};
 use outagewatch::incidents::{Incident, Status};
-use outagewatch::scenario::{self, Scenario};
 use outagewatch::store::{
     Delivery, DeliveryStatus, DetectionWrite, IncidentQuery, NewDelivery, Store,
 };
 use outagewatch::webhooks::deliverer::{Deliverer, StepSummary};
-use outagewatch::{app, import, webhooks};
+use outagewatch::{app, webhooks};
 use sha2::Sha256;
 use uuid::Uuid;
-
-/// Three days of ordinary X traffic in Pakistan ending two minutes ago, with a Lahore-led surge
-/// from 200 to 150 minutes before the end: long enough ago that its incidents resolve.
-fn resolving_scenario(now: DateTime<Utc>) -> Scenario {
-    let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(2);
-    let start = end - TimeDelta::days(3);
-    let at = |minutes_before_end: i64| (end - TimeDelta::minutes(minutes_before_end)).to_rfc3339();
-    let text = format!(
-        r#"
-name = "resolving"
-start = "{start}"
-end = "{end}"
-seed = 11
-
-[problems]
-app = 0.6
-login = 0.4
-
-[[traffic]]
-service = "x"
-country = "PK"
-per_minute = 1.0
-diurnal_amplitude = 0.3
-peak_hour_utc = 16
-dispersion = 0.05
-[traffic.cities]
-Lahore = 0.4
-Karachi = 0.3
-
-[[surge]]
-service = "x"
-country = "PK"
-points = [["{s0}", 0], ["{s1}", 300], ["{s2}", 300], ["{s3}", 0]]
-[surge.cities]
-Lahore = 0.7
-Karachi = 0.2
-"#,
-        start = start.to_rfc3339(),
-        end = end.to_rfc3339(),
-        s0 = at(200),
-        s1 = at(190),
-        s2 = at(160),
-        s3 = at(150),
-    );
-    Scenario::from_toml(&text).unwrap()
-}
-
-async fn import_scenario(app: &TestApp, scenario: &Scenario) {
-    let settings = app.db.settings("[detector]\nenabled = false\n");
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("reports.csv");
-    scenario::write_csv(scenario, std::fs::File::create(&csv).unwrap()).unwrap();
-    let (ingest, writer) = app::start_ingest(app.store.clone(), &settings);
-    let summary = import::import_file(&csv, &ingest, &app::catalog(&settings), |_| {})
-        .await
-        .unwrap();
-    drop(ingest);
-    writer.await.unwrap();
-    assert_eq!(summary.rejected, 0);
-}
 
 /// Polls `condition` every 100 ms until it holds; panics naming `what` after `seconds`.
 async fn wait_until<F, Fut>(what: &str, seconds: u64, mut condition: F)
@@ -179,10 +118,10 @@ async fn receive(
 on_both_backends!(
     a_receiver_that_is_down_at_first_still_gets_every_event_exactly_once,
     |backend| async move {
-        let scenario = resolving_scenario(outagewatch::clock::now());
+        let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 11, 200, 150);
         let last = scenario.end() - TimeDelta::minutes(1);
         let quiet = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
-        import_scenario(&quiet, &scenario).await;
+        common::import_scenario(&quiet, &scenario).await;
         let db = quiet.stop_keeping_db().await;
 
         // A loopback port nobody listens on yet: every attempt fails until the receiver starts.

@@ -1,12 +1,15 @@
-//! Test fixtures: fresh SQLite files and Postgres databases, and a `TestApp` served on port 0.
+//! Test fixtures: fresh SQLite files and Postgres databases, a `TestApp` served on port 0, and a recent surge scenario to import.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use outagewatch::app::App;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
+use outagewatch::import;
+use outagewatch::scenario::{self, Scenario};
 use outagewatch::store::Store;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -172,4 +175,73 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// Three days of ordinary X traffic in Pakistan ending two minutes before `now`, with a
+/// Lahore-led surge to 300 reports a minute: it starts rising `surge_from` minutes before the
+/// end, holds from 10 minutes later until 15 minutes before `surge_to`, and is over `surge_to`
+/// minutes before the end.
+pub fn pakistan_surge_scenario(
+    now: DateTime<Utc>,
+    seed: u64,
+    surge_from: i64,
+    surge_to: i64,
+) -> Scenario {
+    let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(2);
+    let start = end - TimeDelta::days(3);
+    let at = |minutes_before_end: i64| (end - TimeDelta::minutes(minutes_before_end)).to_rfc3339();
+    let text = format!(
+        r#"
+name = "pakistan surge"
+start = "{start}"
+end = "{end}"
+seed = {seed}
+
+[problems]
+app = 0.6
+login = 0.4
+
+[[traffic]]
+service = "x"
+country = "PK"
+per_minute = 1.0
+diurnal_amplitude = 0.3
+peak_hour_utc = 16
+dispersion = 0.05
+[traffic.cities]
+Lahore = 0.4
+Karachi = 0.3
+
+[[surge]]
+service = "x"
+country = "PK"
+points = [["{s0}", 0], ["{s1}", 300], ["{s2}", 300], ["{s3}", 0]]
+[surge.cities]
+Lahore = 0.7
+Karachi = 0.2
+"#,
+        start = start.to_rfc3339(),
+        end = end.to_rfc3339(),
+        s0 = at(surge_from),
+        s1 = at(surge_from - 10),
+        s2 = at(surge_to + 15),
+        s3 = at(surge_to),
+    );
+    Scenario::from_toml(&text).unwrap()
+}
+
+/// Imports a scenario's reports into the app's store through the ingest path, as `outagewatch
+/// import` does; every report must be accepted.
+pub async fn import_scenario(app: &TestApp, scenario: &Scenario) {
+    let settings = app.db.settings("[detector]\nenabled = false\n");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("reports.csv");
+    scenario::write_csv(scenario, std::fs::File::create(&csv).unwrap()).unwrap();
+    let (ingest, writer) = app::start_ingest(app.store.clone(), &settings);
+    let summary = import::import_file(&csv, &ingest, &app::catalog(&settings), |_| {})
+        .await
+        .unwrap();
+    drop(ingest);
+    writer.await.unwrap();
+    assert_eq!(summary.rejected, 0);
 }
