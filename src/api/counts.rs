@@ -782,14 +782,12 @@ pub async fn list_regions(
         .region_counts(&service, country_text.as_deref(), cities, from, to)
         .await
         .map_err(ApiError::from_store)?;
+    let regions: Vec<(String, String)> = counts
+        .iter()
+        .map(|(country, city, _)| (country.clone(), city.clone()))
+        .collect();
     let quarters = store
-        .region_expectations(
-            &service,
-            country_text.as_deref(),
-            cities,
-            floor_to(from, QUARTER),
-            to,
-        )
+        .region_expectations(&service, &regions, floor_to(from, QUARTER), to)
         .await
         .map_err(ApiError::from_store)?;
     let open = store

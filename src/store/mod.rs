@@ -467,13 +467,15 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, i64)>, StoreError>;
 
-    /// The quarter-hour expectations of the same regions as [`Store::region_counts`], with
-    /// quarters in `[from, to)`: (country, city, quarter, expected).
+    /// The quarter-hour expectations of the given regions, as (country, city) with city empty
+    /// for a country, with quarters in `[from, to)`: (country, city, quarter, expected).
+    ///
+    /// By region rather than by level, so each is a primary-key range (no index beyond the key
+    /// slows the detector's writes).
     async fn region_expectations(
         &self,
         service: &str,
-        country: Option<&str>,
-        cities: bool,
+        regions: &[(String, String)],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError>;

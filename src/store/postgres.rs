@@ -439,26 +439,28 @@ impl Store for PostgresStore {
     async fn region_expectations(
         &self,
         service: &str,
-        country: Option<&str>,
-        cities: bool,
+        regions: &[(String, String)],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
-        let sql = if cities {
-            "select country, city, quarter, expected from expectations_quarter
-             where service = $1 and city <> '' and country = any($4) and quarter >= $2 and quarter < $3"
-        } else {
-            "select country, city, quarter, expected from expectations_quarter
-             where service = $1 and city = '' and country <> '' and country = any($4)
-               and quarter >= $2 and quarter < $3"
-        };
-        Ok(sqlx::query_as(sql)
-            .bind(service)
-            .bind(from)
-            .bind(to)
-            .bind(region_countries(country))
-            .fetch_all(&self.pool)
-            .await?)
+        let (countries, cities): (Vec<&str>, Vec<&str>) = regions
+            .iter()
+            .map(|(country, city)| (country.as_str(), city.as_str()))
+            .unzip();
+        Ok(sqlx::query_as(
+            "select e.country, e.city, e.quarter, e.expected
+             from unnest($2::text[], $3::text[]) as r(country, city)
+             join expectations_quarter e
+               on e.service = $1 and e.country = r.country and e.city = r.city
+                  and e.quarter >= $4 and e.quarter < $5",
+        )
+        .bind(service)
+        .bind(countries)
+        .bind(cities)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn expectations(

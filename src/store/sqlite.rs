@@ -548,28 +548,32 @@ impl Store for SqliteStore {
     async fn region_expectations(
         &self,
         service: &str,
-        country: Option<&str>,
-        cities: bool,
+        regions: &[(String, String)],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
-        let sql = if cities {
-            "select country, city, quarter, expected from expectations_quarter
-             where service = ?1 and city <> '' and country in (select value from json_each(?4))
-               and quarter >= ?2 and quarter < ?3"
-        } else {
-            "select country, city, quarter, expected from expectations_quarter
-             where service = ?1 and city = '' and country <> ''
-               and country in (select value from json_each(?4))
-               and quarter >= ?2 and quarter < ?3"
-        };
-        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(sql)
-            .bind(service)
-            .bind(from.timestamp())
-            .bind(to.timestamp())
-            .bind(json_list(&region_countries(country)))
-            .fetch_all(&self.reader)
-            .await?;
+        let pairs = serde_json::Value::from(
+            regions
+                .iter()
+                .map(|(country, city)| serde_json::json!([country, city]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+            "with r(country, city) as (
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)
+             )
+             select e.country, e.city, e.quarter, e.expected
+             from r join expectations_quarter e
+               on e.service = ?1 and e.country = r.country and e.city = r.city
+                  and e.quarter >= ?3 and e.quarter < ?4",
+        )
+        .bind(service)
+        .bind(pairs)
+        .bind(from.timestamp())
+        .bind(to.timestamp())
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(country, city, quarter, expected)| {
