@@ -186,15 +186,10 @@ on_both_backends!(
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut events = read_events(response);
 
-        // The detector wakes at each minute's start; reports imported while it runs would fall
-        // behind its watermark (imports of the past need `redetect`). Import early in a minute,
-        // so the whole import lands before the next wake-up.
-        let second = outagewatch::clock::now().timestamp().rem_euclid(60);
-        if !(2..=30).contains(&second) {
-            tokio::time::sleep(Duration::from_secs(((62 - second) % 60) as u64)).await;
-        }
+        // One transaction: the detector's next tick sees the whole import, never a part of it
+        // (reports landing behind its watermark would need `redetect`).
         let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 7, 90, 30);
-        common::import_scenario(&app, &scenario).await;
+        common::insert_scenario_at_once(&app, &scenario).await;
 
         // The detector picks the import up at its next minute and catches up over it.
         let (mut opened, mut counts) = (None, None);

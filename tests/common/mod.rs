@@ -245,3 +245,34 @@ pub async fn import_scenario(app: &TestApp, scenario: &Scenario) {
     writer.await.unwrap();
     assert_eq!(summary.rejected, 0);
 }
+
+/// Stores every report of a scenario in one transaction, straight through the store: a live
+/// detector sees either none of it or all of it, however slow the machine.
+pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
+    use outagewatch::geo::{gazetteer, CountryCode};
+    use outagewatch::report::Problem;
+    use outagewatch::store::{floor_to, Fingerprint, NewReport};
+
+    let catalog = app::catalog(&app.db.settings(""));
+    let mut reports = Vec::new();
+    scenario::generate(scenario, |row| {
+        let country = CountryCode::parse(&row.country).unwrap();
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&blake3::hash(row.reporter.as_bytes()).as_bytes()[..16]);
+        reports.push(NewReport {
+            id: uuid::Uuid::new_v4(),
+            client_id: false,
+            received_at: row.received_at,
+            service: catalog.parse(&row.service).unwrap().slug.clone(),
+            country,
+            city: row
+                .city
+                .as_deref()
+                .map(|city| gazetteer().lookup(country, city).unwrap().name),
+            problem: Problem::parse(row.problem).unwrap(),
+            fingerprint: Fingerprint(fingerprint),
+            dedup_window_start: floor_to(row.received_at, 15 * 60),
+        });
+    });
+    app.store.insert_reports(&reports).await.unwrap();
+}
