@@ -40,21 +40,30 @@ pub async fn etag(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_TAGGED_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the answer could not be read",
-            )
-                .into_response()
+    // The read cache tags an answer once when it computes it; only uncached answers are
+    // read and hashed here.
+    let known = parts
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (tag, body) = match known {
+        Some(tag) => (tag, body),
+        None => {
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the answer could not be read",
+                )
+                    .into_response();
+            };
+            let tag = tag_of(&bytes);
+            if let Ok(value) = HeaderValue::from_str(&tag) {
+                parts.headers.insert(header::ETAG, value);
+            }
+            (tag, Body::from(bytes))
         }
     };
-    let hash = blake3::hash(&bytes);
-    let tag = format!("\"{}\"", &hash.to_hex()[..32]);
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        parts.headers.insert(header::ETAG, value);
-    }
     parts.headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),
@@ -65,7 +74,12 @@ pub async fn etag(request: Request, next: Next) -> Response {
         parts.headers.remove(header::CONTENT_TYPE);
         return Response::from_parts(parts, Body::empty());
     }
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(parts, body)
+}
+
+/// The strong entity tag of an answer body: the first 128 bits of its BLAKE3 hash, quoted.
+fn tag_of(body: &[u8]) -> String {
+    format!("\"{}\"", &blake3::hash(body).to_hex()[..32])
 }
 
 /// Recent answers of the read endpoints, by request target, `Accept` and `Accept-Encoding`.
@@ -156,9 +170,15 @@ impl Answer {
                 )
                     .into_response()
             })?;
+        let mut headers = parts.headers;
+        if parts.status == StatusCode::OK {
+            if let Ok(tag) = HeaderValue::from_str(&tag_of(&body)) {
+                headers.insert(header::ETAG, tag);
+            }
+        }
         Ok(Answer {
             status: parts.status,
-            headers: parts.headers,
+            headers,
             body,
             computed: Instant::now(),
             refreshing: AtomicBool::new(false),
