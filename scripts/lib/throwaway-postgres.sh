@@ -1,7 +1,9 @@
 # Sourced by scripts/test and scripts/bench-ingest: starts a throwaway PostgreSQL cluster from
 # the system's server binaries (initdb + pg_ctl, random port, temp dir) and removes it on exit.
 # Sets OUTAGEWATCH_TEST_POSTGRES_URL to its `postgres` database. Extra postgres settings can be
-# passed as arguments (`-c name=value`).
+# passed as arguments (`-c name=value`). With KEEP_PG_DIR set, the cluster lives in that
+# directory instead (created on first use) and is stopped but kept on exit, so a benchmark
+# can reuse data it took long to seed.
 
 start_throwaway_postgres() {
     local pg_bin="${PG_BIN:-}"
@@ -17,7 +19,12 @@ start_throwaway_postgres() {
         fi
     fi
 
-    THROWAWAY_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/outagewatch-pg.XXXXXX")
+    if [ -n "${KEEP_PG_DIR:-}" ]; then
+        mkdir -p "$KEEP_PG_DIR"
+        THROWAWAY_PG_DIR=$(cd "$KEEP_PG_DIR" && pwd)
+    else
+        THROWAWAY_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/outagewatch-pg.XXXXXX")
+    fi
     THROWAWAY_PG_BIN="$pg_bin"
     THROWAWAY_PG_AS=()
     if [ "$(id -u)" = 0 ]; then
@@ -27,8 +34,10 @@ start_throwaway_postgres() {
     fi
     trap stop_throwaway_postgres EXIT
 
-    "${THROWAWAY_PG_AS[@]}" "$pg_bin/initdb" -D "$THROWAWAY_PG_DIR/data" -U postgres -A trust -E UTF8 --no-sync \
-        >"$THROWAWAY_PG_DIR/initdb.log" 2>&1 || { cat "$THROWAWAY_PG_DIR/initdb.log" >&2; return 1; }
+    if [ ! -f "$THROWAWAY_PG_DIR/data/PG_VERSION" ]; then
+        "${THROWAWAY_PG_AS[@]}" "$pg_bin/initdb" -D "$THROWAWAY_PG_DIR/data" -U postgres -A trust -E UTF8 --no-sync \
+            >"$THROWAWAY_PG_DIR/initdb.log" 2>&1 || { cat "$THROWAWAY_PG_DIR/initdb.log" >&2; return 1; }
+    fi
 
     local port attempt
     for attempt in 1 2 3 4 5 6 7 8; do
@@ -48,8 +57,13 @@ start_throwaway_postgres() {
 
 stop_throwaway_postgres() {
     if [ -n "${THROWAWAY_PG_DIR:-}" ]; then
-        "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_ctl" -D "$THROWAWAY_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
-        rm -rf "$THROWAWAY_PG_DIR"
+        if [ -n "${KEEP_PG_DIR:-}" ]; then
+            # A clean stop, so the kept data needs no recovery next time.
+            "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_ctl" -D "$THROWAWAY_PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+        else
+            "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_ctl" -D "$THROWAWAY_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+            rm -rf "$THROWAWAY_PG_DIR"
+        fi
         THROWAWAY_PG_DIR=""
     fi
 }

@@ -370,11 +370,14 @@ impl Store for PostgresStore {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
         // The global series is the sum of the country totals; a country's is its total row.
-        // One statement each rather than `($2 is null or country = $2)`, which a generic plan
-        // cannot use as an index condition: a country's series is a primary-key range, the
-        // world's a range of the country-totals index.
-        let query = match country {
-            Some(country) => sqlx::query_as(
+        // One statement each, with literal city predicates, so every plan of each prepared
+        // statement can use its index: `($2 is null or country = $2)` or `city = $3` cannot
+        // be index conditions of a generic plan (the partial country-series index needs
+        // `city = ''` in the text). A city's series is a primary-key range; a country's an
+        // index-only range of the country-series index; the world's that index walked
+        // country by country.
+        let query = match (country, city) {
+            (Some(country), Some(city)) => sqlx::query_as(
                 "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
                  from rollups_minute
                  where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
@@ -383,15 +386,25 @@ impl Store for PostgresStore {
             )
             .bind(service)
             .bind(country)
-            .bind(city.unwrap_or("")),
-            None => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $4) * $4 as bucket, sum(count)::int8
+            .bind(city),
+            (Some(country), None) => sqlx::query_as(
+                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
                  from rollups_minute
-                 where service = $1 and city = '' and minute >= $2 and minute < $3
+                 where service = $1 and country = $2 and city = '' and minute >= $3 and minute < $4
                  group by bucket
                  order by bucket",
             )
-            .bind(service),
+            .bind(service)
+            .bind(country),
+            (None, _) => sqlx::query_as(
+                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
+                 from rollups_minute
+                 where service = $1 and city = '' and country = any($2) and minute >= $3 and minute < $4
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service)
+            .bind(region_countries(None)),
         };
         let rows: Vec<(i64, i64)> = query
             .bind(from)
@@ -423,9 +436,10 @@ impl Store for PostgresStore {
              where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
              group by country, city"
         } else {
-            "select country, city, sum(count)::int8 from rollups_minute
+            // '' rather than the column, so the country-series index answers alone.
+            "select country, ''::text, sum(count)::int8 from rollups_minute
              where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
-             group by country, city"
+             group by country"
         };
         Ok(sqlx::query_as(sql)
             .bind(service)

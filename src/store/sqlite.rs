@@ -479,10 +479,11 @@ impl Store for SqliteStore {
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
         // The global series is the sum of the country totals; a country's is its total row.
-        // One statement each: a country's series is a primary-key range, the world's a range
-        // of the country-totals index.
-        let query = match country {
-            Some(country) => sqlx::query_as(
+        // One statement each, with literal city predicates so the partial country-series
+        // index applies: a city's series is a primary-key range, a country's a range of the
+        // country-series index, the world's that index walked country by country.
+        let query = match (country, city) {
+            (Some(country), Some(city)) => sqlx::query_as(
                 "select (minute / ?6) * ?6 as bucket, sum(count)
                  from rollups_minute
                  where service = ?1 and country = ?2 and city = ?3 and minute >= ?4 and minute < ?5
@@ -491,15 +492,26 @@ impl Store for SqliteStore {
             )
             .bind(service)
             .bind(country)
-            .bind(city.unwrap_or("")),
-            None => sqlx::query_as(
-                "select (minute / ?4) * ?4 as bucket, sum(count)
-                 from rollups_minute indexed by rollups_country_totals
-                 where service = ?1 and city = '' and minute >= ?2 and minute < ?3
+            .bind(city),
+            (Some(country), None) => sqlx::query_as(
+                "select (minute / ?5) * ?5 as bucket, sum(count)
+                 from rollups_minute indexed by rollups_country_series
+                 where service = ?1 and country = ?2 and city = '' and minute >= ?3 and minute < ?4
                  group by bucket
                  order by bucket",
             )
-            .bind(service),
+            .bind(service)
+            .bind(country),
+            (None, _) => sqlx::query_as(
+                "select (minute / ?5) * ?5 as bucket, sum(count)
+                 from rollups_minute indexed by rollups_country_series
+                 where service = ?1 and city = '' and country in (select value from json_each(?2))
+                   and minute >= ?3 and minute < ?4
+                 group by bucket
+                 order by bucket",
+            )
+            .bind(service)
+            .bind(json_list(&region_countries(None))),
         };
         let rows: Vec<(i64, i64)> = query
             .bind(from.timestamp())
@@ -531,10 +543,10 @@ impl Store for SqliteStore {
                and minute >= ?2 and minute < ?3
              group by country, city"
         } else {
-            "select country, city, sum(count) from rollups_minute
+            "select country, '', sum(count) from rollups_minute
              where service = ?1 and city = '' and country in (select value from json_each(?4))
                and minute >= ?2 and minute < ?3
-             group by country, city"
+             group by country"
         };
         Ok(sqlx::query_as(sql)
             .bind(service)
