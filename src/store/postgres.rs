@@ -113,8 +113,17 @@ impl Leadership for PgLeadership {
     }
 
     async fn release(self: Box<Self>) {
-        if let Some(connection) = self.connection {
-            // Closing ends the session, and the session's advisory locks with it.
+        if let Some(mut connection) = self.connection {
+            // Unlock first and wait for the answer: the server ends a closed session's locks
+            // only once it has noticed the close, so a standby asking right after could still
+            // find the lock taken. Closing then ends the session (and any lock left with it).
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::query("select pg_advisory_unlock($1)")
+                    .bind(DETECTOR_LOCK)
+                    .execute(&mut connection),
+            )
+            .await;
             let _ = connection.close().await;
         }
     }
