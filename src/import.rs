@@ -10,12 +10,17 @@ use uuid::Uuid;
 
 use crate::ingest::{fingerprint_of_reporter, Ingest, IngestError, NewReport};
 use crate::report::{Catalog, Report, ReportFields};
-use crate::store::{Fingerprint, Outcome};
+use crate::store::{Fingerprint, Outcome, StoreError};
 
 /// Rows per submission to the batch writer (its batches can hold several).
 const ROWS_PER_SUBMISSION: usize = 1000;
 /// Submissions kept in flight, so the writer always has the next batch queued.
 const SUBMISSIONS_IN_FLIGHT: usize = 8;
+/// Attempts per submission while the store is unavailable (busy, restarting): a batch that
+/// failed committed nothing and its ids are stable, so sending it again is safe.
+const ATTEMPTS_WHILE_UNAVAILABLE: u32 = 8;
+/// Wait before the first retry; it doubles per attempt (0.25 s .. 32 s, about a minute in all).
+const FIRST_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -259,9 +264,8 @@ impl<'a> Importer<'a> {
     async fn submit(&mut self) -> Result<(), ImportError> {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(ROWS_PER_SUBMISSION));
         let ingest = self.ingest.clone();
-        self.in_flight.push_back(tokio::spawn(async move {
-            ingest.submit_waiting_for_room(batch).await
-        }));
+        self.in_flight
+            .push_back(tokio::spawn(submit_retrying(ingest, batch)));
         while self.in_flight.len() >= SUBMISSIONS_IN_FLIGHT {
             self.collect_oldest().await?;
         }
@@ -291,4 +295,25 @@ impl<'a> Importer<'a> {
         }
         Ok(self.summary)
     }
+}
+
+/// Submits one batch, retrying with backoff while the store is unavailable: on a loaded
+/// machine a batch can wait longer for the writer connection than a request may, and an
+/// import should ride that out (or a database restart) rather than stop.
+async fn submit_retrying(
+    ingest: Ingest,
+    batch: Vec<NewReport>,
+) -> Result<Vec<Outcome>, IngestError> {
+    let mut wait = FIRST_RETRY_WAIT;
+    for _ in 1..ATTEMPTS_WHILE_UNAVAILABLE {
+        match ingest.submit_waiting_for_room(batch.clone()).await {
+            Err(IngestError::Store(StoreError::Unavailable(detail))) => {
+                tracing::warn!(%detail, retry_in_ms = wait.as_millis() as u64, "the store is unavailable; retrying the batch");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            answer => return answer,
+        }
+    }
+    ingest.submit_waiting_for_room(batch).await
 }
