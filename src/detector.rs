@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::DetectorSettings;
@@ -39,6 +39,15 @@ const EXPECTATIONS_PER_WRITE: usize = 100_000;
 /// Minutes of rollups read per query (and, live, written per transaction while catching up).
 const CHUNK_MINUTES: i64 = 60;
 
+/// Minutes of rollups `redetect` reads per query: larger, since it writes no incidents per chunk.
+const REDETECT_CHUNK_MINUTES: i64 = 360;
+
+/// Chunks of rollups `redetect` reads ahead of the engine.
+const READ_AHEAD_CHUNKS: usize = 2;
+
+/// Batches of expectations `redetect` lets wait for the writer before the engine waits too.
+const WRITE_BEHIND_BATCHES: usize = 2;
+
 /// What the runner announces to the read side.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IncidentChange {
@@ -58,6 +67,9 @@ pub enum DetectError {
     NotLeader,
     #[error("--from must be before --to")]
     EmptyRange,
+    /// A reader or writer task of `redetect` panicked.
+    #[error("a redetect task failed: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 /// The engine plus what it takes to turn its events into named, stored incidents.
@@ -179,9 +191,20 @@ impl Detection {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Changes, StoreError> {
-        let mut changes = Changes::default();
         let rows = self.store.minute_counts(from, to).await?;
-        let mut rows = rows.as_slice();
+        self.step_rows(from, to, &rows).await
+    }
+
+    /// Steps every minute in `[from, to)` over `rows`, that range's rollups in minute order
+    /// (read ahead by the caller), and names the incidents that changed.
+    pub async fn step_rows(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rows: &[MinuteCount],
+    ) -> Result<Changes, StoreError> {
+        let mut changes = Changes::default();
+        let mut rows = rows;
         let mut minute = minute_of(from);
         while minute < to {
             let split = rows
@@ -486,26 +509,54 @@ async fn redetect_as_leader(
     let replay_from = first.max(from - TimeDelta::days(i64::from(settings.history_days)));
     let mut detection = Detection::fresh(store.clone(), catalog, settings);
     let mut found: BTreeMap<Uuid, Incident> = BTreeMap::new();
+    // Three stages overlap, so the store's reading and writing run beside the engine rather
+    // than between its steps: a reader loads the next chunks of rollups, the engine steps the
+    // current one, and a writer stores the expectations of the ones before.
+    let (chunks, mut chunk_rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    let reader = tokio::spawn(read_chunks(
+        store.clone(),
+        replay_from,
+        to,
+        TimeDelta::minutes(REDETECT_CHUNK_MINUTES),
+        chunks,
+    ));
+    let (writes, write_rx) = mpsc::channel(WRITE_BEHIND_BATCHES);
+    let writer = tokio::spawn(write_expectations(store.clone(), write_rx));
     let mut expectations = Vec::new();
-    let mut start = replay_from;
-    while start < to {
-        let end = (start + TimeDelta::minutes(CHUNK_MINUTES)).min(to);
-        let mut changes = detection.step_range(start, end).await?;
+    let mut stepped = Ok(());
+    while let Some(chunk) = chunk_rx.recv().await {
+        let step = match chunk {
+            Ok((start, end, rows)) => detection.step_rows(start, end, &rows).await,
+            Err(error) => Err(error),
+        };
+        let mut changes = match step {
+            Ok(changes) => changes,
+            Err(error) => {
+                stepped = Err(error);
+                break;
+            }
+        };
         found.extend(changes.incidents);
         // Expectations go in large transactions: one per chunk would mean a commit (and an
-        // fsync) per hour replayed.
+        // fsync) per few hours replayed.
         expectations.append(&mut changes.expectations);
-        if expectations.len() >= EXPECTATIONS_PER_WRITE || end >= to {
-            store
-                .write_detection(&DetectionWrite {
-                    expectations: &expectations,
-                    ..DetectionWrite::default()
-                })
-                .await?;
-            expectations.clear();
+        if expectations.len() >= EXPECTATIONS_PER_WRITE
+            && writes.send(std::mem::take(&mut expectations)).await.is_err()
+        {
+            // The writer stopped on an error, which it returns below.
+            break;
         }
-        start = end;
     }
+    drop(chunk_rx);
+    if stepped.is_ok() && !expectations.is_empty() {
+        let _ = writes.send(expectations).await;
+    }
+    drop(writes);
+    let read = reader.await.map_err(DetectError::Task)?;
+    let written = writer.await.map_err(DetectError::Task)?;
+    stepped?;
+    read?;
+    written?;
     let incidents: Vec<Incident> = found
         .into_values()
         .filter(|i| i.started_at >= from && i.started_at < to)
@@ -543,6 +594,48 @@ async fn redetect_as_leader(
         .filter(|i| i.status == Status::Open)
         .count();
     Ok(summary)
+}
+
+/// A chunk of rollups for `redetect`: its range and its rows in minute order.
+type Chunk = (DateTime<Utc>, DateTime<Utc>, Vec<MinuteCount>);
+
+/// Reads `[from, to)` chunk by chunk into `chunks`, ahead of the engine; stops early when the
+/// engine has stopped listening.
+async fn read_chunks(
+    store: Arc<dyn Store>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    chunk: TimeDelta,
+    chunks: mpsc::Sender<Result<Chunk, StoreError>>,
+) -> Result<(), StoreError> {
+    let mut start = from;
+    while start < to {
+        let end = (start + chunk).min(to);
+        let rows = store.minute_counts(start, end).await;
+        let failed = rows.is_err();
+        if chunks.send(rows.map(|rows| (start, end, rows))).await.is_err() || failed {
+            break;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// Stores each batch of expectations `redetect` sends, one transaction each, until the
+/// sender is dropped; the first failure ends it (dropping the receiver tells the sender).
+async fn write_expectations(
+    store: Arc<dyn Store>,
+    mut batches: mpsc::Receiver<Vec<Expectation>>,
+) -> Result<(), StoreError> {
+    while let Some(expectations) = batches.recv().await {
+        store
+            .write_detection(&DetectionWrite {
+                expectations: &expectations,
+                ..DetectionWrite::default()
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs the live detector until `shutdown` turns true: become the leader (retrying while
