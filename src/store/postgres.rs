@@ -1,15 +1,15 @@
-//! The Postgres store: production backend; each batch is a handful of `UNNEST` statements in one transaction.
+//! The Postgres store: production backend; each batch of reports is one `UNNEST` statement.
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
+    dedup_candidates, incident_json, minute_of, outcomes, region_countries, Attempt,
     AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
     DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
     Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
@@ -44,51 +44,16 @@ impl PostgresStore {
 }
 
 /// Reads the stored `counted` of each id that exists.
-async fn stored_outcomes(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, bool>, StoreError> {
+async fn stored_outcomes(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, bool>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows: Vec<(Uuid, bool)> =
         sqlx::query_as("select id, counted from reports where id = any($1)")
             .bind(ids)
-            .fetch_all(&mut **tx)
+            .fetch_all(pool)
             .await?;
     Ok(rows.into_iter().collect())
-}
-
-/// Inserts reports with `counted` set as given, skipping any that conflict; returns the ids inserted.
-async fn insert_rows(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[&NewReport],
-    counted: bool,
-) -> Result<HashSet<Uuid>, StoreError> {
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
-         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, $9
-         from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::uuid[], $8::timestamptz[])
-              as t(id, received_at, service, country, city, problem, fingerprint, dedup_window)
-         on conflict do nothing
-         returning id",
-    )
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.service.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| Uuid::from_bytes(r.fingerprint.0)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
-    .bind(counted)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(inserted.into_iter().collect())
 }
 
 /// The detector lock, held by a connection of its own for as long as this value lives.
@@ -170,47 +135,90 @@ impl Store for PostgresStore {
     }
 
     async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // First the reports that may count: the unique key on (service, fingerprint, window)
-        // admits only a reporter's first; a conflict on it (or on the id) inserts nothing.
-        let candidates = dedup_candidates(reports);
-        let counted = insert_rows(&mut tx, &candidates, true).await?;
-        // Then everything else, uncounted; what still conflicts is an id already stored.
-        let rest: Vec<&NewReport> = reports
-            .iter()
-            .filter(|r| !counted.contains(&r.id))
-            .collect();
-        let uncounted = insert_rows(&mut tx, &rest, false).await?;
-        let replays: Vec<Uuid> = rest
+        // The whole batch is one statement, and so one implicit transaction and one round
+        // trip: the reports that may count are inserted first (the unique key on (window,
+        // fingerprint, service) admits only a reporter's first, and a conflict on it or on
+        // the id inserts nothing), then every other report uncounted (what still conflicts
+        // is an id already stored), then the counted ones are added to their minute rollups.
+        // Two writers touch the same rollup rows, so a writer holds their locks only from
+        // this statement's last step to its commit; rows are locked in key order, so the two
+        // never deadlock.
+        let candidates: HashSet<Uuid> = dedup_candidates(reports).iter().map(|r| r.id).collect();
+        // In dedup-key order: a writer inserting a key another writer's open transaction holds
+        // waits for it, so two batches holding each other's keys in opposite orders would
+        // deadlock (Postgres breaks that after a second by failing one of them).
+        let mut ordered: Vec<&NewReport> = reports.iter().collect();
+        ordered
+            .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
+        let reports_in_order = ordered;
+        let stored: Vec<(Uuid, bool)> = sqlx::query_as(
+            "with input as (
+                 select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
+                     as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
+                          minute, candidate)
+             ),
+             counted as (
+                 insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+                 select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
+                 from input where candidate
+                 on conflict do nothing
+                 returning id
+             ),
+             uncounted as (
+                 insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+                 select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
+                 from input where id not in (select id from counted)
+                 on conflict do nothing
+                 returning id
+             ),
+             places as (
+                 select i.service, i.country, i.city, i.minute from input i join counted c using (id) where i.city <> ''
+                 union all
+                 select i.service, i.country, '', i.minute from input i join counted c using (id)
+             ),
+             rolled as (
+                 insert into rollups_minute (service, country, city, minute, count)
+                 select service, country, city, minute, count(*) from places
+                 group by service, country, city, minute
+                 order by service, country, city, minute
+                 on conflict (service, country, city, minute)
+                 do update set count = rollups_minute.count + excluded.count
+             )
+             select id, true from counted
+             union all
+             select id, false from uncounted",
+        )
+        .bind(reports_in_order.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.received_at).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.service.as_str()).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| Uuid::from_bytes(r.fingerprint.0)).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| minute_of(r.received_at)).collect::<Vec<_>>())
+        .bind(reports_in_order.iter().map(|r| candidates.contains(&r.id)).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counted = HashSet::with_capacity(stored.len());
+        let mut uncounted = HashSet::new();
+        for (id, was_counted) in stored {
+            if was_counted {
+                counted.insert(id);
+            } else {
+                uncounted.insert(id);
+            }
+        }
+        // Whatever neither insert took was already stored: a retry, answered with its
+        // original outcome (committed by now: a conflicting insert waits for the other
+        // transaction to end).
+        let replays: Vec<Uuid> = reports
             .iter()
             .map(|r| r.id)
-            .filter(|id| !uncounted.contains(id))
+            .filter(|id| !counted.contains(id) && !uncounted.contains(id))
             .collect();
-        let previously_stored = stored_outcomes(&mut tx, &replays).await?;
-
-        let increments = rollup_increments(
-            candidates
-                .iter()
-                .copied()
-                .filter(|r| counted.contains(&r.id)),
-        );
-        if !increments.is_empty() {
-            sqlx::query(
-                "insert into rollups_minute (service, country, city, minute, count)
-                 select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
-                 on conflict (service, country, city, minute)
-                 do update set count = rollups_minute.count + excluded.count",
-            )
-            .bind(increments.iter().map(|((s, _, _, _), _)| *s).collect::<Vec<_>>())
-            .bind(increments.iter().map(|((_, c, _, _), _)| *c).collect::<Vec<_>>())
-            .bind(increments.iter().map(|((_, _, city, _), _)| *city).collect::<Vec<_>>())
-            .bind(increments.iter().map(|((_, _, _, m), _)| *m).collect::<Vec<_>>())
-            .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        tx.commit().await?;
+        let previously_stored = stored_outcomes(&self.pool, &replays).await?;
         Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 
