@@ -541,7 +541,10 @@ async fn redetect_as_leader(
         // fsync) per few hours replayed.
         expectations.append(&mut changes.expectations);
         if expectations.len() >= EXPECTATIONS_PER_WRITE
-            && writes.send(std::mem::take(&mut expectations)).await.is_err()
+            && writes
+                .send(std::mem::take(&mut expectations))
+                .await
+                .is_err()
         {
             // The writer stopped on an error, which it returns below.
             break;
@@ -613,7 +616,12 @@ async fn read_chunks(
         let end = (start + chunk).min(to);
         let rows = store.minute_counts(start, end).await;
         let failed = rows.is_err();
-        if chunks.send(rows.map(|rows| (start, end, rows))).await.is_err() || failed {
+        if chunks
+            .send(rows.map(|rows| (start, end, rows)))
+            .await
+            .is_err()
+            || failed
+        {
             break;
         }
         start = end;
@@ -627,7 +635,14 @@ async fn write_expectations(
     store: Arc<dyn Store>,
     mut batches: mpsc::Receiver<Vec<Expectation>>,
 ) -> Result<(), StoreError> {
-    while let Some(expectations) = batches.recv().await {
+    while let Some(mut expectations) = batches.recv().await {
+        // Series by series rather than quarter by quarter: each series' rows then go into one
+        // place of the key (service, country, city, quarter) after another, instead of every
+        // insert landing in a different one.
+        expectations.sort_unstable_by(|a, b| {
+            (&a.service, &a.country, &a.city, a.quarter)
+                .cmp(&(&b.service, &b.country, &b.city, b.quarter))
+        });
         store
             .write_detection(&DetectionWrite {
                 expectations: &expectations,

@@ -203,8 +203,18 @@ impl Engine {
         // The expectation of the last global and country series visited: the parents of what follows.
         let mut global_expected = None;
         let mut country_expected = None;
+        // Both maps are in key order: walk this minute's counts alongside the series instead
+        // of looking each series up (a string-keyed search per series per minute).
+        let mut counted = this_minute.iter().peekable();
         for (key, tracked) in &mut self.series {
-            let count = this_minute.get(key).copied().unwrap_or(0.0);
+            let count = match counted.peek() {
+                Some((next, count)) if *next == key => {
+                    let count = **count;
+                    counted.next();
+                    count
+                }
+                _ => 0.0,
+            };
             let parent = match (&key.country, &key.city) {
                 (None, _) => None,
                 (Some(_), None) => global_expected,
