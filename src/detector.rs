@@ -23,7 +23,8 @@ use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
 use crate::store::{
-    minute_of, DetectionWrite, Expectation, Leadership, MinuteCount, NewDelivery, Store, StoreError,
+    floor_to, minute_of, DetectionWrite, Expectation, Leadership, MinuteCount, NewDelivery, Store,
+    StoreError,
 };
 use crate::webhooks::Outbox;
 
@@ -33,8 +34,9 @@ const LIVE_COUNT_MINUTES: i64 = 5;
 /// Expectations are stored per quarter hour: the detector's window.
 const QUARTER_SECONDS: i64 = 900;
 
-/// Expectation rows `redetect` collects before writing them in one transaction.
-const EXPECTATIONS_PER_WRITE: usize = 100_000;
+/// Expectation rows `redetect` collects before writing them in one transaction: enough that
+/// commits are rare, few enough that the writer's backlog at the end is short.
+const EXPECTATIONS_PER_WRITE: usize = 25_000;
 
 /// Minutes of rollups read per query (and, live, written per transaction while catching up).
 const CHUNK_MINUTES: i64 = 60;
@@ -520,8 +522,16 @@ async fn redetect_as_leader(
         TimeDelta::minutes(REDETECT_CHUNK_MINUTES),
         chunks,
     ));
+    // Every expectation of the replayed range is recomputed: the writer clears them once,
+    // while the engine starts, then bulk-loads the new ones (an upsert per row cost more
+    // than all the stepping).
     let (writes, write_rx) = mpsc::channel(WRITE_BEHIND_BATCHES);
-    let writer = tokio::spawn(write_expectations(store.clone(), write_rx));
+    // The quarters whose expectation the replay writes: each is written at its last minute.
+    let recomputed = (
+        floor_to(replay_from, QUARTER_SECONDS),
+        floor_to(to, QUARTER_SECONDS),
+    );
+    let writer = tokio::spawn(write_expectations(store.clone(), recomputed, write_rx));
     let mut expectations = Vec::new();
     let mut stepped = Ok(());
     while let Some(chunk) = chunk_rx.recv().await {
@@ -629,26 +639,17 @@ async fn read_chunks(
     Ok(())
 }
 
-/// Stores each batch of expectations `redetect` sends, one transaction each, until the
-/// sender is dropped; the first failure ends it (dropping the receiver tells the sender).
+/// Clears the stored expectations of `range`, then stores each batch of recomputed ones
+/// `redetect` sends, one transaction each, until the sender is dropped; the first failure
+/// ends it (dropping the receiver tells the sender).
 async fn write_expectations(
     store: Arc<dyn Store>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
     mut batches: mpsc::Receiver<Vec<Expectation>>,
 ) -> Result<(), StoreError> {
-    while let Some(mut expectations) = batches.recv().await {
-        // Series by series rather than quarter by quarter: each series' rows then go into one
-        // place of the key (service, country, city, quarter) after another, instead of every
-        // insert landing in a different one.
-        expectations.sort_unstable_by(|a, b| {
-            (&a.service, &a.country, &a.city, a.quarter)
-                .cmp(&(&b.service, &b.country, &b.city, b.quarter))
-        });
-        store
-            .write_detection(&DetectionWrite {
-                expectations: &expectations,
-                ..DetectionWrite::default()
-            })
-            .await?;
+    store.clear_expectations(from, to).await?;
+    while let Some(expectations) = batches.recv().await {
+        store.insert_recomputed_expectations(&expectations).await?;
     }
     Ok(())
 }

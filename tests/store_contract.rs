@@ -497,6 +497,68 @@ on_both_backends!(
     }
 );
 
+on_both_backends!(
+    recomputed_expectations_replace_a_cleared_range_and_nothing_outside_it,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let expectation = |city: &str, quarter: i64, expected: f64| store::Expectation {
+            service: "x".into(),
+            country: "PK".into(),
+            city: city.into(),
+            quarter: at(quarter * 900),
+            expected,
+        };
+        store
+            .write_detection(&DetectionWrite {
+                expectations: &[
+                    expectation("", 0, 1.0),
+                    expectation("", 1, 2.0),
+                    expectation("", 2, 3.0),
+                    expectation("Lahore", 1, 0.5),
+                ],
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.clear_expectations(at(900), at(1800)).await.unwrap(),
+            2
+        );
+        // A name COPY's text format would otherwise read as a tab and a line break.
+        let odd = "Odd\tname\\with\nbreaks";
+        store
+            .insert_recomputed_expectations(&[expectation("", 1, 2.25), expectation(odd, 1, 0.75)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .expectations("x", Some("PK"), None, at(0), at(3600))
+                .await
+                .unwrap(),
+            [(at(0), 1.0), (at(900), 2.25), (at(1800), 3.0)]
+        );
+        assert_eq!(
+            store
+                .expectations("x", Some("PK"), Some("Lahore"), at(0), at(3600))
+                .await
+                .unwrap(),
+            []
+        );
+        assert_eq!(
+            store
+                .expectations("x", Some("PK"), Some(odd), at(0), at(3600))
+                .await
+                .unwrap(),
+            [(at(900), 0.75)]
+        );
+        // Recomputed rows land only where the range was cleared.
+        assert!(store
+            .insert_recomputed_expectations(&[expectation("", 2, 9.0)])
+            .await
+            .is_err());
+    }
+);
+
 fn delivery(event: u128, endpoint: &str, incident: &Incident, created: i64) -> NewDelivery {
     NewDelivery {
         event_id: Uuid::from_u128(event),

@@ -96,7 +96,22 @@ pub struct SeriesDetector {
     share_parent: f64,
     share_updates: u32,
     #[serde(skip)]
-    last_step: Option<Step>,
+    last_step: Option<LastStep>,
+}
+
+/// The figures of the last step, which a repeated step answers again (without its events).
+/// Kept apart from [`Step`], a third of its size: copying whole steps was a tenth of the
+/// engine's time.
+#[derive(Debug, Clone, Copy)]
+struct LastStep {
+    at: i64,
+    count: f64,
+    window_count: f64,
+    expected: f64,
+    ratio: f64,
+    p_value: f64,
+    surprise: f64,
+    state: IncidentState,
 }
 
 impl SeriesDetector {
@@ -262,17 +277,35 @@ impl SeriesDetector {
         self.last_at = Some(at);
         let mut step = self.process(at, count, parent, forced);
         step.gap_event = gap_event;
-        self.last_step = Some(step);
+        self.last_step = Some(LastStep {
+            at: step.at,
+            count: step.count,
+            window_count: step.window_count,
+            expected: step.expected,
+            ratio: step.ratio,
+            p_value: step.p_value,
+            surprise: step.surprise,
+            state: step.state,
+        });
         step
     }
 
     fn repeat_last(&self, at: i64) -> Step {
         match self.last_step {
+            // Nothing has happened since: the open incident is the one that step left.
             Some(last) => Step {
+                at: last.at,
+                count: last.count,
+                window_count: last.window_count,
+                expected: last.expected,
+                ratio: last.ratio,
+                p_value: last.p_value,
+                surprise: last.surprise,
+                anomaly_score: 0.0,
+                state: last.state,
                 event: None,
                 gap_event: None,
-                anomaly_score: 0.0,
-                ..last
+                incident: self.incident.current().copied(),
             },
             None => Step {
                 at,

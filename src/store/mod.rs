@@ -490,6 +490,23 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError>;
 
+    /// Deletes the stored expectations of quarters in `[from, to)`; returns how many. For
+    /// `redetect`, which recomputes a whole range and then stores it with
+    /// [`Store::insert_recomputed_expectations`].
+    async fn clear_expectations(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Stores expectations of quarters just cleared with [`Store::clear_expectations`], in
+    /// one transaction: a bulk load (COPY on Postgres) rather than an upsert per row, so one
+    /// already stored is an error.
+    async fn insert_recomputed_expectations(
+        &self,
+        expectations: &[Expectation],
+    ) -> Result<(), StoreError>;
+
     /// Where the detector stands, if it has ever run.
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 

@@ -1,18 +1,20 @@
 //! The Postgres store: production backend; each batch of reports is one `UNNEST` statement.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, minute_of, outcomes, region_countries, Attempt,
     AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    DetectionWrite, Expectation, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Outcome, Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS,
+    INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -54,6 +56,19 @@ async fn stored_outcomes(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, bo
             .fetch_all(pool)
             .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Appends `field` to COPY text, escaping what the format gives a meaning to.
+fn copy_text(text: &mut String, field: &str) {
+    for c in field.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '\t' => text.push_str("\\t"),
+            '\n' => text.push_str("\\n"),
+            '\r' => text.push_str("\\r"),
+            c => text.push(c),
+        }
+    }
 }
 
 /// The detector lock, held by a connection of its own for as long as this value lives.
@@ -515,6 +530,54 @@ impl Store for PostgresStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn clear_expectations(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("delete from expectations_quarter where quarter >= $1 and quarter < $2")
+                .bind(from)
+                .bind(to)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn insert_recomputed_expectations(
+        &self,
+        expectations: &[Expectation],
+    ) -> Result<(), StoreError> {
+        if expectations.is_empty() {
+            return Ok(());
+        }
+        // COPY's text format: tab-separated, with backslash, tab and line breaks escaped.
+        let mut text = String::with_capacity(expectations.len() * 48);
+        for e in expectations {
+            for field in [&e.service, &e.country, &e.city] {
+                copy_text(&mut text, field);
+                text.push('\t');
+            }
+            // With an explicit UTC offset, so the server's time zone cannot shift the quarter.
+            let _ = writeln!(
+                text,
+                "{}\t{}",
+                e.quarter.format("%Y-%m-%d %H:%M:%S+00"),
+                e.expected
+            );
+        }
+        let mut copy = self
+            .pool
+            .copy_in_raw(
+                "copy expectations_quarter (service, country, city, quarter, expected) from stdin",
+            )
+            .await?;
+        copy.send(text.into_bytes()).await?;
+        copy.finish().await?;
+        Ok(())
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {

@@ -14,8 +14,9 @@ use uuid::Uuid;
 use super::{
     dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
     AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    DetectionWrite, Expectation, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Outcome, Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS,
+    INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -619,6 +620,43 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(quarter, expected)| (from_seconds(quarter), expected))
             .collect())
+    }
+
+    async fn clear_expectations(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("delete from expectations_quarter where quarter >= ? and quarter < ?")
+                .bind(from.timestamp())
+                .bind(to.timestamp())
+                .execute(&self.writer)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn insert_recomputed_expectations(
+        &self,
+        expectations: &[Expectation],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in expectations.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "insert into expectations_quarter (service, country, city, quarter, expected) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.service)
+                    .push_bind(&e.country)
+                    .push_bind(&e.city)
+                    .push_bind(e.quarter.timestamp())
+                    .push_bind(e.expected);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
