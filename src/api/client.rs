@@ -95,6 +95,24 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// Resolves a request's client address and takes one request from its rate-limit bucket:
+/// what every report route (the JSON API and the web form) does first.
+pub fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let client = state.clients.client_addr(peer, request.headers());
+    state.clients.admit(client).map_err(|retry_after_seconds| {
+        crate::metrics::METRICS.rejection("rate-limited");
+        ApiError::RateLimited {
+            retry_after_seconds: retry_after_seconds.max(1),
+        }
+    })?;
+    Ok(ClientAddr(canonical(client)))
+}
+
 /// Middleware for report routes: resolves the client address, applies the rate limit, and
 /// hands the address to the handler as an extension.
 pub async fn admit_client(
@@ -102,23 +120,13 @@ pub async fn admit_client(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let client = state.clients.client_addr(peer, request.headers());
-    if let Err(retry_after_seconds) = state.clients.admit(client) {
-        crate::metrics::METRICS.rejection("rate-limited");
-        return ApiError::RateLimited {
-            retry_after_seconds: retry_after_seconds.max(1),
+    match admit_request(&state, &request) {
+        Ok(client) => {
+            request.extensions_mut().insert(client);
+            next.run(request).await
         }
-        .into_response();
+        Err(refused) => refused.into_response(),
     }
-    request
-        .extensions_mut()
-        .insert(ClientAddr(canonical(client)));
-    next.run(request).await
 }
 
 #[cfg(test)]
