@@ -69,206 +69,220 @@ async fn wait_for_pakistan_incident(
     panic!("the detector did not open the Pakistan incident within 120 s");
 }
 
+/// An empty app and a phone showing the form at `path`, once its script has enhanced it.
+async fn enhanced_form(path: &str) -> (TestApp, Browser) {
+    let app = form_app().await;
+    let browser = Browser::start(Options::phone()).await;
+    browser.open(&app, path).await;
+    browser
+        .wait_for("#report-form[data-enhanced=\"true\"]")
+        .await;
+    (app, browser)
+}
+
+/// Runs a test body, failing it after five minutes: a browser that stops answering must not
+/// hang the suite.
+async fn within(body: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(300), body)
+        .await
+        .expect("the test did not finish within 5 minutes");
+}
+
 fn tab() -> char {
     Key::Tab.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_sent_with_javascript_on_is_counted_without_a_reload() {
-    let app = form_app().await;
-    let browser = Browser::start(Options::phone()).await;
-    browser.open(&app, "/").await;
-    browser
-        .wait_for("#report-form[data-enhanced=\"true\"]")
-        .await;
+    within(async {
+        let (app, browser) = enhanced_form("/").await;
 
-    // The service list is searchable; the country comes from Accept-Language (en-PK).
-    browser
-        .find("#service-filter")
-        .await
-        .send_keys("twit")
-        .await
-        .unwrap();
-    assert_eq!(
+        // The service list is searchable; the country comes from Accept-Language (en-PK).
         browser
-            .run("return document.getElementById('service').value")
-            .await,
-        json!("x")
-    );
-    assert_eq!(
+            .find("#service-filter")
+            .await
+            .send_keys("twit")
+            .await
+            .unwrap();
+        assert_eq!(
+            browser
+                .run("return document.getElementById('service').value")
+                .await,
+            json!("x")
+        );
+        assert_eq!(
+            browser
+                .run("return document.getElementById('country').value")
+                .await,
+            json!("PK")
+        );
+        // The city field suggests places from /api/v1/places as one types.
+        let city = browser.find("#city").await;
+        city.send_keys("Lah").await.unwrap();
         browser
-            .run("return document.getElementById('country').value")
-            .await,
-        json!("PK")
-    );
-    // The city field suggests places from /api/v1/places as one types.
-    let city = browser.find("#city").await;
-    city.send_keys("Lah").await.unwrap();
-    browser
-        .wait_for("#city-options option[value=\"Lahore\"]")
-        .await;
-    city.send_keys("ore").await.unwrap();
-    browser
-        .find("label[for=\"problem-login\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.screenshot("report-form").await;
+            .wait_for("#city-options option[value=\"Lahore\"]")
+            .await;
+        city.send_keys("ore").await.unwrap();
+        browser
+            .find("label[for=\"problem-login\"]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        browser.screenshot("report-form").await;
 
-    browser.run("window.sameDocument = true").await;
-    browser.find("#send").await.click().await.unwrap();
-    browser.wait_for("#thanks").await;
-    assert_eq!(
-        browser.run("return window.sameDocument === true").await,
-        json!(true)
-    );
-    assert_eq!(browser.text("#place-count").await, "1 report");
-    assert_eq!(browser.text("#country-count").await, "1 report");
-    let url = browser.client.current_url().await.unwrap();
-    assert_eq!(url.path(), "/report/thanks");
-    assert_eq!(
-        url.query(),
-        Some("service=x&country=PK&city=Lahore&counted=true")
-    );
-    assert_eq!(app.store.report_count().await.unwrap(), 1);
-    browser.screenshot("report-thanks").await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.close().await;
-    app.stop().await;
+        browser.run("window.sameDocument = true").await;
+        browser.find("#send").await.click().await.unwrap();
+        browser.wait_for("#thanks").await;
+        assert_eq!(
+            browser.run("return window.sameDocument === true").await,
+            json!(true)
+        );
+        assert_eq!(browser.text("#place-count").await, "1 report");
+        assert_eq!(browser.text("#country-count").await, "1 report");
+        let url = browser.client.current_url().await.unwrap();
+        assert_eq!(url.path(), "/report/thanks");
+        assert_eq!(
+            url.query(),
+            Some("service=x&country=PK&city=Lahore&counted=true")
+        );
+        assert_eq!(app.store.report_count().await.unwrap(), 1);
+        browser.screenshot("report-thanks").await;
+        assert_eq!(browser.console_errors().await, Vec::<String>::new());
+        browser.close().await;
+        app.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_sent_with_javascript_off_is_a_plain_post_answered_with_the_thanks_page() {
-    let app = form_app().await;
-    let browser = Browser::start(Options {
-        javascript: false,
-        ..Options::phone()
+    within(async {
+        let app = form_app().await;
+        let browser = Browser::start(Options {
+            javascript: false,
+            ..Options::phone()
+        })
+        .await;
+        browser.open(&app, "/report/youtube").await;
+        let form = browser.wait_for("#report-form").await;
+        // The script never ran: the form is the plain one.
+        assert_eq!(form.attr("data-enhanced").await.unwrap(), None);
+        assert!(!browser.find(".filter").await.is_displayed().await.unwrap());
+        browser
+            .find("#country")
+            .await
+            .select_by_value("GB")
+            .await
+            .unwrap();
+        browser
+            .find("#city")
+            .await
+            .send_keys("london")
+            .await
+            .unwrap();
+        browser
+            .find("label[for=\"problem-website\"]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        browser.find("#send").await.click().await.unwrap();
+
+        browser.wait_for("#thanks").await;
+        let url = browser.client.current_url().await.unwrap();
+        assert_eq!(url.path(), "/report/thanks");
+        assert_eq!(
+            url.query(),
+            Some("service=youtube&country=GB&city=London&counted=true")
+        );
+        assert_eq!(browser.text("#place-count").await, "1 report");
+        assert_eq!(app.store.report_count().await.unwrap(), 1);
+        browser.close().await;
+        app.stop().await;
     })
     .await;
-    browser.open(&app, "/report/youtube").await;
-    let form = browser.wait_for("#report-form").await;
-    // The script never ran: the form is the plain one.
-    assert_eq!(form.attr("data-enhanced").await.unwrap(), None);
-    assert!(!browser.find(".filter").await.is_displayed().await.unwrap());
-    browser
-        .find("#country")
-        .await
-        .select_by_value("GB")
-        .await
-        .unwrap();
-    browser
-        .find("#city")
-        .await
-        .send_keys("london")
-        .await
-        .unwrap();
-    browser
-        .find("label[for=\"problem-website\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.find("#send").await.click().await.unwrap();
-
-    browser.wait_for("#thanks").await;
-    let url = browser.client.current_url().await.unwrap();
-    assert_eq!(url.path(), "/report/thanks");
-    assert_eq!(
-        url.query(),
-        Some("service=youtube&country=GB&city=London&counted=true")
-    );
-    assert_eq!(browser.text("#place-count").await, "1 report");
-    assert_eq!(app.store.report_count().await.unwrap(), 1);
-    browser.close().await;
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_city_is_answered_beside_the_field_with_a_suggestion_to_choose() {
-    let app = form_app().await;
-    let browser = Browser::start(Options::phone()).await;
-    browser.open(&app, "/report/x").await;
-    browser
-        .wait_for("#report-form[data-enhanced=\"true\"]")
-        .await;
-    browser
-        .find("#city")
-        .await
-        .send_keys("Rawalpindy")
-        .await
-        .unwrap();
-    browser
-        .find("label[for=\"problem-app\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.find("#send").await.click().await.unwrap();
-
-    let error = browser.wait_for("#city-error").await;
-    assert_eq!(
-        error
-            .find(fantoccini::Locator::Css("p"))
+    within(async {
+        let (app, browser) = enhanced_form("/report/x").await;
+        browser
+            .find("#city")
             .await
-            .unwrap()
-            .text()
+            .send_keys("Rawalpindy")
             .await
-            .unwrap(),
-        "We don't know a city called “Rawalpindy” in Pakistan. Did you mean Rawalpindi?"
-    );
-    // What was typed is kept, and the field says it is the one at fault.
-    let city = browser.find("#city").await;
-    assert_eq!(
-        city.prop("value").await.unwrap().as_deref(),
-        Some("Rawalpindy")
-    );
-    assert_eq!(
-        city.attr("aria-invalid").await.unwrap().as_deref(),
-        Some("true")
-    );
-    assert!(browser
-        .find("#problem-app")
-        .await
-        .is_selected()
-        .await
-        .unwrap());
-    assert_eq!(app.store.report_count().await.unwrap(), 0);
-    browser.screenshot("report-unknown-city").await;
+            .unwrap();
+        browser
+            .find("label[for=\"problem-app\"]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        browser.find("#send").await.click().await.unwrap();
 
-    browser
-        .find("button.suggestion[value=\"Rawalpindi\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.wait_for("#thanks").await;
-    assert!(browser
-        .text("main")
-        .await
-        .contains("from Rawalpindi in the last hour"));
-    assert_eq!(browser.text("#place-count").await, "1 report");
-    // The one console error is the form's 422 answer, which is the page showing the mistake.
-    let errors = browser.console_errors().await;
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains(
-            "/report - Failed to load resource: the server responded with a status of 422"
-        ),
-        "{errors:?}"
-    );
-    browser.close().await;
-    app.stop().await;
+        let error = browser.wait_for("#city-error").await;
+        assert_eq!(
+            error
+                .find(fantoccini::Locator::Css("p"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "We don't know a city called “Rawalpindy” in Pakistan. Did you mean Rawalpindi?"
+        );
+        // What was typed is kept, and the field says it is the one at fault.
+        let city = browser.find("#city").await;
+        assert_eq!(
+            city.prop("value").await.unwrap().as_deref(),
+            Some("Rawalpindy")
+        );
+        assert_eq!(
+            city.attr("aria-invalid").await.unwrap().as_deref(),
+            Some("true")
+        );
+        assert!(browser
+            .find("#problem-app")
+            .await
+            .is_selected()
+            .await
+            .unwrap());
+        assert_eq!(app.store.report_count().await.unwrap(), 0);
+        browser.screenshot("report-unknown-city").await;
+
+        browser
+            .find("button.suggestion[value=\"Rawalpindi\"]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        browser.wait_for("#thanks").await;
+        assert!(browser
+            .text("main")
+            .await
+            .contains("from Rawalpindi in the last hour"));
+        assert_eq!(browser.text("#place-count").await, "1 report");
+        // The one console error is the form's 422 answer, which is the page showing the mistake.
+        let errors = browser.console_errors().await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "/report - Failed to load resource: the server responded with a status of 422"
+            ),
+            "{errors:?}"
+        );
+        browser.close().await;
+        app.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_can_be_sent_with_the_keyboard_alone() {
-    let app = form_app().await;
-    let browser = Browser::start(Options::phone()).await;
-    browser.open(&app, "/report/x").await;
-    browser
-        .wait_for("#report-form[data-enhanced=\"true\"]")
-        .await;
+    within(async {
+    let (app, browser) = enhanced_form("/report/x").await;
 
     // From the top of the page, Tab reaches the city field through the links and lists.
     let mut visited = Vec::new();
@@ -307,10 +321,13 @@ async fn a_report_can_be_sent_with_the_keyboard_alone() {
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
     app.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_draws_its_chart_and_map_and_follows_new_reports() {
+    within(async {
     let (app, incident) = surge_app().await;
     let browser = Browser::start(Options::desktop()).await;
     browser.open(&app, "/status/x").await;
@@ -412,77 +429,82 @@ async fn the_status_page_draws_its_chart_and_map_and_follows_new_reports() {
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
     app.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_page_shows_its_timeline_peak_cities_and_scope() {
-    let (app, incident) = surge_app().await;
-    let browser = Browser::start(Options::desktop()).await;
-    // From the list of services, to the service, to its incident.
-    browser.open(&app, "/status").await;
-    let row = browser.wait_for("tr[data-service=\"x\"]").await;
-    assert!(row.text().await.unwrap().contains("Outage"));
-    browser.screenshot("services").await;
-    browser.open(&app, "/status/x").await;
-    browser
-        .wait_for(&format!(
-            "#incidents a[href=\"/incidents/{}\"]",
-            incident.id
-        ))
-        .await
-        .click()
-        .await
-        .unwrap();
-
-    browser.wait_for("#timeline").await;
-    assert_eq!(browser.text("h1").await, "X (Twitter): Pakistan Outage");
-    assert_eq!(browser.text("#incident-scope").await, "One country");
-    assert_eq!(browser.text("#incident-status").await, "Open");
-    let timeline = browser.text("#timeline").await;
-    assert!(
-        timeline.contains(
-            &incident
-                .started_at
-                .format("%Y-%m-%d %H:%M UTC — started")
-                .to_string()
-        ),
-        "{timeline}"
-    );
-    assert!(timeline.contains("Still going on"), "{timeline}");
-    let peak = browser.text("#incident-peak").await;
-    let peak_count = format!(
-        "{} reports per 15 minutes",
-        incident.peak_count.round() as i64
-    );
-    assert!(
-        peak.replace(',', "").starts_with(&peak_count),
-        "{peak} / {peak_count}"
-    );
-    assert!(browser
-        .text("#incident-cities tbody tr:first-child")
-        .await
-        .starts_with("Lahore, Pakistan"));
-    match incident.parent_id {
-        Some(parent) => assert_eq!(
-            browser
-                .find("#parent-link")
-                .await
-                .attr("href")
-                .await
-                .unwrap(),
-            Some(format!("/incidents/{parent}"))
-        ),
-        None => assert!(browser
-            .client
-            .find(fantoccini::Locator::Css("#parent-link"))
+    within(async {
+        let (app, incident) = surge_app().await;
+        let browser = Browser::start(Options::desktop()).await;
+        // From the list of services, to the service, to its incident.
+        browser.open(&app, "/status").await;
+        let row = browser.wait_for("tr[data-service=\"x\"]").await;
+        assert!(row.text().await.unwrap().contains("Outage"));
+        browser.screenshot("services").await;
+        browser.open(&app, "/status/x").await;
+        browser
+            .wait_for(&format!(
+                "#incidents a[href=\"/incidents/{}\"]",
+                incident.id
+            ))
             .await
-            .is_err()),
-    }
-    browser.wait_for("#chart[data-drawn=\"true\"]").await;
-    browser.screenshot("incident").await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.close().await;
-    app.stop().await;
+            .click()
+            .await
+            .unwrap();
+
+        browser.wait_for("#timeline").await;
+        assert_eq!(browser.text("h1").await, "X (Twitter): Pakistan Outage");
+        assert_eq!(browser.text("#incident-scope").await, "One country");
+        assert_eq!(browser.text("#incident-status").await, "Open");
+        let timeline = browser.text("#timeline").await;
+        assert!(
+            timeline.contains(
+                &incident
+                    .started_at
+                    .format("%Y-%m-%d %H:%M UTC — started")
+                    .to_string()
+            ),
+            "{timeline}"
+        );
+        assert!(timeline.contains("Still going on"), "{timeline}");
+        let peak = browser.text("#incident-peak").await;
+        let peak_count = format!(
+            "{} reports per 15 minutes",
+            incident.peak_count.round() as i64
+        );
+        assert!(
+            peak.replace(',', "").starts_with(&peak_count),
+            "{peak} / {peak_count}"
+        );
+        assert!(browser
+            .text("#incident-cities tbody tr:first-child")
+            .await
+            .starts_with("Lahore, Pakistan"));
+        match incident.parent_id {
+            Some(parent) => assert_eq!(
+                browser
+                    .find("#parent-link")
+                    .await
+                    .attr("href")
+                    .await
+                    .unwrap(),
+                Some(format!("/incidents/{parent}"))
+            ),
+            None => assert!(browser
+                .client
+                .find(fantoccini::Locator::Css("#parent-link"))
+                .await
+                .is_err()),
+        }
+        browser.wait_for("#chart[data-drawn=\"true\"]").await;
+        browser.screenshot("incident").await;
+        assert_eq!(browser.console_errors().await, Vec::<String>::new());
+        browser.close().await;
+        app.stop().await;
+    })
+    .await;
 }
 
 /// Lighthouse-style basics of one loaded page: the inputs that lack a label, and the page's `lang`.
@@ -497,44 +519,47 @@ const BASICS: &str = "return {\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_has_a_language_a_label_for_every_input_and_no_console_errors() {
-    let (app, incident) = surge_app().await;
-    let browser = Browser::start(Options::desktop()).await;
-    let pages = [
-        "/".to_owned(),
-        "/report/x".to_owned(),
-        "/report/thanks?service=x&country=PK&city=Lahore&counted=true".to_owned(),
-        "/status".to_owned(),
-        "/status/x".to_owned(),
-        format!("/incidents/{}", incident.id),
-    ];
-    for path in &pages {
-        browser.open(&app, path).await;
-        browser.wait_for("footer").await;
-        let basics = browser.run(BASICS).await;
-        assert_eq!(basics["lang"], "en", "{path}");
-        assert_eq!(basics["h1"], 1, "{path}");
-        assert!(
-            basics["title"]
-                .as_str()
-                .unwrap()
-                .ends_with(" · outagewatch"),
-            "{path}"
-        );
-        assert_eq!(basics["unlabelled"], json!([]), "{path}");
-        assert_eq!(
-            browser.console_errors().await,
-            Vec::<String>::new(),
-            "{path}"
-        );
-    }
-    // A page that does not exist is a page too; its only console line is its own 404.
-    browser
-        .open(&app, "/incidents/00000000-0000-0000-0000-000000000001")
-        .await;
-    assert_eq!(browser.text("h1").await, "Page not found");
-    let errors = browser.console_errors().await;
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("status of 404"), "{errors:?}");
-    browser.close().await;
-    app.stop().await;
+    within(async {
+        let (app, incident) = surge_app().await;
+        let browser = Browser::start(Options::desktop()).await;
+        let pages = [
+            "/".to_owned(),
+            "/report/x".to_owned(),
+            "/report/thanks?service=x&country=PK&city=Lahore&counted=true".to_owned(),
+            "/status".to_owned(),
+            "/status/x".to_owned(),
+            format!("/incidents/{}", incident.id),
+        ];
+        for path in &pages {
+            browser.open(&app, path).await;
+            browser.wait_for("footer").await;
+            let basics = browser.run(BASICS).await;
+            assert_eq!(basics["lang"], "en", "{path}");
+            assert_eq!(basics["h1"], 1, "{path}");
+            assert!(
+                basics["title"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(" · outagewatch"),
+                "{path}"
+            );
+            assert_eq!(basics["unlabelled"], json!([]), "{path}");
+            assert_eq!(
+                browser.console_errors().await,
+                Vec::<String>::new(),
+                "{path}"
+            );
+        }
+        // A page that does not exist is a page too; its only console line is its own 404.
+        browser
+            .open(&app, "/incidents/00000000-0000-0000-0000-000000000001")
+            .await;
+        assert_eq!(browser.text("h1").await, "Page not found");
+        let errors = browser.console_errors().await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("status of 404"), "{errors:?}");
+        browser.close().await;
+        app.stop().await;
+    })
+    .await;
 }

@@ -23,6 +23,10 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    client().get(app.url(path)).send().await.unwrap()
+}
+
 async fn post_form(app: &TestApp, body: &str) -> reqwest::Response {
     client()
         .post(app.url("/report"))
@@ -44,11 +48,11 @@ async fn a_form_post_is_stored_and_answered_with_a_redirect_to_the_thanks_page()
     );
     assert_eq!(app.store.report_count().await.unwrap(), 1);
 
-    let thanks = client()
-        .get(app.url("/report/thanks?service=x&country=PK&city=Lahore&counted=true"))
-        .send()
-        .await
-        .unwrap();
+    let thanks = get(
+        &app,
+        "/report/thanks?service=x&country=PK&city=Lahore&counted=true",
+    )
+    .await;
     assert_eq!(thanks.status(), 200);
     let html = thanks.text().await.unwrap();
     assert!(html.contains(r#"<strong id="place-count">1 report</strong> about X (Twitter) from Lahore in the last hour"#), "{html}");
@@ -154,11 +158,7 @@ async fn the_form_preselects_the_country_of_accept_language_and_the_service_of_i
     assert!(
         html.contains("<h1 id=\"report-heading\" tabindex=\"-1\">Is YouTube down for you?</h1>")
     );
-    let unknown = client()
-        .get(app.url("/report/myspace"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = get(&app, "/report/myspace").await;
     assert_eq!(unknown.status(), 404);
     app.stop().await;
 }
@@ -167,7 +167,7 @@ async fn the_form_preselects_the_country_of_accept_language_and_the_service_of_i
 async fn pages_carry_a_strict_policy_and_hold_no_inline_script_or_style() {
     let app = app("").await;
     for path in ["/", "/report/x", "/status", "/status/x"] {
-        let response = client().get(app.url(path)).send().await.unwrap();
+        let response = get(&app, path).await;
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers().clone();
         assert_eq!(
@@ -201,7 +201,7 @@ async fn pages_carry_a_strict_policy_and_hold_no_inline_script_or_style() {
         "/incidents/not-an-id",
         "/incidents/00000000-0000-0000-0000-000000000001",
     ] {
-        let response = client().get(app.url(path)).send().await.unwrap();
+        let response = get(&app, path).await;
         assert_eq!(response.status(), 404, "{path}");
         assert!(response
             .text()
@@ -223,14 +223,7 @@ fn asset_paths(html: &str) -> Vec<String> {
 #[tokio::test]
 async fn assets_are_embedded_gzipped_and_cached_for_a_year() {
     let app = app("").await;
-    let html = client()
-        .get(app.url("/status/x"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&app, "/status/x").await.text().await.unwrap();
     let assets = asset_paths(&html);
     assert_eq!(assets.len(), 5, "{assets:?}");
     for path in &assets {
@@ -247,15 +240,11 @@ async fn assets_are_embedded_gzipped_and_cached_for_a_year() {
             "public, max-age=31536000, immutable"
         );
         // And decompressed for a client that does not take gzip.
-        let plain = client().get(app.url(path)).send().await.unwrap();
+        let plain = get(&app, path).await;
         assert!(plain.headers().get("content-encoding").is_none(), "{path}");
         assert!(!plain.bytes().await.unwrap().is_empty());
     }
-    let missing = client()
-        .get(app.url("/assets/site.00000000.css"))
-        .send()
-        .await
-        .unwrap();
+    let missing = get(&app, "/assets/site.00000000.css").await;
     assert_eq!(missing.status(), 404);
     app.stop().await;
 }

@@ -97,7 +97,7 @@ fn canonical(addr: IpAddr) -> IpAddr {
 
 /// Resolves a request's client address and takes one request from its rate-limit bucket:
 /// what every report route (the JSON API and the web form) does first.
-pub fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiError> {
+fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,17 +115,24 @@ pub fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, 
 
 /// Middleware for report routes: resolves the client address, applies the rate limit, and
 /// hands the address to the handler as an extension.
-pub async fn admit_client(
-    State(state): State<AppState>,
+pub async fn admit_client(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    admit_then(&state, request, next, IntoResponse::into_response).await
+}
+
+/// Runs `next` for an admitted request, with its [`ClientAddr`] as an extension; answers a
+/// refused one with `refuse` (a problem document for the API, a page for the form).
+pub async fn admit_then(
+    state: &AppState,
     mut request: Request,
     next: Next,
+    refuse: impl FnOnce(ApiError) -> Response,
 ) -> Response {
-    match admit_request(&state, &request) {
+    match admit_request(state, &request) {
         Ok(client) => {
             request.extensions_mut().insert(client);
             next.run(request).await
         }
-        Err(refused) => refused.into_response(),
+        Err(refused) => refuse(refused),
     }
 }
 

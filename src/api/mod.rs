@@ -36,7 +36,7 @@ use crate::report::Catalog;
 use crate::store::Store;
 
 pub use caching::ReadCache;
-pub use client::{admit_request, ClientAddr, ClientPolicy};
+pub use client::{admit_then, ClientAddr, ClientPolicy};
 pub use counts::{
     counts_answer, regions_answer, services_answer, Counts, Region, RegionPage, ServiceList,
     ServiceStatus,

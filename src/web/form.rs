@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::layout::{self, page, respond, Extras, PageError};
 use super::locale::country_from_accept_language;
-use crate::api::{admit_request, submit_reports, ApiError, AppState, ClientAddr};
+use crate::api::{admit_then, submit_reports, ApiError, AppState, ClientAddr};
 use crate::geo::{CityError, CountryCode};
 use crate::report::{FieldError, Problem, Report, ReportFields};
 
@@ -81,16 +81,13 @@ fn form_page(state: &AppState, headers: &HeaderMap, mut form: ReportForm) -> Res
 /// Middleware of `POST /report`: the JSON API's rate limit, answered with a page.
 pub(super) async fn admit_reporter(
     State(state): State<AppState>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    match admit_request(&state, &request) {
-        Ok(client) => {
-            request.extensions_mut().insert(client);
-            next.run(request).await
-        }
-        Err(refused) => PageError(refused).into_response(),
-    }
+    admit_then(&state, request, next, |refused| {
+        PageError(refused).into_response()
+    })
+    .await
 }
 
 /// `POST /report`: validates like the API, stores through the same ingest path, and answers

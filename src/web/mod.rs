@@ -3,7 +3,7 @@
 //! Pages are plain axum routes merged into the router beside the JSON API, not part of its
 //! OpenAPI document. They read through the same functions as the API (`counts_answer`,
 //! `regions_answer`, …) and the form stores through the API's ingest path
-//! ([`crate::api::submit_reports`]) after the same rate limit ([`crate::api::admit_request`]).
+//! ([`crate::api::submit_reports`]) after the same rate limit ([`crate::api::admit_then`]).
 
 mod assets;
 mod form;

@@ -129,10 +129,12 @@ pub(super) async fn show_status(
         limit: 20,
         ..IncidentQuery::default()
     };
-    let open = store
+    let mut open = store
         .incidents(&incidents(Some(Status::Open), None))
         .await
         .map_err(|e| PageError(ApiError::from_store(e)))?;
+    // The widest first: the global incident, then countries, then cities.
+    open.sort_by_key(|i| (i.scope, std::cmp::Reverse(i.started_at)));
     let recent = store
         .incidents(&incidents(
             Some(Status::Resolved),

@@ -259,8 +259,9 @@ async fn connect(driver_url: &str, chrome: &Path, profile: &Path, options: &Opti
         "goog:loggingPrefs": {"browser": "ALL"},
     });
     let mut capabilities = capabilities;
-    if options.width < 500 {
+    if options.width < 500 && options.javascript {
         // A real phone-width viewport: a headless window is never narrower than 500 px.
+        // (Not with scripts off: chromedriver then hangs on the emulated page.)
         capabilities["goog:chromeOptions"]["mobileEmulation"] = json!({
             "deviceMetrics": {"width": options.width, "height": options.height, "pixelRatio": 1}
         });
