@@ -323,13 +323,7 @@ fn try_again(form: &ReportForm, error: ApiError) -> Response {
         html! {
             h1 #try-again tabindex="-1" { (heading) }
             p { (text) }
-            form.report method="post" action="/report" {
-                input type="hidden" name="service" value=(form.service);
-                input type="hidden" name="country" value=(form.country);
-                input type="hidden" name="city" value=(form.city);
-                input type="hidden" name="problem" value=(form.problem);
-                button type="submit" { "Send my report again" }
-            }
+            (report_again(form))
         },
     );
     let mut response = respond(status, markup);
@@ -337,6 +331,19 @@ fn try_again(form: &ReportForm, error: ApiError) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, retry_after.into());
     response
+}
+
+/// The form's values as hidden fields, with one button to send them again.
+fn report_again(form: &ReportForm) -> Markup {
+    html! {
+        form.report method="post" action="/report" {
+            input type="hidden" name="service" value=(form.service);
+            input type="hidden" name="country" value=(form.country);
+            input type="hidden" name="city" value=(form.city);
+            input type="hidden" name="problem" value=(form.problem);
+            button type="submit" { "Send my report again" }
+        }
+    }
 }
 
 /// An error as the person filling the form would say it.
@@ -531,6 +538,21 @@ mod tests {
         );
         assert_eq!(words("country"), "Choose the country you're in.");
         assert_eq!(words("problem"), "Choose what isn't working.");
+    }
+
+    #[test]
+    fn a_full_queue_gets_a_page_that_sends_the_same_report_again() {
+        let error = ApiError::Unavailable {
+            detail: "queue full".into(),
+            retry_after_seconds: 1,
+            ids: Vec::new(),
+        };
+        let response = try_again(&form("Lahore"), error);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let rendered = report_again(&form("Lahore")).into_string();
+        assert!(rendered.contains(r#"<input type="hidden" name="city" value="Lahore">"#));
+        assert!(rendered.contains(r#"<button type="submit">Send my report again</button>"#));
     }
 
     #[test]
