@@ -11,11 +11,12 @@
 //! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
 //! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
-//! POSTed to configured endpoints) → [`api`] (HTTP) → [`app`] (wiring and shutdown) →
+//! POSTed to configured endpoints) → [`api`] (HTTP) → [`web`] (the pages people use: the report
+//! form and the status pages) → [`app`] (wiring and shutdown) →
 //! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
-//! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` knows all but
+//! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
 //! `app`; `app` wires everything.
 
 pub mod api;
@@ -35,4 +36,5 @@ pub mod report;
 /// Deterministic report scenarios (TOML → import CSV) for detection tests.
 pub mod scenario;
 pub mod store;
+pub mod web;
 pub mod webhooks;

@@ -95,30 +95,45 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// Middleware for report routes: resolves the client address, applies the rate limit, and
-/// hands the address to the handler as an extension.
-pub async fn admit_client(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Resolves a request's client address and takes one request from its rate-limit bucket:
+/// what every report route (the JSON API and the web form) does first.
+fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let client = state.clients.client_addr(peer, request.headers());
-    if let Err(retry_after_seconds) = state.clients.admit(client) {
+    state.clients.admit(client).map_err(|retry_after_seconds| {
         crate::metrics::METRICS.rejection("rate-limited");
-        return ApiError::RateLimited {
+        ApiError::RateLimited {
             retry_after_seconds: retry_after_seconds.max(1),
         }
-        .into_response();
+    })?;
+    Ok(ClientAddr(canonical(client)))
+}
+
+/// Middleware for report routes: resolves the client address, applies the rate limit, and
+/// hands the address to the handler as an extension.
+pub async fn admit_client(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    admit_then(&state, request, next, IntoResponse::into_response).await
+}
+
+/// Runs `next` for an admitted request, with its [`ClientAddr`] as an extension; answers a
+/// refused one with `refuse` (a problem document for the API, a page for the form).
+pub async fn admit_then(
+    state: &AppState,
+    mut request: Request,
+    next: Next,
+    refuse: impl FnOnce(ApiError) -> Response,
+) -> Response {
+    match admit_request(state, &request) {
+        Ok(client) => {
+            request.extensions_mut().insert(client);
+            next.run(request).await
+        }
+        Err(refused) => refuse(refused),
     }
-    request
-        .extensions_mut()
-        .insert(ClientAddr(canonical(client)));
-    next.run(request).await
 }
 
 #[cfg(test)]

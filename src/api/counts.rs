@@ -440,9 +440,16 @@ pub async fn list_services(
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<ServiceList>, ApiError> {
     parameters(params, &[])?;
+    Ok(Json(services_answer(&state.store, &state.catalog).await?))
+}
+
+/// The catalog with each service's status now (the API's and the status pages').
+pub async fn services_answer(
+    store: &Arc<dyn Store>,
+    catalog: &Catalog,
+) -> Result<ServiceList, ApiError> {
     let now = crate::clock::now();
-    let open = state
-        .store
+    let open = store
         .incidents(&IncidentQuery {
             status: Some(Status::Open),
             limit: 10_000,
@@ -451,10 +458,9 @@ pub async fn list_services(
         .await
         .map_err(ApiError::from_store)?;
     let mut services = Vec::new();
-    for service in state.catalog.services() {
+    for service in catalog.services() {
         let slug = service.slug.as_str();
-        let day = state
-            .store
+        let day = store
             .counts(slug, None, None, now - TimeDelta::days(1), now, 86_400 * 2)
             .await
             .map_err(ApiError::from_store)?;
@@ -471,7 +477,7 @@ pub async fn list_services(
             reports_24h: day.iter().map(|b| b.count).sum(),
         });
     }
-    Ok(Json(ServiceList { services }))
+    Ok(ServiceList { services })
 }
 
 /// One place suggestion.
@@ -742,8 +748,19 @@ pub async fn list_regions(
         params,
         &["service", "level", "country", "window", "limit", "cursor"],
     )?;
+    Ok(Json(
+        regions_answer(&state.store, &state.catalog, &params).await?,
+    ))
+}
+
+/// One page of the region ranking for query parameters (the API's and the status pages').
+pub async fn regions_answer(
+    store: &Arc<dyn Store>,
+    catalog: &Catalog,
+    params: &BTreeMap<String, String>,
+) -> Result<RegionPage, ApiError> {
     let mut errors = Vec::new();
-    let service = service_parameter(&params, &state.catalog, &mut errors);
+    let service = service_parameter(params, catalog, &mut errors);
     let cities = match params.get("level").map_or(LEVELS[0], String::as_str) {
         "country" => false,
         "city" => true,
@@ -752,9 +769,9 @@ pub async fn list_regions(
             false
         }
     };
-    let country = country_parameter(&params, &mut errors);
-    let (window, window_seconds) = choice_parameter(&params, "window", "1h", &WINDOWS, &mut errors);
-    let limit = limit_parameter(&params, 100, 1000, &mut errors);
+    let country = country_parameter(params, &mut errors);
+    let (window, window_seconds) = choice_parameter(params, "window", "1h", &WINDOWS, &mut errors);
+    let limit = limit_parameter(params, 100, 1000, &mut errors);
     // The ranking is computed whole per request; a cursor is the position of the next region.
     let offset = match params
         .get("cursor")
@@ -777,7 +794,6 @@ pub async fn list_regions(
     let country_text = country.map(|c| c.as_str().to_owned());
     let to = crate::clock::now();
     let from = to - TimeDelta::seconds(window_seconds);
-    let store = &state.store;
     let counts = store
         .region_counts(&service, country_text.as_deref(), cities, from, to)
         .await
@@ -875,7 +891,7 @@ pub async fn list_regions(
     let total = listed.len();
     let listed: Vec<Region> = listed.into_iter().skip(offset).take(limit).collect();
     let next_cursor = (offset + limit < total).then(|| format!("r{}", offset + limit));
-    Ok(Json(RegionPage {
+    Ok(RegionPage {
         service,
         level: if cities { LEVELS[1] } else { LEVELS[0] },
         country: country_text,
@@ -884,5 +900,5 @@ pub async fn list_regions(
         to,
         regions: listed,
         next_cursor,
-    }))
+    })
 }

@@ -241,26 +241,52 @@ pub async fn get_docs_asset(
         .iter()
         .find(|a| a.name == file)
         .ok_or(ApiError::NotFound)?;
-    let (body, gzipped): (Cow<'static, [u8]>, bool) = match asset.stored {
-        Stored::Plain(bytes) => (Cow::Borrowed(bytes), false),
-        Stored::Gzip(bytes) if accepts_gzip(&headers) => (Cow::Borrowed(bytes), true),
+    match asset.stored {
+        Stored::Plain(bytes) => Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(asset.content_type),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(asset.cache_control),
+                ),
+                NOSNIFF,
+            ],
+            bytes,
+        )
+            .into_response()),
         Stored::Gzip(bytes) => {
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(bytes)
-                .read_to_end(&mut plain)
-                .map_err(|e| ApiError::Internal(format!("embedded {file}: {e}")))?;
-            (Cow::Owned(plain), false)
+            send_gzipped(&headers, bytes, asset.content_type, asset.cache_control)
         }
+    }
+}
+
+/// An embedded gzipped file as it is to a client that accepts gzip, decompressed to one that
+/// does not (the docs assets and the pages' assets).
+pub(crate) fn send_gzipped(
+    headers: &HeaderMap,
+    gzipped: &'static [u8],
+    content_type: &'static str,
+    cache_control: &'static str,
+) -> Result<Response, ApiError> {
+    let accepted = accepts_gzip(headers);
+    let body: Cow<'static, [u8]> = if accepted {
+        Cow::Borrowed(gzipped)
+    } else {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(gzipped)
+            .read_to_end(&mut plain)
+            .map_err(|e| ApiError::Internal(format!("embedded {content_type} file: {e}")))?;
+        Cow::Owned(plain)
     };
     let mut response = (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(asset.content_type),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static(asset.cache_control),
+                HeaderValue::from_static(cache_control),
             ),
             (header::VARY, HeaderValue::from_static("accept-encoding")),
             NOSNIFF,
@@ -268,7 +294,7 @@ pub async fn get_docs_asset(
         body,
     )
         .into_response();
-    if gzipped {
+    if accepted {
         response
             .headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

@@ -36,12 +36,16 @@ use crate::report::Catalog;
 use crate::store::Store;
 
 pub use caching::ReadCache;
-pub use client::{ClientAddr, ClientPolicy};
-pub use counts::{counts_answer, Counts};
+pub use client::{admit_then, ClientAddr, ClientPolicy};
+pub use counts::{
+    counts_answer, regions_answer, services_answer, Counts, Region, RegionPage, ServiceList,
+    ServiceStatus,
+};
+pub(crate) use docs::send_gzipped;
 pub use error::ApiError;
 pub use export::{to_csv, to_table};
 pub use incidents::{incidents_page, IncidentPage};
-pub use reports::MAX_BATCH;
+pub use reports::{submit_reports, MAX_BATCH};
 
 /// What handlers share; cheap to clone.
 #[derive(Clone)]
@@ -128,6 +132,8 @@ pub fn router(state: AppState) -> Router {
     // an extension rather than through the state.
     routes
         .layer(Extension(docs::Document(Arc::new(document))))
+        // The pages are for people, not part of the JSON API or its document.
+        .merge(crate::web::pages(state.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)

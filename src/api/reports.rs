@@ -191,6 +191,43 @@ pub async fn create_reports(
     answer
 }
 
+/// Stamps valid reports with the time, the reporter's fingerprint and an id, and waits until
+/// the batch writer has committed them: the one ingest path of the JSON API and the web form.
+pub async fn submit_reports(
+    state: &AppState,
+    client: ClientAddr,
+    user_agent: &[u8],
+    reports: Vec<Report>,
+) -> Result<Vec<Outcome>, ApiError> {
+    let now = clock::now();
+    let fingerprint = state
+        .fingerprinter
+        .fingerprint(client.0, user_agent, now)
+        .await
+        .map_err(ApiError::from_store)?;
+    let window_start = state.ingest.dedup_window_start(now);
+    let batch: Vec<NewReport> = reports
+        .into_iter()
+        .map(|report| NewReport {
+            id: report.id.unwrap_or_else(Uuid::now_v7),
+            client_id: report.id.is_some(),
+            received_at: now,
+            service: report.service,
+            country: report.country,
+            city: report.city.map(|c| c.name),
+            problem: report.problem,
+            fingerprint,
+            dedup_window_start: window_start,
+        })
+        .collect();
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+    state
+        .ingest
+        .submit(batch)
+        .await
+        .map_err(|e| ApiError::from_ingest(e, ids))
+}
+
 async fn store_reports(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -198,39 +235,15 @@ async fn store_reports(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = super::json_body(&headers, body, state.max_body_bytes).await?;
-    let submission = parse_submission(&bytes, &state)?;
-    let now = clock::now();
+    let (reports, single) = match parse_submission(&bytes, &state)? {
+        Submission::One(report) => (vec![report], true),
+        Submission::Batch(reports) => (reports, false),
+    };
     let user_agent = headers
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let fingerprint = state
-        .fingerprinter
-        .fingerprint(client.0, user_agent, now)
-        .await
-        .map_err(ApiError::from_store)?;
-    let window_start = state.ingest.dedup_window_start(now);
-    let stamp = |report: Report| NewReport {
-        id: report.id.unwrap_or_else(Uuid::now_v7),
-        client_id: report.id.is_some(),
-        received_at: now,
-        service: report.service,
-        country: report.country,
-        city: report.city.map(|c| c.name),
-        problem: report.problem,
-        fingerprint,
-        dedup_window_start: window_start,
-    };
-    let (batch, single) = match submission {
-        Submission::One(report) => (vec![stamp(report)], true),
-        Submission::Batch(reports) => (reports.into_iter().map(stamp).collect(), false),
-    };
-    let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
-    let outcomes = state
-        .ingest
-        .submit(batch)
-        .await
-        .map_err(|e| ApiError::from_ingest(e, ids))?;
+    let outcomes = submit_reports(&state, client, user_agent, reports).await?;
     let status = if outcomes.iter().all(|o| o.replay) {
         StatusCode::OK
     } else {
