@@ -50,6 +50,7 @@ fn report(id: u128, reporter: u8, city: Option<&'static str>, seconds_after_t0: 
         problem: Problem::App,
         fingerprint: Fingerprint([reporter; 16]),
         dedup_window_start: DateTime::from_timestamp(window, 0).unwrap(),
+        network: None,
     }
 }
 
@@ -270,6 +271,8 @@ fn incident(service: &str, country: Option<&str>, started: i64, status: Status) 
         parent_id: None,
         summary: "Reports about X in Pakistan rose.".into(),
         updated_at: at(started + 60),
+        note: None,
+        resolved_by: None,
     }
 }
 

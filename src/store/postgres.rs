@@ -9,10 +9,11 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
+    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries, rollup_increments, Attempt,
     AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    DetectionWrite, IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount,
+    NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
+    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -91,6 +92,61 @@ async fn insert_rows(
     Ok(inserted.into_iter().collect())
 }
 
+/// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
+/// network quota to their network's (service, minute) count, un-counts those beyond the quota,
+/// and returns their ids. The count rows' locks make it hold across replicas.
+async fn cap_networks(
+    tx: &mut Transaction<'_, Postgres>,
+    candidates: &[&NewReport],
+    counted: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let groups = network_groups(
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| counted.contains(&r.id)),
+    );
+    if groups.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(String, Uuid, DateTime<Utc>, i64)> = sqlx::query_as(
+        "insert into network_minute_counts (service, network, minute, count)
+         select * from unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::int8[])
+         on conflict (service, network, minute)
+         do update set count = network_minute_counts.count + excluded.count
+         returning service, network, minute, count",
+    )
+    .bind(groups.iter().map(|g| g.service).collect::<Vec<_>>())
+    .bind(groups.iter().map(|g| Uuid::from_bytes(g.network.0)).collect::<Vec<_>>())
+    .bind(groups.iter().map(|g| g.minute).collect::<Vec<_>>())
+    .bind(groups.iter().map(|g| g.ids.len() as i64).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    let totals: HashMap<(String, Uuid, DateTime<Utc>), i64> = rows
+        .into_iter()
+        .map(|(service, network, minute, count)| ((service, network, minute), count))
+        .collect();
+    let over: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| {
+            let key = (
+                group.service.to_owned(),
+                Uuid::from_bytes(group.network.0),
+                group.minute,
+            );
+            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
+            over_quota(group, total).iter().copied()
+        })
+        .collect();
+    if !over.is_empty() {
+        sqlx::query("update reports set counted = false where id = any($1)")
+            .bind(&over)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(over.into_iter().collect())
+}
+
 /// The detector lock, held by a connection of its own for as long as this value lives.
 struct PgLeadership {
     connection: Option<PgConnection>,
@@ -165,19 +221,23 @@ impl Store for PostgresStore {
         // First the reports that may count: the unique key on (service, fingerprint, window)
         // admits only a reporter's first; a conflict on it (or on the id) inserts nothing.
         let candidates = dedup_candidates(reports);
-        let counted = insert_rows(&mut tx, &candidates, true).await?;
+        let mut counted = insert_rows(&mut tx, &candidates, true).await?;
         // Then everything else, uncounted; what still conflicts is an id already stored.
         let rest: Vec<&NewReport> = reports
             .iter()
             .filter(|r| !counted.contains(&r.id))
             .collect();
-        let uncounted = insert_rows(&mut tx, &rest, false).await?;
+        let mut uncounted = insert_rows(&mut tx, &rest, false).await?;
         let replays: Vec<Uuid> = rest
             .iter()
             .map(|r| r.id)
             .filter(|id| !uncounted.contains(id))
             .collect();
         let previously_stored = stored_outcomes(&mut tx, &replays).await?;
+        // Anti-fabrication: what a network counts beyond its per-minute quota is stored uncounted.
+        let over = cap_networks(&mut tx, &candidates, &counted).await?;
+        counted.retain(|id| !over.contains(id));
+        uncounted.extend(over);
 
         let increments = rollup_increments(
             candidates
@@ -500,7 +560,11 @@ impl Store for PostgresStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some((from, to)) = write.replace {
-            sqlx::query("delete from incidents where started_at >= $1 and started_at < $2")
+            // What an admin noted or resolved stays (a re-detection writes the same ids).
+            sqlx::query(
+                "delete from incidents where started_at >= $1 and started_at < $2
+                 and note is null and resolved_by is null",
+            )
                 .bind(from)
                 .bind(to)
                 .execute(&mut *tx)
@@ -597,7 +661,7 @@ impl Store for PostgresStore {
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
         let mut select = QueryBuilder::new(format!(
-            "select {INCIDENT_COLUMNS} from incidents where true"
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where true"
         ));
         if let Some(service) = &query.service {
             select.push(" and service = ").push_bind(service);
@@ -628,7 +692,7 @@ impl Store for PostgresStore {
 
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
         let row: Option<IncidentRow> = sqlx::query_as(&format!(
-            "select {INCIDENT_COLUMNS} from incidents where id = $1"
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -785,6 +849,102 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn seed_services(
+        &self,
+        services: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas starting at once seed one after the other, so positions stay in order.
+        sqlx::query("lock table services in share row exclusive mode")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into services (slug, name, enabled, position, updated_at)
+             select t.slug, t.name, true, (select coalesce(max(position), -1) from services) + t.ord, $3
+             from unnest($1::text[], $2::text[]) with ordinality as t(slug, name, ord)
+             on conflict (slug) do nothing",
+        )
+        .bind(services.iter().map(|(slug, _)| slug.as_str()).collect::<Vec<_>>())
+        .bind(services.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let rows: Vec<(String, String, bool)> =
+            sqlx::query_as("select slug, name, enabled from services order by position, slug")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(slug, name, enabled)| ServiceRecord {
+                slug,
+                name,
+                enabled,
+            })
+            .collect())
+    }
+
+    async fn put_service(
+        &self,
+        service: &ServiceRecord,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // xmax is 0 only on a row this statement inserted.
+        let inserted: bool = sqlx::query_scalar(
+            "insert into services (slug, name, enabled, position, updated_at)
+             values ($1, $2, $3, (select coalesce(max(position), -1) + 1 from services), $4)
+             on conflict (slug) do update
+             set name = excluded.name, enabled = excluded.enabled, updated_at = excluded.updated_at
+             returning xmax = 0",
+        )
+        .bind(&service.slug)
+        .bind(&service.name)
+        .bind(service.enabled)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(inserted)
+    }
+
+    async fn act_on_incident(
+        &self,
+        id: Uuid,
+        action: &IncidentAction<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError> {
+        let query = match action {
+            IncidentAction::Annotate { note } => {
+                sqlx::query("update incidents set note = $2 where id = $1").bind(id).bind(*note)
+            }
+            IncidentAction::Resolve { by } => sqlx::query(
+                "update incidents
+                 set status = 'resolved', resolved_at = coalesce(resolved_at, $2),
+                     resolved_by = $3, updated_at = $2
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(*by),
+        };
+        if query.execute(&self.pool).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.incident(id).await
+    }
+
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("delete from network_minute_counts where minute < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -272,6 +272,7 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
             problem: Problem::parse(row.problem).unwrap(),
             fingerprint: Fingerprint(fingerprint),
             dedup_window_start: floor_to(row.received_at, 15 * 60),
+            network: None,
         });
     });
     app.store.insert_reports(&reports).await.unwrap();
