@@ -11,7 +11,8 @@
 //! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
 //! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
-//! POSTed to configured endpoints) → [`api`] (HTTP) → [`app`] (wiring and shutdown) →
+//! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
+//! [`server`] (the accept loop and its limits) → [`app`] (wiring and shutdown) →
 //! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
+pub mod detector_task;
 pub mod events;
 pub mod geo;
 pub mod import;
@@ -31,8 +33,10 @@ pub mod incidents;
 pub mod ingest;
 pub mod loadgen;
 pub mod metrics;
+pub mod pow;
 pub mod report;
 /// Deterministic report scenarios (TOML → import CSV) for detection tests.
 pub mod scenario;
+pub mod server;
 pub mod store;
 pub mod webhooks;
