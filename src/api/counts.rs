@@ -289,7 +289,7 @@ pub async fn get_counts(
 ) -> Result<Json<Counts>, ApiError> {
     let params = parameters(params, &COUNTS_PARAMETERS)?;
     Ok(Json(
-        counts_answer(&state.store, &state.catalog, &params).await?,
+        counts_answer(&state.store, &state.catalog.current(), &params).await?,
     ))
 }
 
@@ -451,7 +451,7 @@ pub async fn list_services(
         .await
         .map_err(ApiError::from_store)?;
     let mut services = Vec::new();
-    for service in state.catalog.services() {
+    for service in state.catalog.current().services() {
         let slug = service.slug.as_str();
         let day = state
             .store
@@ -743,7 +743,7 @@ pub async fn list_regions(
         &["service", "level", "country", "window", "limit", "cursor"],
     )?;
     let mut errors = Vec::new();
-    let service = service_parameter(&params, &state.catalog, &mut errors);
+    let service = service_parameter(&params, &state.catalog.current(), &mut errors);
     let cities = match params.get("level").map_or(LEVELS[0], String::as_str) {
         "country" => false,
         "city" => true,
