@@ -55,7 +55,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The catalog as stored, after adding the settings' services it lacks (the stored catalog is
 /// what admins change at run time; the settings only seed it).
-pub async fn stored_catalog(store: &Arc<dyn Store>, settings: &Settings) -> anyhow::Result<Catalog> {
+pub async fn stored_catalog(
+    store: &Arc<dyn Store>,
+    settings: &Settings,
+) -> anyhow::Result<Catalog> {
     let seed: Vec<(String, String)> = settings
         .services
         .iter()
@@ -142,9 +145,7 @@ impl App {
             max_body_bytes: http.max_body_bytes,
             body_read_timeout: Duration::from_millis(http.body_read_timeout_ms),
             request_timeout: Duration::from_millis(http.request_timeout_ms),
-            max_counted_per_network_per_minute: settings
-                .abuse
-                .max_counted_per_network_per_minute,
+            max_counted_per_network_per_minute: settings.abuse.max_counted_per_network_per_minute,
             admin: Arc::new(AdminTokens::new(&settings.admin)),
             detector: Arc::new(detector),
             proof_of_work: Arc::new(ProofOfWork::new(&settings.proof_of_work)),
@@ -155,8 +156,7 @@ impl App {
                 settings.http.read_cache_mebibytes << 20,
             )),
         };
-        let listener = TcpListener::bind(settings.http.listen)
-            .await
+        let listener = server::bind(settings.http.listen)
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         Ok(App {
             listener,

@@ -716,7 +716,11 @@ type Conn = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// One closed-loop connection: send, read the whole answer, account for it, repeat until
 /// `end`; reconnects when the connection breaks.
-async fn connection_loop(plan: Arc<Plan>, times: Times, mut schedule: Option<Schedule>) -> ConnStats {
+async fn connection_loop(
+    plan: Arc<Plan>,
+    times: Times,
+    mut schedule: Option<Schedule>,
+) -> ConnStats {
     let Times {
         start,
         measure_start,

@@ -234,10 +234,12 @@ fn expiry_of(salt: &str) -> Option<i64> {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -253,7 +255,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// Solves a challenge as the widget does (tries every number): for tests and tools.
 pub fn solve(challenge: &Challenge) -> Option<String> {
     let target = unhex(&challenge.challenge)?;
-    let number = (0..=challenge.maxnumber).find(|&n| puzzle(&challenge.salt, n)[..] == target[..])?;
+    let number =
+        (0..=challenge.maxnumber).find(|&n| puzzle(&challenge.salt, n)[..] == target[..])?;
     let payload = serde_json::json!({
         "algorithm": challenge.algorithm,
         "challenge": challenge.challenge,

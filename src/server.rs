@@ -3,13 +3,14 @@
 //! `axum::serve` offers none of these limits, so slow or idle clients could hold connections
 //! (and file descriptors) without end. Here every connection holds a permit of a semaphore
 //! sized `http.max_connections`; one that arrives when none is left gets a single `503` with
-//! `Retry-After` and `Connection: close`, from a second, small pool of permits (beyond which it
+//! `Retry-After` and `Connection: close`, from a second pool of as many permits (beyond which it
 //! is closed at once), so a flood of connections costs bounded memory. hyper closes a
 //! connection that has not sent a request's headers `header_read_timeout` after it opened or
 //! after its previous answer (slowloris, or an idle keep-alive connection).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +23,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::api::ApiError;
-
-/// Connections beyond the cap that are answered 503 at once; beyond these they are just closed.
-const REFUSALS_IN_FLIGHT: usize = 256;
 
 /// Pause after an accept error that is not the peer's doing (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -53,7 +51,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    // Refusals are short (one request read, one answer written), so as many again as the
+    // cap is plenty; beyond that a connection is closed without an answer.
+    let refusals = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -87,10 +87,8 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service),
-        );
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A client that goes away or breaks the protocol ends only its own connection.
@@ -141,6 +139,22 @@ fn overloaded() -> Response {
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
+
+/// Binds the listening socket with a backlog that absorbs a burst of connects (the default
+/// 1024 drops SYNs when a thousand clients connect at once).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel may queue before the accept loop takes them.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Accept errors that concern one connection only (the peer gave up), not the listener.
 fn is_peer_error(error: &std::io::Error) -> bool {

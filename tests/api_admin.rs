@@ -58,10 +58,16 @@ async fn admin_routes_answer_401_without_a_token_403_with_a_wrong_one_and_200_wi
         "Bearer realm=\"outagewatch admin\""
     );
     let (status, problem) = call(&app, "GET", "/api/v1/admin/services", None, Some("nope")).await;
-    assert_eq!((status, &problem["type"]), (403, &json!("/problems/forbidden")));
+    assert_eq!(
+        (status, &problem["type"]),
+        (403, &json!("/problems/forbidden"))
+    );
     let (status, listed) = call(&app, "GET", "/api/v1/admin/services", None, Some(TOKEN)).await;
     assert_eq!(status, 200);
-    assert_eq!(listed["services"][0], json!({"slug": "x", "name": "X (Twitter)", "enabled": true}));
+    assert_eq!(
+        listed["services"][0],
+        json!({"slug": "x", "name": "X (Twitter)", "enabled": true})
+    );
     assert_eq!(listed["services"].as_array().unwrap().len(), 10);
     app.stop().await;
 }
@@ -99,7 +105,10 @@ async fn added_service_takes_reports_and_a_disabled_one_refuses_them(backend: Ba
     let (status, body) = call(&app, "PUT", path, Some(put(true)), Some(TOKEN)).await;
     assert_eq!(
         (status, body),
-        (201, json!({"slug": "bluesky", "name": "Bluesky", "enabled": true}))
+        (
+            201,
+            json!({"slug": "bluesky", "name": "Bluesky", "enabled": true})
+        )
     );
     assert_eq!(report_status(&app, "bluesky").await, 201);
     assert_eq!(services_listed(&app).await.last().unwrap(), "bluesky");
@@ -108,10 +117,20 @@ async fn added_service_takes_reports_and_a_disabled_one_refuses_them(backend: Ba
     assert_eq!(report_status(&app, "bluesky").await, 422);
     assert!(!services_listed(&app).await.contains(&"bluesky".to_owned()));
     // Invalid slugs and names are refused before anything is stored.
-    let (status, _) = call(&app, "PUT", "/api/v1/admin/services/Blue%20Sky", Some(put(true)), Some(TOKEN)).await;
+    let (status, _) = call(
+        &app,
+        "PUT",
+        "/api/v1/admin/services/Blue%20Sky",
+        Some(put(true)),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 400);
     let (status, problem) = call(&app, "PUT", path, Some(json!({"name": ""})), Some(TOKEN)).await;
-    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("name")));
+    assert_eq!(
+        (status, &problem["errors"][0]["field"]),
+        (422, &json!("name"))
+    );
     // The stored catalog survives a restart: still disabled.
     let db = app.stop_keeping_db().await;
     let app = TestApp::spawn_on(db, &admin_config()).await;
@@ -163,22 +182,53 @@ async fn note_and_resolve(backend: Backend) {
         .unwrap();
     let base = format!("/api/v1/admin/incidents/{}", incident.id);
     let note = "Robert'); DROP TABLE incidents;--\nsecond line";
-    let (status, noted) = call(&app, "PUT", &format!("{base}/note"), Some(json!({"note": note})), Some(TOKEN)).await;
+    let (status, noted) = call(
+        &app,
+        "PUT",
+        &format!("{base}/note"),
+        Some(json!({"note": note})),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!((status, &noted["note"]), (200, &json!(note)));
-    let (status, resolved) = call(&app, "POST", &format!("{base}/resolve"), None, Some(TOKEN)).await;
+    let (status, resolved) =
+        call(&app, "POST", &format!("{base}/resolve"), None, Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert_eq!(
-        (&resolved["status"], &resolved["resolved_by"], &resolved["note"]),
+        (
+            &resolved["status"],
+            &resolved["resolved_by"],
+            &resolved["note"]
+        ),
         (&json!("resolved"), &json!("ops"), &json!(note))
     );
-    let (_, _, read) = app.get_json(&format!("/api/v1/incidents/{}", incident.id)).await;
+    let (_, _, read) = app
+        .get_json(&format!("/api/v1/incidents/{}", incident.id))
+        .await;
     assert_eq!(read, resolved);
-    let (status, _) = call(&app, "POST", "/api/v1/admin/incidents/not-a-uuid/resolve", None, Some(TOKEN)).await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v1/admin/incidents/not-a-uuid/resolve",
+        None,
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 400);
     let missing = "/api/v1/admin/incidents/0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10/resolve";
     assert_eq!(call(&app, "POST", missing, None, Some(TOKEN)).await.0, 404);
-    let (status, problem) = call(&app, "PUT", &format!("{base}/note"), Some(json!({"note": "a\u{0}b"})), Some(TOKEN)).await;
-    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("note")));
+    let (status, problem) = call(
+        &app,
+        "PUT",
+        &format!("{base}/note"),
+        Some(json!({"note": "a\u{0}b"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, &problem["errors"][0]["field"]),
+        (422, &json!("note"))
+    );
     app.stop().await;
 }
 
@@ -197,7 +247,14 @@ async fn a_redetect_runs_with_the_live_detector_paused_and_reports_its_summary()
     assert_eq!(report_status(&app, "x").await, 201);
     // Up to a few minutes ahead: the minute just reported in is not complete yet.
     let to = (outagewatch::clock::now() + chrono::TimeDelta::minutes(5)).to_rfc3339();
-    let (status, body) = call(&app, "POST", "/api/v1/admin/redetect", Some(json!({"to": to})), Some(TOKEN)).await;
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/admin/redetect",
+        Some(json!({"to": to})),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!((status, &body["status"]), (200, &json!("done")));
     assert_eq!(body["incidents"], 0);
     let (status, problem) = call(
@@ -208,7 +265,10 @@ async fn a_redetect_runs_with_the_live_detector_paused_and_reports_its_summary()
         Some(TOKEN),
     )
     .await;
-    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("from")));
+    assert_eq!(
+        (status, &problem["errors"][0]["field"]),
+        (422, &json!("from"))
+    );
     app.stop().await;
 }
 
@@ -262,18 +322,30 @@ on_both_backends!(
 
 #[tokio::test]
 async fn a_challenge_from_the_api_is_solved_and_accepted_once() {
-    let config = "[proof_of_work]\nmode = \"always\"\nsecret = \"shared challenge key\"\nmax_number = 500\n";
+    let config =
+        "[proof_of_work]\nmode = \"always\"\nsecret = \"shared challenge key\"\nmax_number = 500\n";
     let app = TestApp::spawn_with(Backend::Sqlite, config).await;
-    let response = app.client.get(app.url("/api/v1/challenge")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/challenge"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["cache-control"], "no-store");
     let challenge: Challenge = response.json().await.unwrap();
-    assert_eq!((challenge.algorithm.as_str(), challenge.maxnumber), ("SHA-256", 500));
+    assert_eq!(
+        (challenge.algorithm.as_str(), challenge.maxnumber),
+        ("SHA-256", 500)
+    );
     let solution = pow::solve(&challenge).unwrap();
     // What the form handler will do: verify with the same settings (the same key).
     let settings = Settings::from_toml(&[config]).unwrap();
     let verifier = ProofOfWork::new(&settings.proof_of_work);
     assert!(verifier.required(outagewatch::clock::now()));
-    assert_eq!(verifier.verify(&solution, outagewatch::clock::now()), Ok(()));
+    assert_eq!(
+        verifier.verify(&solution, outagewatch::clock::now()),
+        Ok(())
+    );
     assert_eq!(
         verifier.verify(&solution, outagewatch::clock::now()),
         Err(PowError::Replayed)
@@ -288,7 +360,10 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> (String, Duration) {
     stream.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -318,7 +393,10 @@ async fn a_connection_over_the_cap_gets_503_and_idle_ones_are_closed_after_the_h
     }
     let (answer, _) = raw_exchange(&app, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
     assert!(answer.contains("too many open connections"), "{answer}");
     // The idle connections are closed by the server (read returns 0) soon after 400 ms.
     for mut stream in idle {
@@ -327,7 +405,11 @@ async fn a_connection_over_the_cap_gets_503_and_idle_ones_are_closed_after_the_h
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
     }
     // With them gone, a new connection is served.
-    let (answer, _) = raw_exchange(&app, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let (answer, _) = raw_exchange(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     app.stop().await;
 }
@@ -335,7 +417,12 @@ async fn a_connection_over_the_cap_gets_503_and_idle_ones_are_closed_after_the_h
 #[tokio::test]
 async fn every_answer_is_nosniff_and_errors_name_no_internals() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let response = app.client.get(app.url("/api/v1/nothing/here")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/nothing/here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let body = response.text().await.unwrap();
     for leak in ["src/", ".rs", "sqlx", "panicked", "select "] {

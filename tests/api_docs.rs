@@ -16,7 +16,12 @@ const ROUTES: [(&str, &str, &str, u16); 22] = [
     ("POST", "/api/v1/reports", "/api/v1/reports", 201),
     ("GET", "/api/v1/challenge", "/api/v1/challenge", 200),
     // Admin routes answer 401 before anything else without a bearer token.
-    ("GET", "/api/v1/admin/services", "/api/v1/admin/services", 401),
+    (
+        "GET",
+        "/api/v1/admin/services",
+        "/api/v1/admin/services",
+        401,
+    ),
     (
         "PUT",
         "/api/v1/admin/services/{slug}",
@@ -35,7 +40,12 @@ const ROUTES: [(&str, &str, &str, u16); 22] = [
         "/api/v1/admin/incidents/0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10/resolve",
         401,
     ),
-    ("POST", "/api/v1/admin/redetect", "/api/v1/admin/redetect", 401),
+    (
+        "POST",
+        "/api/v1/admin/redetect",
+        "/api/v1/admin/redetect",
+        401,
+    ),
     ("GET", "/api/v1/counts", "/api/v1/counts?service=x", 200),
     ("GET", "/api/v1/services", "/api/v1/services", 200),
     (

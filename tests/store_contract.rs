@@ -891,7 +891,11 @@ on_both_backends!(
             .unwrap()
             .unwrap();
         assert_eq!(
-            (resolved.status, resolved.resolved_at, resolved.resolved_by.as_deref()),
+            (
+                resolved.status,
+                resolved.resolved_at,
+                resolved.resolved_by.as_deref()
+            ),
             (Status::Resolved, Some(at(200)), Some("ops"))
         );
         // The detector writes the incident again (still open, a higher peak): nothing changes.
@@ -905,7 +909,11 @@ on_both_backends!(
         assert_eq!(kept, resolved);
         assert_eq!(
             store
-                .act_on_incident(Uuid::from_u128(77), &IncidentAction::Resolve { by: "ops" }, at(1))
+                .act_on_incident(
+                    Uuid::from_u128(77),
+                    &IncidentAction::Resolve { by: "ops" },
+                    at(1)
+                )
                 .await
                 .unwrap(),
             None

@@ -83,7 +83,11 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 
 /// Middleware of the admin routes: 401 without a bearer token, 403 with one that is not an
 /// admin's; logs every call with the admin's name, the route and the status, never the token.
-pub async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -311,8 +315,10 @@ pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminSe
         pattern = "^[a-z0-9_-]{1,40}$", example = "bluesky")),
     request_body(content = ServiceBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "Added.", body = AdminService),
-        (status = 200, description = "Updated.", body = AdminService),
+        (status = 201, description = "Added.", body = AdminService,
+            example = json!({"slug": "bluesky", "name": "Bluesky", "enabled": true})),
+        (status = 200, description = "Updated.", body = AdminService,
+            example = json!({"slug": "bluesky", "name": "Bluesky", "enabled": false})),
         (status = 400, description = "Malformed JSON or a bad slug.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter", "status": 400,
                 "detail": "slug: a slug is 1 to 40 lower-case letters, digits, '-' or '_'",
@@ -381,7 +387,14 @@ pub async fn put_service(
     params(("id" = Uuid, Path, description = "The incident's id.")),
     request_body(content = NoteBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The incident with its note.", body = Incident),
+        (status = 200, description = "The incident with its note.", body = Incident,
+            example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
+                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
+                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
+                "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
+                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
+                "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"})),
         (status = 400, description = "Malformed JSON or an id that is not a UUID.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
             "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
@@ -423,7 +436,12 @@ pub async fn put_incident_note(
     let id = incident_id(id)?;
     let body: NoteBody = admin_body(&state, &headers, body).await?;
     checked_text("note", &body.note, MAX_NOTE_CHARS)?;
-    act(&state.store, id, &IncidentAction::Annotate { note: &body.note }).await
+    act(
+        &state.store,
+        id,
+        &IncidentAction::Annotate { note: &body.note },
+    )
+    .await
 }
 
 /// `POST /api/v1/admin/incidents/{id}/resolve`
@@ -437,7 +455,14 @@ pub async fn put_incident_note(
     security(("admin_token" = [])),
     params(("id" = Uuid, Path, description = "The incident's id.")),
     responses(
-        (status = 200, description = "The resolved incident.", body = Incident),
+        (status = 200, description = "The resolved incident.", body = Incident,
+            example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
+                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
+                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
+                "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
+                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
+                "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"})),
         (status = 400, description = "The id is not a UUID.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
             "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
@@ -502,7 +527,9 @@ async fn act(
     security(("admin_token" = [])),
     request_body(content = RedetectBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Done.", body = RedetectAnswer),
+        (status = 200, description = "Done.", body = RedetectAnswer, example = json!({"status": "done",
+            "from": "2025-03-10T00:00:00Z", "to": "2025-03-11T00:00:00Z", "minutes": 51840, "series": 32,
+            "incidents": 33, "open": 0})),
         (status = 202, description = "Still running.", body = RedetectAnswer, example = json!({"status": "running",
             "from": null, "to": null, "minutes": null, "series": null, "incidents": null, "open": null})),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json",
@@ -625,7 +652,10 @@ token = "a plain token of enough length"
     fn a_token_is_matched_by_its_hash_whichever_way_it_was_configured() {
         let tokens = tokens();
         assert_eq!(tokens.holder("correct horse battery staple"), Some("ops"));
-        assert_eq!(tokens.holder("a plain token of enough length"), Some("oncall"));
+        assert_eq!(
+            tokens.holder("a plain token of enough length"),
+            Some("oncall")
+        );
         assert_eq!(tokens.holder("correct horse battery stapl"), None);
         assert_eq!(tokens.holder(""), None);
     }

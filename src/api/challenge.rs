@@ -20,7 +20,11 @@ use crate::pow::Challenge;
     tag = "reports",
     responses(
         (status = 200, description = "A new challenge; never cached.", body = Challenge,
-            headers(("Cache-Control" = String, description = "`no-store`."))),
+            headers(("Cache-Control" = String, description = "`no-store`.")),
+            example = json!({"algorithm": "SHA-256",
+                "challenge": "4d5b4fa6e1a51c6f2d2ee7ebbd87f1de6d1b0e0a1b2e2f4fa3c6b0cb1d1f7e2a",
+                "maxnumber": 100000, "salt": "9f1c2b3a4d5e6f708192a3b4c5d6e7f8?expires=1741600300",
+                "signature": "0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f405162738495a6b7c8d9eafb"})),
     )
 )]
 pub async fn get_challenge(State(state): State<AppState>) -> Response {

@@ -43,8 +43,8 @@ use crate::pow::ProofOfWork;
 use crate::report::LiveCatalog;
 use crate::store::Store;
 
-pub use caching::ReadCache;
 pub use admin::{catalog_of, reload_catalog, AdminTokens};
+pub use caching::ReadCache;
 pub use client::{ClientAddr, ClientPolicy};
 pub use counts::{counts_answer, Counts};
 pub use error::ApiError;
@@ -94,7 +94,6 @@ pub fn router(state: AppState) -> Router {
     // `#[utoipa::path]`: the OpenAPI document and the router come from the same registrations.
     let ingest_routes = OpenApiRouter::new()
         .routes(routes!(reports::create_reports))
-        .routes(routes!(challenge::get_challenge))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client::admit_client,
@@ -155,6 +154,8 @@ pub fn router(state: AppState) -> Router {
         .merge(page_routes)
         .merge(stream_routes)
         .merge(docs_routes)
+        // Not rate limited: a form fetches a challenge before each report.
+        .routes(routes!(challenge::get_challenge))
         .routes(routes!(metrics::get_metrics))
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_readiness))

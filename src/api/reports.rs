@@ -197,8 +197,13 @@ async fn store_reports(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes =
-        super::json_body(&headers, body, state.max_body_bytes, state.body_read_timeout).await?;
+    let bytes = super::json_body(
+        &headers,
+        body,
+        state.max_body_bytes,
+        state.body_read_timeout,
+    )
+    .await?;
     let submission = parse_submission(&bytes, &state.catalog.current())?;
     let now = clock::now();
     state.proof_of_work.note_request(now);
@@ -304,8 +309,7 @@ fn parse_submission(bytes: &[u8], catalog: &Catalog) -> Result<Submission, ApiEr
             errors.push(FieldError::new(prefix, "each report must be a JSON object"));
             continue;
         };
-        let result =
-            report_fields(object).and_then(|fields| Report::parse(&fields, catalog));
+        let result = report_fields(object).and_then(|fields| Report::parse(&fields, catalog));
         match result {
             Ok(report) => parsed.push(report),
             Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| e.within(&prefix))),

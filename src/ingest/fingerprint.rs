@@ -88,7 +88,9 @@ pub fn network_fingerprint_with(key: &[u8; 32], address: IpAddr) -> Fingerprint 
             hasher.update(&[6]).update(&v6.octets()[..6]);
         }
         IpAddr::V6(v6) => {
-            let v4 = v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let v4 = v6
+                .to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
             hasher.update(&[4]).update(&v4.octets()[..3]);
         }
         IpAddr::V4(v4) => {

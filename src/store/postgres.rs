@@ -9,11 +9,11 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries, rollup_increments, Attempt,
-    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount,
-    NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
-    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries,
+    rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver,
+    Delivery, DeliveryRow, DetectionWrite, IncidentAction, IncidentQuery, IncidentRow, Leadership,
+    MinuteCount, NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport,
+    DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -117,9 +117,19 @@ async fn cap_networks(
          returning service, network, minute, count",
     )
     .bind(groups.iter().map(|g| g.service).collect::<Vec<_>>())
-    .bind(groups.iter().map(|g| Uuid::from_bytes(g.network.0)).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| Uuid::from_bytes(g.network.0))
+            .collect::<Vec<_>>(),
+    )
     .bind(groups.iter().map(|g| g.minute).collect::<Vec<_>>())
-    .bind(groups.iter().map(|g| g.ids.len() as i64).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| g.ids.len() as i64)
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(&mut **tx)
     .await?;
     let totals: HashMap<(String, Uuid, DateTime<Utc>), i64> = rows
@@ -565,10 +575,10 @@ impl Store for PostgresStore {
                 "delete from incidents where started_at >= $1 and started_at < $2
                  and note is null and resolved_by is null",
             )
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
         }
         for incident in write.incidents {
             let (top_cities, problems) = incident_json(incident);
@@ -921,7 +931,9 @@ impl Store for PostgresStore {
     ) -> Result<Option<Incident>, StoreError> {
         let query = match action {
             IncidentAction::Annotate { note } => {
-                sqlx::query("update incidents set note = $2 where id = $1").bind(id).bind(*note)
+                sqlx::query("update incidents set note = $2 where id = $1")
+                    .bind(id)
+                    .bind(*note)
             }
             IncidentAction::Resolve { by } => sqlx::query(
                 "update incidents

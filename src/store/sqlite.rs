@@ -12,11 +12,11 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries, rollup_increments, Attempt,
-    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount,
-    NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
-    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries,
+    rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver,
+    Delivery, DeliveryRow, DetectionWrite, IncidentAction, IncidentQuery, IncidentRow, Leadership,
+    MinuteCount, NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport,
+    DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -698,10 +698,10 @@ impl Store for SqliteStore {
                 "delete from incidents where started_at >= ? and started_at < ?
                  and note is null and resolved_by is null",
             )
-                .bind(from.timestamp())
-                .bind(to.timestamp())
-                .execute(&mut *tx)
-                .await?;
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .execute(&mut *tx)
+            .await?;
         }
         for incident in write.incidents {
             let (top_cities, problems) = incident_json(incident);
@@ -791,8 +791,7 @@ impl Store for SqliteStore {
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let mut select =
-            QueryBuilder::new(format!(
+        let mut select = QueryBuilder::new(format!(
             "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where 1"
         ));
         if let Some(service) = &query.service {
@@ -966,10 +965,9 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        let next: i64 =
-            sqlx::query_scalar("select coalesce(max(position), -1) + 1 from services")
-                .fetch_one(&mut *tx)
-                .await?;
+        let next: i64 = sqlx::query_scalar("select coalesce(max(position), -1) + 1 from services")
+            .fetch_one(&mut *tx)
+            .await?;
         for (offset, (slug, name)) in services.iter().enumerate() {
             sqlx::query(
                 "insert into services (slug, name, enabled, position, updated_at)
@@ -1035,7 +1033,9 @@ impl Store for SqliteStore {
     ) -> Result<Option<Incident>, StoreError> {
         let query = match action {
             IncidentAction::Annotate { note } => {
-                sqlx::query("update incidents set note = ?2 where id = ?1").bind(id).bind(*note)
+                sqlx::query("update incidents set note = ?2 where id = ?1")
+                    .bind(id)
+                    .bind(*note)
             }
             IncidentAction::Resolve { by } => sqlx::query(
                 "update incidents

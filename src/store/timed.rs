@@ -132,11 +132,8 @@ impl Store for TimedStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.within(
-            self.inner
-                .problem_counts(service, country, city, from, to),
-        )
-        .await
+        self.within(self.inner.problem_counts(service, country, city, from, to))
+            .await
     }
 
     async fn counts(

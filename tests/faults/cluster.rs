@@ -45,7 +45,8 @@ impl Cluster {
     /// initdb and start on a free port.
     pub fn start() -> Result<Cluster, String> {
         let bin = pg_bin();
-        let dir = std::env::temp_dir().join(format!("outagewatch-faults-pg-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("outagewatch-faults-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let as_postgres = is_root();
@@ -110,7 +111,18 @@ impl Cluster {
         let log = self.dir.join("postgres.log").display().to_string();
         self.run_pg(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &options, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
         )
     }
 

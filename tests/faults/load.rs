@@ -31,12 +31,14 @@ fn options(url: String, connections: usize, duration: Duration) -> LoadgenOption
 }
 
 async fn run_load(options: LoadgenOptions) -> LoadgenSummary {
-    loadgen::run(options).await.expect("the load generator runs")
+    loadgen::run(options)
+        .await
+        .expect("the load generator runs")
 }
 
 /// A random duration in `[low, high)`.
 fn random_between(low: Duration, high: Duration) -> Duration {
-    let span = high.saturating_sub(low).as_millis().max(1) as u128;
+    let span = high.saturating_sub(low).as_millis().max(1);
     low + Duration::from_millis((uuid::Uuid::new_v4().as_u128() % span) as u64)
 }
 
@@ -108,7 +110,10 @@ async fn probe(service_url: String, start: Instant, until: Instant) -> Vec<Probe
         let from = (base - chrono::TimeDelta::seconds(i)).format("%Y-%m-%dT%H:%M:%SZ");
         for (path, target) in [
             ("/readyz", "/readyz".to_owned()),
-            ("counts", format!("/api/v1/counts?service=x&interval=1h&from={from}")),
+            (
+                "counts",
+                format!("/api/v1/counts?service=x&interval=1h&from={from}"),
+            ),
         ] {
             let sent = Instant::now();
             let status = http
@@ -201,7 +206,11 @@ fn outage(
 
 /// Waits (at most `within`) until the detector's watermark reaches `minute`: it has taken the
 /// lead again after losing its lock connection and caught up with no minute skipped.
-async fn detector_caught_up(url: &str, minute: chrono::DateTime<chrono::Utc>, within: Duration) -> bool {
+async fn detector_caught_up(
+    url: &str,
+    minute: chrono::DateTime<chrono::Utc>,
+    within: Duration,
+) -> bool {
     let store = open_store(url).await;
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -374,11 +383,7 @@ pub async fn overload(cluster: &Cluster, scale: Scale) -> Row {
     over.record_answers = false;
     let flood = run_load(over).await;
     let calm_from = start.elapsed().as_secs_f64();
-    let mut calm = options(
-        service.url(""),
-        32,
-        Duration::from_secs(scale.pick(5, 15)),
-    );
+    let mut calm = options(service.url(""), 32, Duration::from_secs(scale.pick(5, 15)));
     calm.rate_per_second = Some(capacity / 2.0);
     calm.record_answers = false;
     let quiet = run_load(calm).await;
@@ -418,7 +423,11 @@ pub async fn overload(cluster: &Cluster, scale: Scale) -> Row {
 pub async fn sigterm(cluster: &Cluster, _scale: Scale) -> Row {
     let url = cluster.create_db("faults_sigterm").await;
     let mut service = Service::start(&url, &[]).await;
-    let load = tokio::spawn(run_load(options(service.url(""), 64, Duration::from_secs(6))));
+    let load = tokio::spawn(run_load(options(
+        service.url(""),
+        64,
+        Duration::from_secs(6),
+    )));
     // The signal's moment is the test's input: load has been running for a while.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let exit = service.terminate(Duration::from_secs(10)).await;
@@ -522,7 +531,8 @@ pub async fn slowloris(cluster: &Cluster, scale: Scale) -> Row {
         .collect();
     let closed = closed_after.len();
     let longest = closed_after.iter().max().copied().unwrap_or_default();
-    let allowed_p99 = (baseline.latency_p99 * 2).max(baseline.latency_p99 + Duration::from_millis(50));
+    let allowed_p99 =
+        (baseline.latency_p99 * 2).max(baseline.latency_p99 + Duration::from_millis(50));
     let normal_ok = attacked.transport_errors == 0
         && attacked.by_status.keys().all(|s| *s == 201)
         && attacked.latency_p99 <= allowed_p99;

@@ -46,8 +46,12 @@ type Round = for<'a> fn(&'a cluster::Cluster, Scale) -> RoundFuture<'a>;
 /// Every round, in the order of the table.
 const ROUNDS: [(&str, Round); 10] = [
     ("kill -9", |c, s| Box::pin(load::kill_nine(c, s))),
-    ("postgres stopped", |c, s| Box::pin(load::postgres_stopped(c, s))),
-    ("postgres stalled", |c, s| Box::pin(load::postgres_stalled(c, s))),
+    ("postgres stopped", |c, s| {
+        Box::pin(load::postgres_stopped(c, s))
+    }),
+    ("postgres stalled", |c, s| {
+        Box::pin(load::postgres_stalled(c, s))
+    }),
     ("overload", |c, s| Box::pin(load::overload(c, s))),
     ("sigterm", |c, s| Box::pin(load::sigterm(c, s))),
     ("slowloris", |c, s| Box::pin(load::slowloris(c, s))),

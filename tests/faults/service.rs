@@ -27,7 +27,10 @@ pub fn base_env() -> Vec<(String, String)> {
     [
         ("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info"),
         ("OUTAGEWATCH__RATE_LIMIT__PER_IP_PER_MINUTE", "0"),
-        ("OUTAGEWATCH__ABUSE__MAX_COUNTED_PER_NETWORK_PER_MINUTE", "0"),
+        (
+            "OUTAGEWATCH__ABUSE__MAX_COUNTED_PER_NETWORK_PER_MINUTE",
+            "0",
+        ),
         ("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1"),
     ]
     .iter()
@@ -64,7 +67,11 @@ impl Service {
     /// Starts `serve` on a new port with the base settings plus `extra`, and waits until healthy.
     pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Service {
         let mut env = base_env();
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let log = std::env::temp_dir().join(format!(
             "outagewatch-faults-{}-{}.log",
             std::process::id(),
@@ -94,7 +101,10 @@ impl Service {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
-            .env("OUTAGEWATCH__HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
+            .env(
+                "OUTAGEWATCH__HTTP__LISTEN",
+                format!("127.0.0.1:{}", self.port),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -151,7 +161,6 @@ impl Service {
             }
         }
     }
-
 
     /// The service's log so far.
     pub fn log_text(&self) -> String {
