@@ -9,7 +9,8 @@
 //! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
 //! surge-detection core: baselines, surprise test, incident state machine, and the engine that
 //! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
-//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
+//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`; [`detector_task`]
+//! pauses it for an admin's redetect) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`server`] (the accept loop and its limits) → [`app`] (wiring and shutdown) →

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp};
 use outagewatch::config::Settings;
-use outagewatch::incidents::{self, Incident, Scope, Status};
 use outagewatch::pow::{self, Challenge, PowError, ProofOfWork};
 use outagewatch::store::DetectionWrite;
 use serde_json::{json, Value};
@@ -144,35 +143,9 @@ on_both_backends!(
     added_service_takes_reports_and_a_disabled_one_refuses_them
 );
 
-fn open_incident() -> Incident {
-    let started_at = "2025-03-10T09:58:00Z".parse().unwrap();
-    Incident {
-        id: incidents::incident_id("x", Some("PK"), None, started_at),
-        service: "x".into(),
-        scope: Scope::Country,
-        country: Some("PK".into()),
-        city: None,
-        status: Status::Open,
-        started_at,
-        peak_at: started_at,
-        peak_count: 40.0,
-        expected_at_peak: 4.0,
-        start_count: 20.0,
-        excess_reports: 36.0,
-        resolved_at: None,
-        top_cities: Vec::new(),
-        problems: Default::default(),
-        parent_id: None,
-        summary: "Reports about X in Pakistan rose.".into(),
-        updated_at: started_at,
-        note: None,
-        resolved_by: None,
-    }
-}
-
 async fn note_and_resolve(backend: Backend) {
     let app = admin_app(backend).await;
-    let incident = open_incident();
+    let incident = common::open_incident("2025-03-10T09:58:00Z".parse().unwrap());
     app.store
         .write_detection(&DetectionWrite {
             incidents: std::slice::from_ref(&incident),

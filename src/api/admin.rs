@@ -199,8 +199,49 @@ pub(super) struct RedetectAnswer {
     open: Option<usize>,
 }
 
-/// The admin problems every route may answer, for the route descriptions.
-const UNAUTHORIZED_EXAMPLE: &str = "/problems/unauthorized";
+/// What every admin route may answer besides its own answers (for the route descriptions).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum AdminProblems {
+    /// No bearer token.
+    #[response(status = 401, content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
+        example = json!({"type": "/problems/unauthorized", "title": "Admin token required", "status": 401,
+            "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"}))]
+    Unauthorized(Problem<'static>),
+    /// The token is not an admin token.
+    #[response(status = 403, content_type = "application/problem+json",
+        example = json!({"type": "/problems/forbidden", "title": "Forbidden", "status": 403,
+            "detail": "the token is not an admin token"}))]
+    Forbidden(Problem<'static>),
+    /// The store is unavailable.
+    #[response(status = 503, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
+        example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "the store is unavailable; retry later"}))]
+    Unavailable(Problem<'static>),
+}
+
+/// What an admin route with a JSON body may answer about the body (for the route descriptions).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum BodyProblems {
+    /// The body did not arrive in time.
+    #[response(status = 408, content_type = "application/problem+json",
+        example = json!({"type": "/problems/request-timeout", "title": "Request body too slow", "status": 408,
+            "detail": "the body did not arrive within 5000 ms"}))]
+    TooSlow(Problem<'static>),
+    /// The body is larger than the limit.
+    #[response(status = 413, content_type = "application/problem+json",
+        example = json!({"type": "/problems/payload-too-large", "title": "Body too large", "status": 413,
+            "detail": "the body is larger than 65536 bytes"}))]
+    TooLarge(Problem<'static>),
+    /// `Content-Type` is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json",
+        example = json!({"type": "/problems/unsupported-media-type", "title": "Unsupported content type",
+            "status": 415, "detail": "expected Content-Type: application/json"}))]
+    WrongType(Problem<'static>),
+}
 
 /// Reads an admin body: 400 for broken JSON, 422 naming what is wrong with well-formed JSON.
 async fn admin_body<T: DeserializeOwned>(
@@ -282,19 +323,9 @@ pub fn catalog_of(records: &[ServiceRecord]) -> Catalog {
     tag = "admin",
     security(("admin_token" = [])),
     responses(
+        AdminProblems,
         (status = 200, description = "The stored catalog, in catalog order.", body = AdminServices,
             example = json!({"services": [{"slug": "x", "name": "X (Twitter)", "enabled": true}]})),
-        (status = 401, description = "No bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-            example = json!({"type": UNAUTHORIZED_EXAMPLE, "title": "Admin token required", "status": 401,
-                "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"})),
-        (status = 403, description = "The token is not an admin token.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/forbidden",
-                "title": "Forbidden", "status": 403, "detail": "the token is not an admin token"})),
-        (status = 503, description = "The store is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-                "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminServices>, ApiError> {
@@ -315,6 +346,7 @@ pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminSe
         pattern = "^[a-z0-9_-]{1,40}$", example = "bluesky")),
     request_body(content = ServiceBody, content_type = "application/json"),
     responses(
+        AdminProblems, BodyProblems,
         (status = 201, description = "Added.", body = AdminService,
             example = json!({"slug": "bluesky", "name": "Bluesky", "enabled": true})),
         (status = 200, description = "Updated.", body = AdminService,
@@ -323,29 +355,9 @@ pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminSe
             example = json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter", "status": 400,
                 "detail": "slug: a slug is 1 to 40 lower-case letters, digits, '-' or '_'",
                 "errors": [{"field": "slug", "message": "a slug is 1 to 40 lower-case letters, digits, '-' or '_'"}]})),
-        (status = 401, description = "No bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-            example = json!({"type": UNAUTHORIZED_EXAMPLE, "title": "Admin token required", "status": 401,
-                "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"})),
-        (status = 403, description = "The token is not an admin token.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/forbidden",
-                "title": "Forbidden", "status": 403, "detail": "the token is not an admin token"})),
-        (status = 408, description = "The body did not arrive in time.", body = Problem, content_type = "application/problem+json",
-            example = json!({"type": "/problems/request-timeout", "title": "Request body too slow", "status": 408,
-                "detail": "the body did not arrive within 5000 ms"})),
-        (status = 413, description = "The body is larger than the limit.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/payload-too-large",
-            "title": "Body too large", "status": 413, "detail": "the body is larger than 65536 bytes"})),
-        (status = 415, description = "`Content-Type` is not `application/json`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/unsupported-media-type",
-            "title": "Unsupported content type", "status": 415, "detail": "expected Content-Type: application/json"})),
         (status = 422, description = "A field is invalid.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/validation", "title": "Invalid report", "status": 422,
                 "detail": "name: name must not be empty", "errors": [{"field": "name", "message": "name must not be empty"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-                "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn put_service(
@@ -387,6 +399,7 @@ pub async fn put_service(
     params(("id" = Uuid, Path, description = "The incident's id.")),
     request_body(content = NoteBody, content_type = "application/json"),
     responses(
+        AdminProblems, BodyProblems,
         (status = 200, description = "The incident with its note.", body = Incident,
             example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
                 "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
@@ -399,32 +412,12 @@ pub async fn put_service(
             content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
             "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
             "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]})),
-        (status = 401, description = "No bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-            example = json!({"type": UNAUTHORIZED_EXAMPLE, "title": "Admin token required", "status": 401,
-                "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"})),
-        (status = 403, description = "The token is not an admin token.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/forbidden",
-                "title": "Forbidden", "status": 403, "detail": "the token is not an admin token"})),
         (status = 404, description = "No such incident.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"})),
-        (status = 408, description = "The body did not arrive in time.", body = Problem, content_type = "application/problem+json",
-            example = json!({"type": "/problems/request-timeout", "title": "Request body too slow", "status": 408,
-                "detail": "the body did not arrive within 5000 ms"})),
-        (status = 413, description = "The body is larger than the limit.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/payload-too-large",
-            "title": "Body too large", "status": 413, "detail": "the body is larger than 65536 bytes"})),
-        (status = 415, description = "`Content-Type` is not `application/json`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/unsupported-media-type",
-            "title": "Unsupported content type", "status": 415, "detail": "expected Content-Type: application/json"})),
         (status = 422, description = "The note is empty, too long or holds control characters.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/validation",
                 "title": "Invalid report", "status": 422, "detail": "note: note must not be empty",
                 "errors": [{"field": "note", "message": "note must not be empty"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-                "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn put_incident_note(
@@ -455,6 +448,7 @@ pub async fn put_incident_note(
     security(("admin_token" = [])),
     params(("id" = Uuid, Path, description = "The incident's id.")),
     responses(
+        AdminProblems,
         (status = 200, description = "The resolved incident.", body = Incident,
             example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
                 "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
@@ -467,19 +461,8 @@ pub async fn put_incident_note(
             content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
             "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
             "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]})),
-        (status = 401, description = "No bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-            example = json!({"type": UNAUTHORIZED_EXAMPLE, "title": "Admin token required", "status": 401,
-                "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"})),
-        (status = 403, description = "The token is not an admin token.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/forbidden",
-                "title": "Forbidden", "status": 403, "detail": "the token is not an admin token"})),
         (status = 404, description = "No such incident.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"})),
-        (status = 503, description = "The store is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-                "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn resolve_incident(
@@ -527,6 +510,7 @@ async fn act(
     security(("admin_token" = [])),
     request_body(content = RedetectBody, content_type = "application/json"),
     responses(
+        AdminProblems, BodyProblems,
         (status = 200, description = "Done.", body = RedetectAnswer, example = json!({"status": "done",
             "from": "2025-03-10T00:00:00Z", "to": "2025-03-11T00:00:00Z", "minutes": 51840, "series": 32,
             "incidents": 33, "open": 0})),
@@ -535,33 +519,13 @@ async fn act(
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/malformed-json", "title": "Malformed JSON", "status": 400,
                 "detail": "malformed JSON: EOF while parsing an object at line 1 column 1"})),
-        (status = 401, description = "No bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-            example = json!({"type": UNAUTHORIZED_EXAMPLE, "title": "Admin token required", "status": 401,
-                "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"})),
-        (status = 403, description = "The token is not an admin token.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/forbidden",
-                "title": "Forbidden", "status": 403, "detail": "the token is not an admin token"})),
-        (status = 408, description = "The body did not arrive in time.", body = Problem, content_type = "application/problem+json",
-            example = json!({"type": "/problems/request-timeout", "title": "Request body too slow", "status": 408,
-                "detail": "the body did not arrive within 5000 ms"})),
         (status = 409, description = "Another replica runs the detector: call it there, or stop it.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/conflict", "title": "Conflict",
                 "status": 409, "detail": "another process holds the detector lock (a running `serve`); stop it first"})),
-        (status = 413, description = "The body is larger than the limit.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/payload-too-large",
-            "title": "Body too large", "status": 413, "detail": "the body is larger than 65536 bytes"})),
-        (status = 415, description = "`Content-Type` is not `application/json`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/unsupported-media-type",
-            "title": "Unsupported content type", "status": 415, "detail": "expected Content-Type: application/json"})),
         (status = 422, description = "`from` is not before `to`, or a field is not a time.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/validation",
                 "title": "Invalid report", "status": 422, "detail": "from: --from must be before --to",
                 "errors": [{"field": "from", "message": "--from must be before --to"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-                "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn redetect(

@@ -157,6 +157,34 @@ impl TestApp {
     }
 }
 
+/// An open country incident of X in Pakistan that started at `started_at`, as the detector
+/// writes one (for tests of what admins do to incidents).
+pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::incidents::Incident {
+    use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+    Incident {
+        id: incident_id("x", Some("PK"), None, started_at),
+        service: "x".into(),
+        scope: Scope::Country,
+        country: Some("PK".into()),
+        city: None,
+        status: Status::Open,
+        started_at,
+        peak_at: started_at,
+        peak_count: 40.0,
+        expected_at_peak: 4.0,
+        start_count: 20.0,
+        excess_reports: 36.0,
+        resolved_at: None,
+        top_cities: Vec::new(),
+        problems: Default::default(),
+        parent_id: None,
+        summary: "Reports about X in Pakistan rose.".into(),
+        updated_at: started_at,
+        note: None,
+        resolved_by: None,
+    }
+}
+
 /// Runs the same async test body on SQLite and on Postgres.
 #[macro_export]
 macro_rules! on_both_backends {

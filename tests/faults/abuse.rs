@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, TimeDelta};
-use outagewatch::incidents::{Incident, Scope, Status};
+use outagewatch::incidents::Incident;
 use outagewatch::store::{DetectionWrite, IncidentQuery};
 use serde_json::{json, Value};
 
@@ -418,28 +418,7 @@ const INJECTIONS: [&str; 8] = [
 /// An incident to annotate and resolve, written as the detector would.
 async fn seed_incident(url: &str) -> Incident {
     let started_at = outagewatch::store::minute_of(outagewatch::clock::now()) - TimeDelta::hours(1);
-    let incident = Incident {
-        id: outagewatch::incidents::incident_id("x", Some("PK"), None, started_at),
-        service: "x".into(),
-        scope: Scope::Country,
-        country: Some("PK".into()),
-        city: None,
-        status: Status::Open,
-        started_at,
-        peak_at: started_at,
-        peak_count: 40.0,
-        expected_at_peak: 4.0,
-        start_count: 20.0,
-        excess_reports: 36.0,
-        resolved_at: None,
-        top_cities: Vec::new(),
-        problems: Default::default(),
-        parent_id: None,
-        summary: "Reports about X in Pakistan rose.".into(),
-        updated_at: started_at,
-        note: None,
-        resolved_by: None,
-    };
+    let incident = crate::common::open_incident(started_at);
     let store = open_store(url).await;
     store
         .write_detection(&DetectionWrite {

@@ -8,6 +8,9 @@
 
 mod abuse;
 mod cluster;
+// The fixtures the other test targets share (the incident the admin round annotates).
+#[path = "../common/mod.rs"]
+mod common;
 mod load;
 mod service;
 
