@@ -222,6 +222,31 @@ enum AdminProblems {
     Unavailable(Problem<'static>),
 }
 
+/// What the incident routes answer besides the problems above (for the route descriptions).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum IncidentAnswers {
+    /// The incident as it now stands.
+    #[response(status = 200,
+        example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
+            "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
+            "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+            "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
+            "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
+            "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
+            "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"}))]
+    Changed(Incident),
+    /// The id is not a UUID (or a body is not well-formed JSON).
+    #[response(status = 400, content_type = "application/problem+json",
+        example = json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter", "status": 400,
+            "detail": "id: \"abc\" is not a UUID", "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]}))]
+    BadId(Problem<'static>),
+    /// No such incident.
+    #[response(status = 404, content_type = "application/problem+json",
+        example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"}))]
+    Missing(Problem<'static>),
+}
+
 /// What an admin route with a JSON body may answer about the body (for the route descriptions).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
@@ -399,21 +424,7 @@ pub async fn put_service(
     params(("id" = Uuid, Path, description = "The incident's id.")),
     request_body(content = NoteBody, content_type = "application/json"),
     responses(
-        AdminProblems, BodyProblems,
-        (status = 200, description = "The incident with its note.", body = Incident,
-            example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
-                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
-                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
-                "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
-                "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
-                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
-                "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"})),
-        (status = 400, description = "Malformed JSON or an id that is not a UUID.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
-            "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]})),
-        (status = 404, description = "No such incident.", body = Problem, content_type = "application/problem+json",
-            example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"})),
+        AdminProblems, BodyProblems, IncidentAnswers,
         (status = 422, description = "The note is empty, too long or holds control characters.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/validation",
                 "title": "Invalid report", "status": 422, "detail": "note: note must not be empty",
@@ -447,23 +458,7 @@ pub async fn put_incident_note(
     tag = "admin",
     security(("admin_token" = [])),
     params(("id" = Uuid, Path, description = "The incident's id.")),
-    responses(
-        AdminProblems,
-        (status = 200, description = "The resolved incident.", body = Incident,
-            example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
-                "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
-                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
-                "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
-                "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
-                "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
-                "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"})),
-        (status = 400, description = "The id is not a UUID.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "id: \"abc\" is not a UUID",
-            "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]})),
-        (status = 404, description = "No such incident.", body = Problem, content_type = "application/problem+json",
-            example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"})),
-    )
+    responses(AdminProblems, IncidentAnswers)
 )]
 pub async fn resolve_incident(
     State(state): State<AppState>,
