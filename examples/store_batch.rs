@@ -44,6 +44,7 @@ async fn main() {
                         problem: Problem::App,
                         fingerprint: Fingerprint((n as u128).to_le_bytes()),
                         dedup_window_start: window,
+                        network: None,
                     }
                 })
                 .collect();

@@ -1,4 +1,4 @@
-//! Wiring: builds the store, the ingest writer, the webhook deliverer and the router from settings, and shuts them down in order.
+//! Wiring: builds the store, the ingest writer, the detector, the webhook deliverer and the router from settings, serves them, and shuts them down in order.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,24 +11,31 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, ClientPolicy, ReadCache};
+use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache};
 use crate::config::{LogFormat, LogSettings, Settings};
-use crate::detector;
+use crate::detector_task::DetectorTask;
 use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
-use crate::report::Catalog;
+use crate::pow::ProofOfWork;
+use crate::report::{Catalog, LiveCatalog};
+use crate::server::{self, ServerLimits};
 use crate::store::{self, ConnectOptions, Store};
 use crate::webhooks::deliverer::{self, Deliverer};
 use crate::webhooks::Outbox;
+
+/// How often background upkeep runs: forgetting idle rate-limit buckets and past minutes'
+/// network counts, and reloading the catalog another replica's admin call may have changed.
+const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// A built service, bound to its port, not yet serving.
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// The store without request timeouts, for the writer, the detector and tests.
+    store: Arc<dyn Store>,
     stopping: watch::Sender<bool>,
     writer: JoinHandle<()>,
-    detector: Option<crate::config::DetectorSettings>,
-    outbox: Outbox,
+    limits: ServerLimits,
     /// None when no webhook is configured.
     deliverer: Option<Deliverer>,
 }
@@ -44,6 +51,28 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         .context("cannot open the database (database.url / DATABASE_URL)")?;
     store.migrate().await.context("cannot apply migrations")?;
     Ok(store)
+}
+
+/// The catalog as stored, after adding the settings' services it lacks (the stored catalog is
+/// what admins change at run time; the settings only seed it).
+pub async fn stored_catalog(
+    store: &Arc<dyn Store>,
+    settings: &Settings,
+) -> anyhow::Result<Catalog> {
+    let seed: Vec<(String, String)> = settings
+        .services
+        .iter()
+        .map(|s| (s.slug.trim().to_ascii_lowercase(), s.name.clone()))
+        .collect();
+    store
+        .seed_services(&seed, crate::clock::now())
+        .await
+        .context("cannot store the service catalog")?;
+    let records = store
+        .services()
+        .await
+        .context("cannot read the service catalog")?;
+    Ok(api::catalog_of(&records))
 }
 
 /// The catalog the settings list.
@@ -89,18 +118,37 @@ impl App {
             )?)
         };
         let events = EventBus::start(store.clone()).await;
+        let catalog = Arc::new(LiveCatalog::new(stored_catalog(&store, settings).await?));
         let (stopping, stopping_rx) = watch::channel(false);
+        let detector = DetectorTask::new(
+            store.clone(),
+            catalog.clone(),
+            settings.detector.clone(),
+            events.clone(),
+            Outbox::new(&settings.webhooks, &settings.webhook_delivery),
+        );
+        // Request work gives up on a stalled database; the writer, detector and deliverer
+        // have timeouts of their own.
+        let requests_store = store::with_timeout(store.clone(), settings.database.query_timeout());
+        let http = &settings.http;
         let state = AppState {
-            fingerprinter: Arc::new(Fingerprinter::new(store.clone())),
-            store,
+            fingerprinter: Arc::new(Fingerprinter::new(requests_store.clone())),
+            store: requests_store,
             ingest,
-            catalog: Arc::new(catalog(settings)),
+            catalog,
             clients: Arc::new(ClientPolicy::new(
-                settings.http.trusted_proxies.clone(),
+                http.trusted_proxies.clone(),
                 settings.rate_limit.per_ip_per_minute,
                 settings.rate_limit.burst,
+                settings.rate_limit.max_clients,
             )),
-            max_body_bytes: settings.http.max_body_bytes,
+            max_body_bytes: http.max_body_bytes,
+            body_read_timeout: Duration::from_millis(http.body_read_timeout_ms),
+            request_timeout: Duration::from_millis(http.request_timeout_ms),
+            max_counted_per_network_per_minute: settings.abuse.max_counted_per_network_per_minute,
+            admin: Arc::new(AdminTokens::new(&settings.admin)),
+            detector: Arc::new(detector),
+            proof_of_work: Arc::new(ProofOfWork::new(&settings.proof_of_work)),
             events,
             stopping: stopping_rx,
             read_cache: Arc::new(ReadCache::new(
@@ -108,16 +156,19 @@ impl App {
                 settings.http.read_cache_mebibytes << 20,
             )),
         };
-        let listener = TcpListener::bind(settings.http.listen)
-            .await
+        let listener = server::bind(settings.http.listen)
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         Ok(App {
             listener,
             state,
+            store,
             stopping,
             writer,
-            detector: settings.detector.enabled.then(|| settings.detector.clone()),
-            outbox: Outbox::new(&settings.webhooks, &settings.webhook_delivery),
+            limits: ServerLimits {
+                max_connections: http.max_connections,
+                header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+                shutdown_grace: Duration::from_millis(http.shutdown_grace_ms),
+            },
             deliverer,
         })
     }
@@ -129,7 +180,7 @@ impl App {
 
     /// The store the service writes to.
     pub fn store(&self) -> Arc<dyn Store> {
-        self.state.store.clone()
+        self.store.clone()
     }
 
     /// Serves until `shutdown` resolves, then: stop accepting, finish in-flight requests,
@@ -141,52 +192,28 @@ impl App {
         let App {
             listener,
             state,
+            store,
             stopping,
             writer,
-            detector,
-            outbox,
+            limits,
             deliverer,
         } = self;
-        let (stop_detector, detector_stopped) = watch::channel(false);
-        let detector = detector.map(|settings| {
-            tokio::spawn(detector::run(
-                state.store.clone(),
-                state.catalog.clone(),
-                settings,
-                state.events.clone(),
-                outbox,
-                detector_stopped,
-            ))
-        });
+        let detector = state.detector.clone();
+        detector.start().await;
         let (stop_deliverer, deliverer_stopped) = watch::channel(false);
         let deliverer =
             deliverer.map(|deliverer| tokio::spawn(deliverer::run(deliverer, deliverer_stopped)));
-        let clients = state.clients.clone();
-        let limiter_sweeper = tokio::spawn(async move {
-            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every_minute.tick().await;
-                clients.forget_idle();
-            }
-        });
+        let upkeep = tokio::spawn(upkeep(state.clone(), store));
         let router = api::router(state);
         tracing::info!(address = %listener.local_addr()?, "serving");
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        server::serve(listener, router, &limits, async move {
             shutdown.await;
             // Long-lived streams (SSE) end, so in-flight requests can finish.
             let _ = stopping.send(true);
         })
-        .await
-        .context("the HTTP server failed")?;
-        limiter_sweeper.abort();
-        let _ = stop_detector.send(true);
-        if let Some(detector) = detector {
-            detector.await.context("the detector failed")?;
-        }
+        .await;
+        upkeep.abort();
+        detector.stop().await.context("the detector failed")?;
         // After the detector, which may still queue deliveries; what is queued stays in the
         // store for the next start (or another replica) to send.
         let _ = stop_deliverer.send(true);
@@ -197,6 +224,23 @@ impl App {
         writer.await.context("the batch writer failed")?;
         tracing::info!("stopped; every acknowledged report is committed");
         Ok(())
+    }
+}
+
+/// Every `UPKEEP_EVERY`: forget idle rate-limit buckets, delete past minutes' network counts,
+/// and reload the catalog (an admin call on another replica may have changed it).
+async fn upkeep(state: AppState, store: Arc<dyn Store>) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        every.tick().await;
+        state.clients.forget_idle();
+        let before = crate::clock::now() - chrono::TimeDelta::minutes(2);
+        if let Err(error) = store.forget_network_counts(before).await {
+            tracing::debug!(%error, "cannot delete past network counts now");
+        }
+        if let Err(error) = api::reload_catalog(&state).await {
+            tracing::debug!(%error, "cannot reload the catalog now");
+        }
     }
 }
 

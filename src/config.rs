@@ -27,6 +27,63 @@ pub struct Settings {
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
     pub webhook_delivery: WebhookDeliverySettings,
+    pub abuse: AbuseSettings,
+    pub proof_of_work: ProofOfWorkSettings,
+    /// The admin API's bearer tokens; none configured means the admin API refuses every call.
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+/// Limits on how much one network can count, so a single source cannot fake an outage.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AbuseSettings {
+    /// Counted reports one network (/24 IPv4, /48 IPv6) adds per service per minute; 0 = no cap.
+    pub max_counted_per_network_per_minute: u32,
+}
+
+/// The optional proof-of-work challenge (ALTCHA-compatible) the report form asks for under surge.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProofOfWorkSettings {
+    pub mode: ProofOfWorkMode,
+    /// HMAC key signing challenges; replicas must share it. Unset: a random key per process.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// The puzzle's size: the secret number is drawn from 0..=max_number.
+    pub max_number: u64,
+    pub expires_seconds: u64,
+    /// In `surge` mode, challenges are required once this process takes more report requests a minute.
+    pub surge_requests_per_minute: u64,
+    /// Solutions remembered (until they expire) to refuse replays; beyond it, new solutions wait.
+    pub max_remembered: usize,
+}
+
+/// When the form requires a solved challenge.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProofOfWorkMode {
+    Off,
+    Always,
+    Surge,
+}
+
+/// Who may call the admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default)]
+    pub tokens: Vec<AdminTokenSettings>,
+}
+
+/// One admin bearer token: its holder's name (logged with each call) and the token, as its
+/// SHA-256 (hex, so the file never holds the token) or as the token itself (a secret, hashed at start).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenSettings {
+    pub name: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
 }
 
 /// One webhook endpoint: where incident events go, which ones, and how they are signed.
@@ -84,6 +141,11 @@ pub struct HttpSettings {
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
     pub read_cache_seconds: u64,
     pub read_cache_mebibytes: u64,
 }
@@ -95,6 +157,7 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub query_timeout_ms: u64,
 }
 
 /// The ingest queue and the batch writer.
@@ -113,6 +176,7 @@ pub struct IngestSettings {
 pub struct RateLimitSettings {
     pub per_ip_per_minute: u32,
     pub burst: u32,
+    pub max_clients: usize,
 }
 
 /// Log output.
@@ -214,12 +278,68 @@ impl Settings {
                     .into(),
             ));
         }
+        if self.http.max_connections == 0
+            || self.http.header_read_timeout_ms == 0
+            || self.http.body_read_timeout_ms == 0
+            || self.http.request_timeout_ms == 0
+            || self.database.query_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.max_connections, http.*_timeout_ms and database.query_timeout_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.rate_limit.max_clients == 0 {
+            return Err(ConfigError::Invalid(
+                "rate_limit.max_clients must be at least 1".into(),
+            ));
+        }
+        let pow = &self.proof_of_work;
+        if pow.max_number == 0 || pow.expires_seconds == 0 || pow.max_remembered == 0 {
+            return Err(ConfigError::Invalid(
+                "proof_of_work.max_number, expires_seconds and max_remembered must be at least 1"
+                    .into(),
+            ));
+        }
+        self.validate_admin()?;
         if self.services.is_empty() {
             return Err(ConfigError::Invalid(
                 "services must list at least one service".into(),
             ));
         }
         self.validate_webhooks()
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            if token.name.is_empty() {
+                return invalid(format!("admin.tokens[{i}].name must not be empty"));
+            }
+            let name = &token.name;
+            match (&token.sha256, &token.token) {
+                (Some(hex), None) => {
+                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return invalid(format!(
+                            "admin.tokens.{name}.sha256 must be 64 hex digits (the SHA-256 of the token)"
+                        ));
+                    }
+                }
+                (None, Some(secret)) => {
+                    if secret.expose_secret().len() < 16 {
+                        return invalid(format!(
+                            "admin.tokens.{name}.token must be at least 16 characters"
+                        ));
+                    }
+                }
+                _ => {
+                    return invalid(format!(
+                        "admin.tokens.{name} needs exactly one of sha256 or token"
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_webhooks(&self) -> Result<(), ConfigError> {
@@ -322,6 +442,11 @@ impl DatabaseSettings {
     /// How long to wait for a pooled connection.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
+    }
+
+    /// How long a request's store call may take before the store counts as unavailable.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
     }
 }
 

@@ -338,6 +338,8 @@ impl Detection {
                 .or_else(|| self.parent_of(key)),
             summary: String::new(),
             updated_at: at,
+            note: None,
+            resolved_by: None,
         };
         incident.summary = incidents::summary(&incident, &self.names(key));
         if status == Status::Open {

@@ -240,6 +240,7 @@ impl<'a> Importer<'a> {
             problem: report.problem,
             fingerprint,
             dedup_window_start: self.ingest.dedup_window_start(received_at),
+            network: None,
         });
         if self.pending.len() >= ROWS_PER_SUBMISSION {
             self.submit().await?;

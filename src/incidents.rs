@@ -109,6 +109,12 @@ pub struct Incident {
     pub summary: String,
     /// The last minute the detector changed this record at.
     pub updated_at: DateTime<Utc>,
+    /// An admin's note on the incident (left out when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who resolved it by hand (an admin token's name); the detector no longer changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
 }
 
 /// The stable id of the incident of one series that started at `started_at`: a re-run of the
@@ -271,6 +277,8 @@ mod tests {
             parent_id: None,
             summary: String::new(),
             updated_at: at("2025-03-10T18:06:00Z"),
+            note: None,
+            resolved_by: None,
         }
     }
 

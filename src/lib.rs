@@ -9,10 +9,12 @@
 //! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
 //! surge-detection core: baselines, surprise test, incident state machine, and the engine that
 //! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
-//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`) → [`events`]
+//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`; [`detector_task`]
+//! pauses it for an admin's redetect) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
-//! POSTed to configured endpoints) → [`api`] (HTTP) → [`web`] (the pages people use: the report
-//! form and the status pages) → [`app`] (wiring and shutdown) →
+//! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
+//! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
+//! accept loop and its limits) → [`app`] (wiring and shutdown) →
 //! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
@@ -25,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
+pub mod detector_task;
 pub mod events;
 pub mod geo;
 pub mod import;
@@ -32,9 +35,11 @@ pub mod incidents;
 pub mod ingest;
 pub mod loadgen;
 pub mod metrics;
+pub mod pow;
 pub mod report;
 /// Deterministic report scenarios (TOML → import CSV) for detection tests.
 pub mod scenario;
+pub mod server;
 pub mod store;
 pub mod web;
 pub mod webhooks;

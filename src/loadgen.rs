@@ -70,6 +70,22 @@ pub struct LoadgenOptions {
     pub reads: Vec<String>,
     /// Ask for gzip-compressed reads (`Accept-Encoding: gzip`), as browsers do.
     pub gzip: bool,
+    /// Open loop: the requests per second all connections send together, each connection at
+    /// an even pace (a slow answer delays only its own connection's next request); None sends
+    /// back to back (closed loop).
+    pub rate_per_second: Option<f64>,
+    /// Keep every answer's send time, latency and status in [`LoadgenSummary::answers`].
+    pub record_answers: bool,
+}
+
+/// One answer (or transport error), for looking at a run over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// When the request was sent, after the start of the run (warm-up included).
+    pub sent_after: Duration,
+    pub latency: Duration,
+    /// The HTTP status, or 0 for a transport error (failed connect, broken connection, timeout).
+    pub status: u16,
 }
 
 impl Default for LoadgenOptions {
@@ -100,6 +116,8 @@ impl Default for LoadgenOptions {
             batch: 1,
             reads: Vec::new(),
             gzip: false,
+            rate_per_second: None,
+            record_answers: false,
         }
     }
 }
@@ -138,6 +156,10 @@ pub struct LoadgenSummary {
     pub acknowledged_per_second: f64,
     /// Requests answered per second, whatever their status.
     pub answered_per_second: f64,
+    /// The longest latency seen for each status (warm-up included).
+    pub max_latency_by_status: BTreeMap<u16, Duration>,
+    /// Every answer in the order the connections saw them, when `record_answers` is set.
+    pub answers: Vec<Answer>,
 }
 
 impl LoadgenSummary {
@@ -148,7 +170,11 @@ impl LoadgenSummary {
             ("transport errors".into(), self.transport_errors.to_string()),
         ];
         for (status, count) in &self.by_status {
-            rows.push((format!("status {status}"), count.to_string()));
+            let slowest = self
+                .max_latency_by_status
+                .get(status)
+                .map_or_else(String::new, |d| format!(" (max {})", millis(*d)));
+            rows.push((format!("status {status}"), format!("{count}{slowest}")));
         }
         rows.extend([
             (
@@ -265,9 +291,27 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenSummary, LoadgenError
     let measure_start = start + options.warmup;
     let end = measure_start + options.duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..options.connections {
+    // Open loop: each connection sends every `connections / rate` seconds, the connections'
+    // phases spread evenly over one such interval.
+    let pace = options
+        .rate_per_second
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| Duration::from_secs_f64(options.connections as f64 / rate));
+    for i in 0..options.connections {
         let plan = Arc::clone(&plan);
-        tasks.spawn(connection_loop(plan, measure_start, end));
+        let schedule = pace.map(|every| Schedule {
+            next: start + every.mul_f64(i as f64 / options.connections as f64),
+            every,
+        });
+        tasks.spawn(connection_loop(
+            plan,
+            Times {
+                start,
+                measure_start,
+                end,
+            },
+            schedule,
+        ));
     }
 
     let mut total = ConnStats::new();
@@ -275,6 +319,21 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenSummary, LoadgenError
         total.merge(joined?);
     }
     Ok(total.into_summary(measure_start, options.duration))
+}
+
+/// A connection's send times in open-loop mode.
+#[derive(Clone, Copy)]
+struct Schedule {
+    next: Instant,
+    every: Duration,
+}
+
+/// The run's start, the start of its measuring phase, and its end.
+#[derive(Clone, Copy)]
+struct Times {
+    start: Instant,
+    measure_start: Instant,
+    end: Instant,
 }
 
 /// Everything the connection tasks share, prepared once.
@@ -293,6 +352,7 @@ struct Plan {
     /// GET targets; when present, reads are sent instead of reports.
     reads: Vec<Uri>,
     gzip: bool,
+    record_answers: bool,
 }
 
 impl Plan {
@@ -415,6 +475,7 @@ impl Plan {
             batch: options.batch,
             reads,
             gzip: options.gzip,
+            record_answers: options.record_answers,
         })
     }
 
@@ -568,9 +629,25 @@ struct ConnStats {
     measured_answers: u64,
     last_measured_answer: Option<Instant>,
     latencies: Latencies,
+    max_latency_by_status: BTreeMap<u16, Duration>,
+    answers: Vec<Answer>,
 }
 
 impl ConnStats {
+    /// Notes one answer (status 0: a transport error) of a request sent at `sent`.
+    fn note(&mut self, plan: &Plan, start: Instant, sent: Instant, status: u16) {
+        let latency = sent.elapsed();
+        let slowest = self.max_latency_by_status.entry(status).or_default();
+        *slowest = (*slowest).max(latency);
+        if plan.record_answers {
+            self.answers.push(Answer {
+                sent_after: sent.saturating_duration_since(start),
+                latency,
+                status,
+            });
+        }
+    }
+
     fn new() -> Self {
         Self {
             sent: 0,
@@ -583,6 +660,8 @@ impl ConnStats {
             measured_answers: 0,
             last_measured_answer: None,
             latencies: Latencies::new(),
+            max_latency_by_status: BTreeMap::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -599,6 +678,11 @@ impl ConnStats {
         self.measured_answers += other.measured_answers;
         self.last_measured_answer = self.last_measured_answer.max(other.last_measured_answer);
         self.latencies.merge(&other.latencies);
+        for (status, latency) in other.max_latency_by_status {
+            let slowest = self.max_latency_by_status.entry(status).or_default();
+            *slowest = (*slowest).max(latency);
+        }
+        self.answers.extend(other.answers);
     }
 
     fn into_summary(self, measure_start: Instant, duration: Duration) -> LoadgenSummary {
@@ -622,6 +706,8 @@ impl ConnStats {
             latency_max: self.latencies.max(),
             acknowledged_per_second: self.measured_acknowledged as f64 / elapsed.as_secs_f64(),
             answered_per_second: self.measured_answers as f64 / elapsed.as_secs_f64(),
+            max_latency_by_status: self.max_latency_by_status,
+            answers: self.answers,
         }
     }
 }
@@ -630,7 +716,16 @@ type Conn = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// One closed-loop connection: send, read the whole answer, account for it, repeat until
 /// `end`; reconnects when the connection breaks.
-async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) -> ConnStats {
+async fn connection_loop(
+    plan: Arc<Plan>,
+    times: Times,
+    mut schedule: Option<Schedule>,
+) -> ConnStats {
+    let Times {
+        start,
+        measure_start,
+        end,
+    } = times;
     let mut stats = ConnStats::new();
     let mut rng = Rng::from_os();
     let mut buf = BytesMut::new();
@@ -643,6 +738,7 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
 
     'connect: while Instant::now() < end {
         let connect_deadline = end.min(Instant::now() + CONNECT_TIMEOUT);
+        let connecting = Instant::now();
         let stream =
             match tokio::time::timeout_at(connect_deadline, TcpStream::connect(plan.addr)).await {
                 Ok(Ok(stream)) => stream,
@@ -650,6 +746,7 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
                 Err(_) if Instant::now() >= end => break,
                 Ok(Err(_)) | Err(_) => {
                     stats.transport_errors += 1;
+                    stats.note(&plan, start, connecting, 0);
                     let retry_at = end.min(Instant::now() + RECONNECT_BACKOFF);
                     tokio::time::sleep_until(retry_at).await;
                     continue;
@@ -678,6 +775,20 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
                 .is_err()
             {
                 continue 'connect;
+            }
+            if let Some(slot) = schedule.as_mut() {
+                // A retry waits for its Retry-After only; a new request waits for its turn.
+                if pending.is_none() {
+                    let due = slot.next;
+                    slot.next = (due + slot.every).max(Instant::now());
+                    if due >= end {
+                        break 'connect;
+                    }
+                    drive(conn.as_mut(), &mut conn_done, tokio::time::sleep_until(due)).await;
+                    if conn_done {
+                        continue 'connect;
+                    }
+                }
             }
             let reading = !plan.reads.is_empty();
             let (body, user_agent) = match pending.take() {
@@ -729,9 +840,11 @@ async fn connection_loop(plan: Arc<Plan>, measure_start: Instant, end: Instant) 
 
             let Some(Ok((status, retry_after))) = answer else {
                 stats.transport_errors += 1;
+                stats.note(&plan, start, started, 0);
                 pending = Some((body, user_agent));
                 continue 'connect;
             };
+            stats.note(&plan, start, started, status);
             let answered = Instant::now();
             *stats.by_status.entry(status).or_insert(0) += 1;
             let measured = started >= measure_start;

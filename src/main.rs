@@ -139,6 +139,10 @@ enum Command {
         /// With --get: ask for gzip-compressed answers, as browsers do.
         #[arg(long)]
         gzip: bool,
+        /// Open loop: send this many requests a second in all, each connection at an even
+        /// pace, instead of each connection sending back to back.
+        #[arg(long, value_name = "PER_SECOND")]
+        rate: Option<f64>,
     },
 }
 
@@ -232,10 +236,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Redetect { from, to } => {
             let store = app::open_store(&settings).await?;
+            let catalog = app::stored_catalog(&store, &settings).await?;
             let started = std::time::Instant::now();
             let summary = detector::redetect(
                 store,
-                std::sync::Arc::new(app::catalog(&settings)),
+                std::sync::Arc::new(catalog),
                 &settings.detector,
                 from,
                 to,
@@ -282,7 +287,8 @@ async fn main() -> anyhow::Result<()> {
             .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
             .collect();
             let store = app::open_store(&settings).await?;
-            let answer = api::counts_answer(&store, &app::catalog(&settings), &params)
+            let catalog = app::stored_catalog(&store, &settings).await?;
+            let answer = api::counts_answer(&store, &catalog, &params)
                 .await
                 .map_err(explain)?;
             print_answer(&serde_json::to_value(answer)?, format)
@@ -304,7 +310,8 @@ async fn main() -> anyhow::Result<()> {
             .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
             .collect();
             let store = app::open_store(&settings).await?;
-            let page = api::incidents_page(&store, &app::catalog(&settings), &params)
+            let catalog = app::stored_catalog(&store, &settings).await?;
+            let page = api::incidents_page(&store, &catalog, &params)
                 .await
                 .map_err(explain)?;
             let mut answer = serde_json::to_value(page)?;
@@ -344,6 +351,7 @@ async fn main() -> anyhow::Result<()> {
             mut reads,
             get_file,
             gzip,
+            rate,
         } => {
             if let Some(file) = get_file {
                 let text = std::fs::read_to_string(&file)
@@ -368,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
                 distinct_reporters: reporters,
                 reads,
                 gzip,
+                rate_per_second: rate,
                 services: settings.services.iter().map(|s| s.slug.clone()).collect(),
                 ..loadgen::LoadgenOptions::default()
             };
@@ -377,14 +386,20 @@ async fn main() -> anyhow::Result<()> {
                 let store = app::open_store(&settings).await?;
                 let stored = store.stored_ids(&summary.acknowledged_ids).await?;
                 let rejected_stored = store.stored_ids(&summary.rejected_ids).await?;
+                // Every id is acknowledged once: an id answered twice would mean a retry that
+                // was taken for a new report.
+                let distinct: std::collections::HashSet<_> =
+                    summary.acknowledged_ids.iter().collect();
+                let twice = summary.acknowledged_ids.len() - distinct.len();
                 println!(
-                    "verify: {} of {} acknowledged ids stored; {} rejected ids stored",
+                    "verify: {} of {} acknowledged ids stored; {} rejected ids stored; {} acknowledged twice",
                     stored.len(),
-                    summary.acknowledged_ids.len(),
-                    rejected_stored.len()
+                    distinct.len(),
+                    rejected_stored.len(),
+                    twice
                 );
                 anyhow::ensure!(
-                    stored.len() == summary.acknowledged_ids.len() && rejected_stored.is_empty(),
+                    stored.len() == distinct.len() && rejected_stored.is_empty() && twice == 0,
                     "verification failed"
                 );
             }
@@ -395,8 +410,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_import(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
     let store = app::open_store(settings).await?;
+    let catalog = app::stored_catalog(&store, settings).await?;
     let (ingest, writer) = app::start_ingest(store, settings);
-    let catalog = app::catalog(settings);
     let started = std::time::Instant::now();
     let summary = import::import_file(file, &ingest, &catalog, |line| eprintln!("{line}"))
         .await

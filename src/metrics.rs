@@ -52,6 +52,7 @@ pub struct Metrics {
     pub detector_lag_seconds: Gauge,
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub webhook_pending: Gauge,
+    pub rate_limit_clients: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -73,6 +74,7 @@ impl Metrics {
             detector_lag_seconds: Gauge::default(),
             webhook_deliveries: Family::default(),
             webhook_pending: Gauge::default(),
+            rate_limit_clients: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +106,11 @@ impl Metrics {
             "outagewatch_ingest_queue_depth",
             "Submissions waiting for a batch writer",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "outagewatch_rate_limit_clients",
+            "Client addresses the rate limiter tracks now (bounded by rate_limit.max_clients)",
+            metrics.rate_limit_clients.clone(),
         );
         registry.register(
             "outagewatch_open_incidents",

@@ -94,6 +94,34 @@ impl Catalog {
     }
 }
 
+/// The catalog as it stands now: admins change it at run time, and every reader takes the
+/// snapshot current when it starts, so one request sees one catalog.
+#[derive(Debug, Default)]
+pub struct LiveCatalog(std::sync::RwLock<Arc<Catalog>>);
+
+impl LiveCatalog {
+    pub fn new(catalog: Catalog) -> LiveCatalog {
+        LiveCatalog(std::sync::RwLock::new(Arc::new(catalog)))
+    }
+
+    /// The catalog now.
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new catalog in place for every later reader.
+    pub fn replace(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        match self.0.write() {
+            Ok(mut guard) => *guard = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
+        }
+    }
+}
+
 /// What is broken, in the reporter's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

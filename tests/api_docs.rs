@@ -12,8 +12,40 @@ use serde_json::{json, Value};
 /// Every route the router serves: (method, OpenAPI path, a plausible request path, the status
 /// that request gets). A path parameter the router did not match would get the fallback's
 /// 404 `/problems/not-found`, so none of these expects that.
-const ROUTES: [(&str, &str, &str, u16); 16] = [
+const ROUTES: [(&str, &str, &str, u16); 22] = [
     ("POST", "/api/v1/reports", "/api/v1/reports", 201),
+    ("GET", "/api/v1/challenge", "/api/v1/challenge", 200),
+    // Admin routes answer 401 before anything else without a bearer token.
+    (
+        "GET",
+        "/api/v1/admin/services",
+        "/api/v1/admin/services",
+        401,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/services/{slug}",
+        "/api/v1/admin/services/bluesky",
+        401,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/incidents/{id}/note",
+        "/api/v1/admin/incidents/0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10/note",
+        401,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/incidents/{id}/resolve",
+        "/api/v1/admin/incidents/0b5e5c2a-7d3e-4c1a-9f55-2f8f2d1c9a10/resolve",
+        401,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/redetect",
+        "/api/v1/admin/redetect",
+        401,
+    ),
     ("GET", "/api/v1/counts", "/api/v1/counts?service=x", 200),
     ("GET", "/api/v1/services", "/api/v1/services", 200),
     (
@@ -139,12 +171,19 @@ async fn the_spec_lists_every_route_and_every_listed_route_answers() {
     assert_eq!(listed, expected);
 
     for (method, _, request, status) in ROUTES {
-        let response = match method {
-            "POST" => {
+        let response = match (method, request) {
+            ("POST", "/api/v1/reports") => {
                 app.post_reports(&json!({"service": "x", "country": "PK", "problem": "app"}))
                     .await
             }
-            _ => app.client.get(app.url(request)).send().await.unwrap(),
+            ("GET", _) => app.client.get(app.url(request)).send().await.unwrap(),
+            (method, _) => app
+                .client
+                .request(method.parse().unwrap(), app.url(request))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
         };
         assert_eq!(response.status().as_u16(), status, "{method} {request}");
         // The stream never ends; its headers are enough.
@@ -524,6 +563,16 @@ async fn the_docs_page_is_html_under_a_strict_policy_with_embedded_assets() {
     let policy = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(policy.starts_with("default-src 'self'; "), "{policy}");
     assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert!(policy.ends_with("frame-ancestors 'none'"), "{policy}");
+    // The page headers every HTML answer gets (src/api/security.rs).
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        assert_eq!(page.headers()[name], value, "{name}");
+    }
     let html = page.text().await.unwrap();
 
     // No inline script: every script has a src.

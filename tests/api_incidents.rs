@@ -37,6 +37,8 @@ fn incident(service: &str, country: Option<&str>, minute: i64, status: Status) -
         parent_id: None,
         summary: format!("Reports about {service} rose."),
         updated_at: at(minute + 10),
+        note: None,
+        resolved_by: None,
     }
 }
 

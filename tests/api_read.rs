@@ -31,6 +31,7 @@ fn report(n: u8, country: &str, city: Option<&'static str>, minute: i64) -> NewR
         problem: Problem::App,
         fingerprint: Fingerprint([n; 16]),
         dedup_window_start: at(minute - minute.rem_euclid(15)),
+        network: None,
     }
 }
 
@@ -221,6 +222,8 @@ on_both_backends!(
             parent_id: None,
             summary: "Reports about YouTube in United Kingdom rose.".into(),
             updated_at: started_at,
+            note: None,
+            resolved_by: None,
         };
         app.store
             .write_detection(&DetectionWrite {
@@ -268,6 +271,7 @@ on_both_backends!(
             problem: Problem::App,
             fingerprint: Fingerprint([n; 16]),
             dedup_window_start: now - chrono::Duration::minutes(20),
+            network: None,
         };
         let mut batch = Vec::new();
         for n in 0..30u8 {
@@ -315,6 +319,8 @@ on_both_backends!(
             parent_id: None,
             summary: String::new(),
             updated_at: now,
+            note: None,
+            resolved_by: None,
         };
         app.store
             .write_detection(&DetectionWrite {

@@ -12,7 +12,8 @@ use outagewatch::incidents::{self, CityCount, Incident, Scope, Status};
 use outagewatch::report::{Catalog, Problem};
 use outagewatch::store::{
     self, Attempt, Checkpoint, ConnectOptions, DeliveryStatus, DetectionWrite, Fingerprint,
-    IncidentQuery, NewDelivery, NewReport, Rollup, Store,
+    IncidentAction, IncidentQuery, NetworkQuota, NewDelivery, NewReport, Rollup, ServiceRecord,
+    Store,
 };
 use uuid::Uuid;
 
@@ -50,6 +51,7 @@ fn report(id: u128, reporter: u8, city: Option<&'static str>, seconds_after_t0: 
         problem: Problem::App,
         fingerprint: Fingerprint([reporter; 16]),
         dedup_window_start: DateTime::from_timestamp(window, 0).unwrap(),
+        network: None,
     }
 }
 
@@ -270,6 +272,8 @@ fn incident(service: &str, country: Option<&str>, started: i64, status: Status) 
         parent_id: None,
         summary: "Reports about X in Pakistan rose.".into(),
         updated_at: at(started + 60),
+        note: None,
+        resolved_by: None,
     }
 }
 
@@ -802,5 +806,179 @@ on_both_backends!(
             .map(|d| d.event_id.as_u128())
             .collect();
         assert_eq!(left, [1, 2]);
+    }
+);
+
+fn from_network(mut report: NewReport, network: u8, quota: u32) -> NewReport {
+    report.network = Some(NetworkQuota {
+        network: Fingerprint([network; 16]),
+        max_counted_per_minute: quota,
+    });
+    report
+}
+
+on_both_backends!(
+    a_network_counts_up_to_its_quota_per_service_and_minute_across_batches,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        // Network 9, quota 3: two count in the first batch, one in the second, then none; the
+        // next minute starts afresh. Network 8 and an import (no quota) are not held back.
+        let first = [
+            from_network(report(1, 1, Some("Lahore"), 0), 9, 3),
+            from_network(report(2, 2, None, 1), 9, 3),
+        ];
+        let second = [
+            from_network(report(3, 3, None, 2), 9, 3),
+            from_network(report(4, 4, Some("Lahore"), 3), 9, 3),
+            from_network(report(5, 5, None, 4), 8, 3),
+            report(6, 6, None, 5),
+            // The same reporter again: a duplicate, which uses none of the quota.
+            from_network(report(7, 5, None, 6), 8, 3),
+        ];
+        let third = [
+            from_network(report(8, 8, None, 7), 9, 3),
+            from_network(report(9, 9, None, 60), 9, 3),
+        ];
+        let mut counted = Vec::new();
+        for batch in [&first[..], &second[..], &third[..]] {
+            let outcomes = store.insert_reports(batch).await.unwrap();
+            counted.extend(outcomes.iter().map(|o| o.counted));
+        }
+        assert_eq!(
+            counted,
+            [true, true, true, false, true, true, false, false, true]
+        );
+        // Over-quota reports are stored, uncounted, and absent from the rollups.
+        let capped = store.report(Uuid::from_u128(4)).await.unwrap().unwrap();
+        assert!(!capped.counted);
+        assert_eq!(store.report_count().await.unwrap(), 9);
+        assert_eq!(
+            store.rollups("x", at(0), at(120)).await.unwrap(),
+            [rollup(0, "", 5), rollup(0, "Lahore", 1), rollup(60, "", 1)]
+        );
+        // A replay of an over-quota report keeps its outcome.
+        let replay = store.insert_reports(&second[1..2]).await.unwrap();
+        assert_eq!((replay[0].counted, replay[0].replay), (false, true));
+        // Past minutes' counts can be forgotten; the current minute's stay.
+        store.forget_network_counts(at(60)).await.unwrap();
+        let fourth = [from_network(report(10, 10, None, 61), 9, 3)];
+        let outcomes = store.insert_reports(&fourth).await.unwrap();
+        assert!(outcomes[0].counted);
+    }
+);
+
+on_both_backends!(
+    the_catalog_is_seeded_once_in_order_and_changed_by_put,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let seed = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
+                .collect()
+        };
+        store
+            .seed_services(&seed(&[("x", "X"), ("youtube", "YouTube")]), at(0))
+            .await
+            .unwrap();
+        let disabled = ServiceRecord {
+            slug: "x".into(),
+            name: "X (Twitter)".into(),
+            enabled: false,
+        };
+        assert!(!store.put_service(&disabled, at(1)).await.unwrap());
+        let added = ServiceRecord {
+            slug: "bluesky".into(),
+            name: "'; drop table services; --".into(),
+            enabled: true,
+        };
+        assert!(store.put_service(&added, at(2)).await.unwrap());
+        // A second seed (a restart) adds what is new and changes nothing stored.
+        store
+            .seed_services(&seed(&[("x", "X"), ("reddit", "Reddit")]), at(3))
+            .await
+            .unwrap();
+        let names: Vec<(String, String, bool)> = store
+            .services()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.slug, s.name, s.enabled))
+            .collect();
+        let expected = [
+            ("x", "X (Twitter)", false),
+            ("youtube", "YouTube", true),
+            ("bluesky", "'; drop table services; --", true),
+            ("reddit", "Reddit", true),
+        ];
+        assert_eq!(
+            names,
+            expected
+                .iter()
+                .map(|(s, n, e)| ((*s).to_owned(), (*n).to_owned(), *e))
+                .collect::<Vec<_>>()
+        );
+    }
+);
+
+on_both_backends!(
+    a_hand_resolved_incident_is_kept_by_the_detector_and_by_a_redetect,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let open_one = incident("x", Some("PK"), 0, Status::Open);
+        let write = |incidents: Vec<Incident>, replace: Option<(DateTime<Utc>, DateTime<Utc>)>| {
+            let store = store.clone();
+            async move {
+                store
+                    .write_detection(&DetectionWrite {
+                        incidents: &incidents,
+                        replace,
+                        ..DetectionWrite::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        write(vec![open_one.clone()], None).await;
+        let note = "\" or 1=1 --";
+        let noted = store
+            .act_on_incident(open_one.id, &IncidentAction::Annotate { note }, at(100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(noted.note.as_deref(), Some(note));
+        let resolved = store
+            .act_on_incident(open_one.id, &IncidentAction::Resolve { by: "ops" }, at(200))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                resolved.status,
+                resolved.resolved_at,
+                resolved.resolved_by.as_deref()
+            ),
+            (Status::Resolved, Some(at(200)), Some("ops"))
+        );
+        // The detector writes the incident again (still open, a higher peak): nothing changes.
+        let mut later = open_one.clone();
+        later.peak_count = 500.0;
+        later.updated_at = at(300);
+        write(vec![later], None).await;
+        // A redetect of its range deletes what it recomputes, but not this one.
+        write(Vec::new(), Some((at(-60), at(3600)))).await;
+        let kept = store.incident(open_one.id).await.unwrap().unwrap();
+        assert_eq!(kept, resolved);
+        assert_eq!(
+            store
+                .act_on_incident(
+                    Uuid::from_u128(77),
+                    &IncidentAction::Resolve { by: "ops" },
+                    at(1)
+                )
+                .await
+                .unwrap(),
+            None
+        );
     }
 );

@@ -1,7 +1,9 @@
 //! Who is asking: the client address (socket peer, or X-Forwarded-For from trusted proxies only) and its rate limit.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
@@ -21,12 +23,34 @@ pub struct ClientAddr(pub IpAddr);
 pub struct ClientPolicy {
     trusted_proxies: Vec<IpNet>,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Most addresses the limiter tracks at once.
+    max_clients: usize,
+    /// When a full table was last swept, so a full table costs one sweep a second, not one a request.
+    last_full_sweep: Mutex<Option<Instant>>,
 }
+
+/// Why a request is not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address is over its rate; retry after this many seconds.
+    RateLimited(u64),
+    /// The limiter tracks `max_clients` addresses already, none of them idle.
+    TooManyClients,
+}
+
+/// How often a full limiter table may be swept.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl ClientPolicy {
     /// A policy trusting `trusted_proxies`' X-Forwarded-For and allowing `per_minute` requests
-    /// per address (bursts of `burst`, 0 = the per-minute figure); `per_minute = 0` turns limiting off.
-    pub fn new(trusted_proxies: Vec<IpNet>, per_minute: u32, burst: u32) -> ClientPolicy {
+    /// per address (bursts of `burst`, 0 = the per-minute figure) for at most `max_clients`
+    /// addresses at once; `per_minute = 0` turns limiting off.
+    pub fn new(
+        trusted_proxies: Vec<IpNet>,
+        per_minute: u32,
+        burst: u32,
+        max_clients: usize,
+    ) -> ClientPolicy {
         let limiter = NonZeroU32::new(per_minute).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
@@ -34,6 +58,8 @@ impl ClientPolicy {
         ClientPolicy {
             trusted_proxies,
             limiter,
+            max_clients,
+            last_full_sweep: Mutex::new(None),
         }
     }
 
@@ -67,15 +93,37 @@ impl ClientPolicy {
         self.trusted_proxies.iter().any(|net| net.contains(&addr))
     }
 
-    /// Takes one request from the address's bucket; `Err` holds the seconds until the next is allowed.
-    pub fn admit(&self, addr: IpAddr) -> Result<(), u64> {
+    /// Takes one request from the address's bucket (an IPv6 address shares its /64's, since a
+    /// host is handed a whole /64).
+    pub fn admit(&self, addr: IpAddr) -> Result<(), Refusal> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(&canonical(addr)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        if limiter.len() >= self.max_clients && !self.room_after_sweep(limiter) {
+            return Err(Refusal::TooManyClients);
+        }
+        limiter
+            .check_key(&limiter_key(canonical(addr)))
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Refusal::RateLimited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            })
+    }
+
+    /// Sweeps a full table (at most once a second) and tells whether it has room now.
+    fn room_after_sweep(&self, limiter: &DefaultKeyedRateLimiter<IpAddr>) -> bool {
+        if let Ok(mut last) = self.last_full_sweep.lock() {
+            if last.is_none_or(|at| at.elapsed() >= FULL_SWEEP_EVERY) {
+                *last = Some(Instant::now());
+                limiter.retain_recent();
+            }
+        }
+        limiter.len() < self.max_clients
+    }
+
+    /// How many addresses the limiter tracks now.
+    pub fn tracked_clients(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |limiter| limiter.len())
     }
 
     /// Forgets addresses whose buckets are full again, so the limiter's memory tracks active clients only.
@@ -84,6 +132,14 @@ impl ClientPolicy {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+/// The limiter's key: an IPv4 address, or an IPv6 address's /64.
+fn limiter_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -104,12 +160,20 @@ fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiE
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let client = state.clients.client_addr(peer, request.headers());
-    state.clients.admit(client).map_err(|retry_after_seconds| {
-        crate::metrics::METRICS.rejection("rate-limited");
-        ApiError::RateLimited {
-            retry_after_seconds: retry_after_seconds.max(1),
-        }
-    })?;
+    if let Err(refusal) = state.clients.admit(client) {
+        let error = match refusal {
+            Refusal::RateLimited(retry_after_seconds) => ApiError::RateLimited {
+                retry_after_seconds: retry_after_seconds.max(1),
+            },
+            Refusal::TooManyClients => ApiError::Unavailable {
+                detail: "too many clients are reporting at once; retry shortly".into(),
+                retry_after_seconds: 1,
+                ids: Vec::new(),
+            },
+        };
+        crate::metrics::METRICS.rejection(error.reason());
+        return Err(error);
+    }
     Ok(ClientAddr(canonical(client)))
 }
 
@@ -149,14 +213,14 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_ignored_without_trusted_proxies() {
-        let policy = ClientPolicy::new(vec![], 0, 0);
+        let policy = ClientPolicy::new(vec![], 0, 0, 10);
         let peer: IpAddr = "198.51.100.7".parse().unwrap();
         assert_eq!(policy.client_addr(peer, &headers("203.0.113.1")), peer);
     }
 
     #[test]
     fn the_rightmost_untrusted_forwarded_entry_is_the_client() {
-        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0);
+        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0, 10);
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let client = policy.client_addr(peer, &headers("6.6.6.6, 203.0.113.1, 10.9.9.9"));
         assert_eq!(client, "203.0.113.1".parse::<IpAddr>().unwrap());
@@ -164,14 +228,14 @@ mod tests {
 
     #[test]
     fn a_forwarded_header_from_an_untrusted_peer_is_not_believed() {
-        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0);
+        let policy = ClientPolicy::new(vec!["10.0.0.0/8".parse().unwrap()], 0, 0, 10);
         let peer: IpAddr = "198.51.100.7".parse().unwrap();
         assert_eq!(policy.client_addr(peer, &headers("10.0.0.1")), peer);
     }
 
     #[test]
     fn the_limit_allows_the_burst_then_refuses_with_a_wait() {
-        let policy = ClientPolicy::new(vec![], 60, 3);
+        let policy = ClientPolicy::new(vec![], 60, 3, 10);
         let addr: IpAddr = "203.0.113.1".parse().unwrap();
         assert_eq!(
             (0..3)
@@ -179,8 +243,38 @@ mod tests {
                 .collect::<Vec<_>>(),
             [true, true, true]
         );
-        let wait = policy.admit(addr).unwrap_err();
-        assert_eq!(wait, 1);
+        assert_eq!(policy.admit(addr), Err(Refusal::RateLimited(1)));
         assert!(policy.admit("203.0.113.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_escape_its_limit_by_changing_addresses_within_its_64() {
+        let policy = ClientPolicy::new(vec![], 60, 2, 10);
+        let first: Vec<bool> = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"]
+            .iter()
+            .map(|a| policy.admit(a.parse().unwrap()).is_ok())
+            .collect();
+        assert_eq!(first, [true, true, false]);
+        assert!(policy.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        assert_eq!(policy.tracked_clients(), 2);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_requests_and_never_grows_past_its_bound() {
+        let policy = ClientPolicy::new(vec![], 60, 60, 3);
+        let outcomes: Vec<Result<(), Refusal>> = (1..=5)
+            .map(|i| policy.admit(IpAddr::from([203, 0, 113, i])))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(Refusal::TooManyClients),
+                Err(Refusal::TooManyClients)
+            ]
+        );
+        assert_eq!(policy.tracked_clients(), 3);
     }
 }

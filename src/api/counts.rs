@@ -289,7 +289,7 @@ pub async fn get_counts(
 ) -> Result<Json<Counts>, ApiError> {
     let params = parameters(params, &COUNTS_PARAMETERS)?;
     Ok(Json(
-        counts_answer(&state.store, &state.catalog, &params).await?,
+        counts_answer(&state.store, &state.catalog.current(), &params).await?,
     ))
 }
 
@@ -440,7 +440,9 @@ pub async fn list_services(
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<ServiceList>, ApiError> {
     parameters(params, &[])?;
-    Ok(Json(services_answer(&state.store, &state.catalog).await?))
+    Ok(Json(
+        services_answer(&state.store, &state.catalog.current()).await?,
+    ))
 }
 
 /// The catalog with each service's status now (the API's and the status pages').
@@ -749,7 +751,7 @@ pub async fn list_regions(
         &["service", "level", "country", "window", "limit", "cursor"],
     )?;
     Ok(Json(
-        regions_answer(&state.store, &state.catalog, &params).await?,
+        regions_answer(&state.store, &state.catalog.current(), &params).await?,
     ))
 }
 

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{License, OpenApi, RefOr};
 use utoipa::PartialSchema;
 
@@ -36,6 +37,8 @@ use crate::report::FieldError;
         (name = "pages", description = "For people and pages: an Atom feed and a status badge."),
         (name = "operations", description = "Metrics and probes."),
         (name = "docs", description = "This description and its docs page."),
+        (name = "admin", description = "Changing the catalog and incidents, and re-detection: \
+            bearer token (`admin.tokens`) required; 401 without one, 403 with a wrong one."),
     ),
     components(schemas(Problem, FieldError))
 )]
@@ -48,6 +51,18 @@ pub(super) fn base_document() -> OpenApi {
     let mut license = License::new(env!("CARGO_PKG_LICENSE"));
     license.identifier = Some(env!("CARGO_PKG_LICENSE").to_owned());
     document.info.license = Some(license);
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "admin_token",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An admin token from `admin.tokens` (configured as its SHA-256 or as a secret).",
+                ))
+                .build(),
+        ),
+    );
     document
 }
 

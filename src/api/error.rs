@@ -30,9 +30,22 @@ pub enum ApiError {
     /// 400: query or path parameters failed validation.
     #[error("{} invalid parameter(s)", .0.len())]
     InvalidParameters(Vec<FieldError>),
+    /// 401: an admin route without a bearer token.
+    #[error("this route needs an admin bearer token (Authorization: Bearer ...)")]
+    Unauthorized,
+    /// 403: an admin route with a token that is not an admin's.
+    #[error("the token is not an admin token")]
+    Forbidden,
     /// 404: nothing at this path.
     #[error("not found")]
     NotFound,
+    /// 408: the client did not send its body in time.
+    #[error("the body did not arrive within {ms} ms")]
+    RequestTimeout { ms: u64 },
+    /// 409: the request conflicts with what the service is doing (e.g. another replica
+    /// runs the detector).
+    #[error("{0}")]
+    Conflict(String),
     /// 429: the client is over its rate limit.
     #[error("rate limit exceeded")]
     RateLimited { retry_after_seconds: u64 },
@@ -61,7 +74,9 @@ pub enum ApiError {
 pub(super) struct Problem<'a> {
     /// The problem type, a relative URI: `/problems/malformed-json`, `/problems/payload-too-large`,
     /// `/problems/unsupported-media-type`, `/problems/validation`, `/problems/invalid-parameter`,
-    /// `/problems/not-found`, `/problems/rate-limited`, `/problems/unavailable` or `/problems/internal`.
+    /// `/problems/unauthorized`, `/problems/forbidden`, `/problems/not-found`,
+    /// `/problems/request-timeout`, `/problems/conflict`, `/problems/rate-limited`,
+    /// `/problems/unavailable` or `/problems/internal`.
     #[serde(rename = "type")]
     kind: &'static str,
     /// A short summary of the problem type.
@@ -181,7 +196,19 @@ impl ApiError {
                 "/problems/invalid-parameter",
                 "Invalid parameter",
             ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthorized",
+                "Admin token required",
+            ),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "/problems/forbidden", "Forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "/problems/request-timeout",
+                "Request body too slow",
+            ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "/problems/conflict", "Conflict"),
             ApiError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "/problems/rate-limited",
@@ -251,6 +278,12 @@ impl IntoResponse for ApiError {
         } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"outagewatch admin\""),
+            );
         }
         response
     }

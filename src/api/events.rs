@@ -44,7 +44,10 @@ pub async fn stream_events(
     params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = parameters(params, &["service"])?;
-    let service = match params.get("service").map(|s| state.catalog.parse(s)) {
+    let service = match params
+        .get("service")
+        .map(|s| state.catalog.current().parse(s).cloned())
+    {
         None => None,
         Some(Ok(found)) => Some(found.slug.as_str().to_owned()),
         Some(Err(e)) => return Err(ApiError::InvalidParameters(vec![e])),

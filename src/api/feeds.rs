@@ -27,7 +27,7 @@ fn scope_of(
 ) -> Result<(String, String, Option<CountryCode>), ApiError> {
     let mut errors = Vec::new();
     let country = country_parameter(params, &mut errors);
-    match state.catalog.parse(service) {
+    match state.catalog.current().parse(service) {
         Ok(found) if errors.is_empty() => {
             Ok((found.slug.as_str().to_owned(), found.name.clone(), country))
         }

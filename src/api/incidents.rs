@@ -177,7 +177,7 @@ pub async fn list_incidents(
 ) -> Result<Json<IncidentPage>, ApiError> {
     let params = parameters(params, &PARAMETERS)?;
     Ok(Json(
-        incidents_page(&state.store, &state.catalog, &params).await?,
+        incidents_page(&state.store, &state.catalog.current(), &params).await?,
     ))
 }
 

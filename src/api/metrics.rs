@@ -58,6 +58,9 @@ pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiE
     METRICS
         .queue_depth
         .set(i64::try_from(state.ingest.queue_depth()).unwrap_or(i64::MAX));
+    METRICS
+        .rate_limit_clients
+        .set(i64::try_from(state.clients.tracked_clients()).unwrap_or(i64::MAX));
     let open = state
         .store
         .incidents(&IncidentQuery {

@@ -1,6 +1,8 @@
 //! The JSON API: routes, shared state, and the body rules every JSON endpoint follows.
 
+mod admin;
 mod caching;
+mod challenge;
 mod client;
 mod counts;
 mod docs;
@@ -12,14 +14,18 @@ mod health;
 mod incidents;
 mod metrics;
 mod reports;
+pub mod security;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Method;
 use axum::http::{header, HeaderMap, Request};
+use axum::response::{IntoResponse, Response};
 use axum::{middleware, Extension, Router};
 use bytes::Bytes;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{
@@ -30,11 +36,14 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::detector_task::DetectorTask;
 use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest};
-use crate::report::Catalog;
+use crate::pow::ProofOfWork;
+use crate::report::LiveCatalog;
 use crate::store::Store;
 
+pub use admin::{catalog_of, reload_catalog, AdminTokens};
 pub use caching::ReadCache;
 pub use client::{admit_then, ClientAddr, ClientPolicy};
 pub use counts::{
@@ -50,12 +59,24 @@ pub use reports::{submit_reports, MAX_BATCH};
 /// What handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The store for request work: every call gives up after `database.query_timeout_ms`.
     pub store: Arc<dyn Store>,
     pub ingest: Ingest,
-    pub catalog: Arc<Catalog>,
+    /// The catalog now (admins change it at run time).
+    pub catalog: Arc<LiveCatalog>,
     pub fingerprinter: Arc<Fingerprinter>,
     pub clients: Arc<ClientPolicy>,
     pub max_body_bytes: usize,
+    /// A request body must arrive within this long (408 otherwise).
+    pub body_read_timeout: Duration,
+    /// An answer not ready this long after the request is abandoned with 503.
+    pub request_timeout: Duration,
+    /// Counted reports one network adds per service per minute; 0 = no cap.
+    pub max_counted_per_network_per_minute: u32,
+    pub admin: Arc<AdminTokens>,
+    /// The live detector, which an admin's redetect pauses.
+    pub detector: Arc<DetectorTask>,
+    pub proof_of_work: Arc<ProofOfWork>,
     /// Live events (incident changes, minute counts) from the detector leader.
     pub events: EventBus,
     /// Turns true when the service starts shutting down (ends long-lived streams).
@@ -118,12 +139,27 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(docs::get_docs_page))
         .routes(routes!(docs::get_docs_asset))
         .layer(CompressionLayer::new());
+    // Admin calls: a bearer token first (401/403), then the handler; each call is logged.
+    let admin_routes = OpenApiRouter::new()
+        .routes(routes!(admin::list_services))
+        .routes(routes!(admin::put_service))
+        .routes(routes!(admin::put_incident_note))
+        .routes(routes!(admin::resolve_incident))
+        .routes(routes!(admin::redetect))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::authorize,
+        ));
+    let request_timeout = state.request_timeout;
     let (routes, document) = OpenApiRouter::with_openapi(docs::base_document())
         .merge(ingest_routes)
+        .merge(admin_routes)
         .merge(read_routes)
         .merge(page_routes)
         .merge(stream_routes)
         .merge(docs_routes)
+        // Not rate limited: a form fetches a challenge before each report.
+        .routes(routes!(challenge::get_challenge))
         .routes(routes!(metrics::get_metrics))
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_readiness))
@@ -135,8 +171,17 @@ pub fn router(state: AppState) -> Router {
         // The pages are for people, not part of the JSON API or its document.
         .merge(crate::web::pages(state.clone()))
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            answer_within,
+        ))
         .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)
+        .layer(middleware::from_fn(security::security_headers))
+        // A panic answers a bare 500 problem (logged), never the panic's message.
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
@@ -157,8 +202,38 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit` bytes.
-async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Abandons an answer that is not ready within `timeout` with 503 and `Retry-After`, so no
+/// request hangs on a stalled dependency (a stream's answer is its headers, sent at once).
+async fn answer_within(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request<Body>,
+    next: middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "request abandoned: no answer in time"
+            );
+            ApiError::Unavailable {
+                detail: "the answer took too long; retry shortly".into(),
+                retry_after_seconds: 1,
+                ids: Vec::new(),
+            }
+            .into_response()
+        }
+    }
+}
+
+/// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit` bytes,
+/// 408 when it has not all arrived within `read_timeout`.
+async fn json_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    read_timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -179,7 +254,28 @@ async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit })
+    let read = tokio::time::timeout(read_timeout, axum::body::to_bytes(body, limit)).await;
+    match read {
+        Err(_) => Err(ApiError::RequestTimeout {
+            ms: read_timeout.as_millis() as u64,
+        }),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) if is_length_limit(&error) => Err(ApiError::PayloadTooLarge { limit }),
+        // The client broke off or sent a garbled body (e.g. bad chunked encoding).
+        Ok(Err(_)) => Err(ApiError::MalformedJson(
+            "the body could not be read to its end".into(),
+        )),
+    }
+}
+
+/// Whether a body error is the length limit's.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

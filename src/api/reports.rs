@@ -16,8 +16,8 @@ use super::client::ClientAddr;
 use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::clock;
-use crate::ingest::NewReport;
-use crate::report::{FieldError, Problem as ProblemKind, Report, ReportFields};
+use crate::ingest::{NetworkQuota, NewReport};
+use crate::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
 use crate::store::Outcome;
 
 /// Most reports in one batch body.
@@ -30,7 +30,7 @@ pub(super) struct ReportReceipt {
     /// The report's id: the one sent, or a new UUIDv7.
     id: Uuid,
     /// False when the same reporter already reported this service in the current 15-minute
-    /// window: stored, not counted.
+    /// window, or the sender's network has used up its count for this minute: stored, not counted.
     counted: bool,
     /// The id was already stored: nothing new was written and `counted` is the original outcome.
     replay: bool,
@@ -200,11 +200,24 @@ pub async fn submit_reports(
     reports: Vec<Report>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let now = clock::now();
+    state.proof_of_work.note_request(now);
     let fingerprint = state
         .fingerprinter
         .fingerprint(client.0, user_agent, now)
         .await
         .map_err(ApiError::from_store)?;
+    // One network's share of a minute's counted reports is capped in the store.
+    let network = match state.max_counted_per_network_per_minute {
+        0 => None,
+        cap => Some(NetworkQuota {
+            network: state
+                .fingerprinter
+                .network(client.0, now)
+                .await
+                .map_err(ApiError::from_store)?,
+            max_counted_per_minute: cap,
+        }),
+    };
     let window_start = state.ingest.dedup_window_start(now);
     let batch: Vec<NewReport> = reports
         .into_iter()
@@ -218,6 +231,7 @@ pub async fn submit_reports(
             problem: report.problem,
             fingerprint,
             dedup_window_start: window_start,
+            network,
         })
         .collect();
     let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
@@ -234,8 +248,14 @@ async fn store_reports(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = super::json_body(&headers, body, state.max_body_bytes).await?;
-    let (reports, single) = match parse_submission(&bytes, &state)? {
+    let bytes = super::json_body(
+        &headers,
+        body,
+        state.max_body_bytes,
+        state.body_read_timeout,
+    )
+    .await?;
+    let (reports, single) = match parse_submission(&bytes, &state.catalog.current())? {
         Submission::One(report) => (vec![report], true),
         Submission::Batch(reports) => (reports, false),
     };
@@ -259,7 +279,7 @@ async fn store_reports(
 }
 
 /// Parses and validates a body, naming every field at fault (`reports[2].city` in a batch).
-fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiError> {
+fn parse_submission(bytes: &[u8], catalog: &Catalog) -> Result<Submission, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let Value::Object(object) = value else {
@@ -270,7 +290,7 @@ fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiErr
     };
     let Some(reports) = object.get("reports") else {
         return report_fields(&object)
-            .and_then(|fields| Report::parse(&fields, &state.catalog))
+            .and_then(|fields| Report::parse(&fields, catalog))
             .map(Submission::One)
             .map_err(ApiError::Invalid);
     };
@@ -303,8 +323,7 @@ fn parse_submission(bytes: &[u8], state: &AppState) -> Result<Submission, ApiErr
             errors.push(FieldError::new(prefix, "each report must be a JSON object"));
             continue;
         };
-        let result =
-            report_fields(object).and_then(|fields| Report::parse(&fields, &state.catalog));
+        let result = report_fields(object).and_then(|fields| Report::parse(&fields, catalog));
         match result {
             Ok(report) => parsed.push(report),
             Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| e.within(&prefix))),

@@ -1,4 +1,4 @@
-//! Reporter fingerprints: a keyed BLAKE3 hash of client address and user agent under a secret that rotates daily.
+//! Reporter and network fingerprints: keyed BLAKE3 hashes of client address and user agent, and of the address's /24 (IPv4) or /48 (IPv6), under a secret that rotates daily.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -31,6 +31,17 @@ impl Fingerprinter {
     ) -> Result<Fingerprint, StoreError> {
         let key = self.key_for(now.date_naive()).await?;
         Ok(fingerprint_with(&key, address, user_agent))
+    }
+
+    /// The fingerprint of the network `address` is in at `now`: the same keyed hash over its
+    /// /24 or /48 prefix, so the prefix itself is never stored.
+    pub async fn network(
+        &self,
+        address: IpAddr,
+        now: DateTime<Utc>,
+    ) -> Result<Fingerprint, StoreError> {
+        let key = self.key_for(now.date_naive()).await?;
+        Ok(network_fingerprint_with(&key, address))
     }
 
     async fn key_for(&self, day: NaiveDate) -> Result<[u8; 32], StoreError> {
@@ -67,6 +78,30 @@ pub fn fingerprint_with(key: &[u8; 32], address: IpAddr, user_agent: &[u8]) -> F
     Fingerprint(out)
 }
 
+/// The keyed hash of an address's network: its first 24 bits (IPv4, also when IPv4-mapped) or
+/// 48 bits (IPv6), with a tag of its own so it never equals a reporter fingerprint.
+pub fn network_fingerprint_with(key: &[u8; 32], address: IpAddr) -> Fingerprint {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(b"network\0");
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            hasher.update(&[6]).update(&v6.octets()[..6]);
+        }
+        IpAddr::V6(v6) => {
+            let v4 = v6
+                .to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            hasher.update(&[4]).update(&v4.octets()[..3]);
+        }
+        IpAddr::V4(v4) => {
+            hasher.update(&[4]).update(&v4.octets()[..3]);
+        }
+    };
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    Fingerprint(out)
+}
+
 /// The fingerprint of an imported row's opaque `reporter` string; stable across runs so a
 /// re-import dedups the same way.
 pub fn fingerprint_of_reporter(reporter: &str) -> Fingerprint {
@@ -77,6 +112,7 @@ pub fn fingerprint_of_reporter(reporter: &str) -> Fingerprint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -106,6 +142,23 @@ mod tests {
             base,
             fingerprint_with(&[7u8; 32], IpAddr::from([203, 0, 113, 10]), b"Firefox")
         );
+    }
+
+    #[test]
+    fn addresses_share_a_network_fingerprint_exactly_within_their_24_or_48() {
+        let key = [7u8; 32];
+        let net = |text: &str| network_fingerprint_with(&key, text.parse().unwrap());
+        assert_eq!(net("203.0.113.9"), net("203.0.113.250"));
+        assert_eq!(net("203.0.113.9"), net("::ffff:203.0.113.77"));
+        assert_ne!(net("203.0.113.9"), net("203.0.114.9"));
+        assert_eq!(net("2001:db8:7:1::1"), net("2001:db8:7:ffff::2"));
+        assert_ne!(net("2001:db8:7::1"), net("2001:db8:8::1"));
+        assert_ne!(
+            network_fingerprint_with(&[8u8; 32], "203.0.113.9".parse().unwrap()),
+            net("203.0.113.9")
+        );
+        let address: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_ne!(net("203.0.113.9"), fingerprint_with(&key, address, b""));
     }
 
     #[test]

@@ -18,8 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::store::{Outcome, Store, StoreError};
 
-pub use crate::store::NewReport;
-pub use fingerprint::{fingerprint_of_reporter, fingerprint_with, Fingerprinter};
+pub use crate::store::{NetworkQuota, NewReport};
+pub use fingerprint::{
+    fingerprint_of_reporter, fingerprint_with, network_fingerprint_with, Fingerprinter,
+};
 
 /// Why a submission was not acknowledged.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 
 mod postgres;
 mod sqlite;
+mod timed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::report::{Problem, ServiceSlug};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use timed::with_timeout;
 
 /// A keyed hash of who sent a report; never reversible to an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +38,34 @@ pub struct NewReport {
     pub fingerprint: Fingerprint,
     /// Start of the dedup window this report falls in.
     pub dedup_window_start: DateTime<Utc>,
+    /// The sender's network and how much it may count; None (imports) is never capped.
+    pub network: Option<NetworkQuota>,
+}
+
+/// How much one network may count: its keyed fingerprint (of the /24 or /48, never the raw
+/// prefix) and the most counted reports it may add to one service's minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkQuota {
+    pub network: Fingerprint,
+    pub max_counted_per_minute: u32,
+}
+
+/// One service of the stored catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub slug: String,
+    pub name: String,
+    /// A disabled service takes no reports and is left out of the public catalog; its data stays.
+    pub enabled: bool,
+}
+
+/// What an admin did to an incident.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncidentAction<'a> {
+    /// Set (or replace) the incident's note.
+    Annotate { note: &'a str },
+    /// Resolve it now: the detector no longer changes it.
+    Resolve { by: &'a str },
 }
 
 /// What storing one report did.
@@ -566,6 +596,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many webhook deliveries are pending.
     async fn pending_webhook_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Adds the services that are not stored yet (enabled, after the stored ones); stored ones
+    /// keep their name and state.
+    async fn seed_services(
+        &self,
+        services: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The stored catalog, in catalog order (enabled and disabled).
+    async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError>;
+
+    /// Stores a service's name and state at `at`; true when it was not stored before.
+    async fn put_service(
+        &self,
+        service: &ServiceRecord,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Annotates or resolves an incident at `at`; the incident as it now stands, or None if
+    /// there is no such incident.
+    async fn act_on_incident(
+        &self,
+        id: Uuid,
+        action: &IncidentAction<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError>;
+
+    /// Deletes the per-network counts of minutes before `before` (they only cap the current minute).
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// Connection settings shared by both backends.
@@ -615,6 +675,49 @@ fn dedup_candidates(reports: &[NewReport]) -> Vec<&NewReport> {
         .collect()
 }
 
+/// One network's counted reports of a batch in one (service, minute): the key, the quota, and
+/// the ids in batch order.
+struct NetworkGroup<'a> {
+    service: &'a str,
+    network: Fingerprint,
+    minute: DateTime<Utc>,
+    max_counted: u32,
+    ids: Vec<Uuid>,
+}
+
+/// The counted reports of a batch that carry a network quota, grouped by (service, network,
+/// minute) and sorted by that key, so concurrent writers lock the count rows in one order.
+fn network_groups<'a>(counted: impl Iterator<Item = &'a NewReport>) -> Vec<NetworkGroup<'a>> {
+    let mut groups: BTreeMap<(&'a str, Fingerprint, DateTime<Utc>), NetworkGroup<'a>> =
+        BTreeMap::new();
+    for report in counted {
+        let Some(quota) = report.network else {
+            continue;
+        };
+        let minute = minute_of(report.received_at);
+        let key = (report.service.as_str(), quota.network, minute);
+        let group = groups.entry(key).or_insert_with(|| NetworkGroup {
+            service: report.service.as_str(),
+            network: quota.network,
+            minute,
+            max_counted: quota.max_counted_per_minute,
+            ids: Vec::new(),
+        });
+        group.max_counted = group.max_counted.min(quota.max_counted_per_minute);
+        group.ids.push(report.id);
+    }
+    groups.into_values().collect()
+}
+
+/// The ids of a group beyond its quota, given the group's count row after adding the group
+/// (`total`, every counted report the network tried to add to that minute).
+fn over_quota<'a>(group: &'a NetworkGroup<'_>, total: i64) -> &'a [Uuid] {
+    let n = group.ids.len() as i64;
+    let before = total - n;
+    let admitted = (i64::from(group.max_counted) - before).clamp(0, n);
+    &group.ids[admitted as usize..]
+}
+
 /// One rollup row's key: (service, country, city or "" for the total, minute).
 type RollupKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
 
@@ -640,6 +743,8 @@ struct IncidentRow {
     parent_id: Option<Uuid>,
     summary: String,
     updated_at: DateTime<Utc>,
+    note: Option<String>,
+    resolved_by: Option<String>,
 }
 
 /// The columns of `incidents`, in the order both backends select and insert them.
@@ -647,14 +752,18 @@ const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, start
      peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, problems, \
      parent_id, summary, updated_at";
 
+/// The columns only the admin API writes; reads select them after [`INCIDENT_COLUMNS`].
+const INCIDENT_ADMIN_COLUMNS: &str = "note, resolved_by";
+
 /// What writing an incident that is already stored (same id) overwrites: everything that
-/// can change after it opened.
+/// can change after it opened, unless an admin resolved it by hand.
 const INCIDENT_UPSERT: &str = " on conflict (id) do update set status = excluded.status, \
      peak_at = excluded.peak_at, peak_count = excluded.peak_count, \
      expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count, \
      excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at, \
      top_cities = excluded.top_cities, problems = excluded.problems, \
-     parent_id = excluded.parent_id, summary = excluded.summary, updated_at = excluded.updated_at";
+     parent_id = excluded.parent_id, summary = excluded.summary, updated_at = excluded.updated_at \
+     where incidents.resolved_by is null";
 
 impl IncidentRow {
     fn into_incident(self) -> Result<Incident, StoreError> {
@@ -679,6 +788,8 @@ impl IncidentRow {
             parent_id: self.parent_id,
             summary: self.summary,
             updated_at: self.updated_at,
+            note: self.note,
+            resolved_by: self.resolved_by,
         })
     }
 }
@@ -765,7 +876,65 @@ mod tests {
             problem: Problem::App,
             fingerprint: Fingerprint([fingerprint; 16]),
             dedup_window_start: DateTime::from_timestamp(1_741_599_900, 0).unwrap(),
+            network: None,
         }
+    }
+
+    fn from_network(mut report: NewReport, network: u8, max_counted_per_minute: u32) -> NewReport {
+        report.network = Some(NetworkQuota {
+            network: Fingerprint([network; 16]),
+            max_counted_per_minute,
+        });
+        report
+    }
+
+    #[test]
+    fn counted_reports_group_by_service_network_and_minute_and_imports_are_left_out() {
+        let batch = [
+            from_network(report(1, 1, None, 0), 9, 2),
+            report(2, 2, None, 1),
+            from_network(report(3, 3, None, 2), 9, 2),
+            from_network(report(4, 4, None, 30), 9, 2),
+            from_network(report(5, 5, None, 3), 8, 2),
+        ];
+        let groups: Vec<(u8, i64, Vec<u128>)> = network_groups(batch.iter())
+            .iter()
+            .map(|g| {
+                (
+                    g.network.0[0],
+                    g.minute.timestamp(),
+                    g.ids.iter().map(|id| id.as_u128()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (8, 1_741_599_960, vec![5]),
+                (9, 1_741_599_960, vec![1, 3]),
+                (9, 1_741_600_020, vec![4])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_keeps_what_its_quota_has_left_and_the_rest_is_over() {
+        let batch: Vec<NewReport> = (1..=4)
+            .map(|i| from_network(report(i, i as u8, None, 0), 9, 3))
+            .collect();
+        let groups = network_groups(batch.iter());
+        let over = |total| -> Vec<u128> {
+            over_quota(&groups[0], total)
+                .iter()
+                .map(|id| id.as_u128())
+                .collect()
+        };
+        // Nothing counted before this batch: three of four count.
+        assert_eq!(over(4), [4]);
+        // Two counted before: one of four counts.
+        assert_eq!(over(6), [2, 3, 4]);
+        // The quota was used up before: none counts.
+        assert_eq!(over(9), [1, 2, 3, 4]);
     }
 
     #[test]

@@ -6,14 +6,15 @@ use std::fmt::Write as _;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, minute_of, outcomes, region_countries, Attempt,
-    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, Expectation, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
-    Outcome, Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS,
+    dedup_candidates, incident_json, minute_of, network_groups, outcomes, over_quota,
+    region_countries, rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
+    CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction,
+    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
+    Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
     INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
@@ -46,16 +47,203 @@ impl PostgresStore {
 }
 
 /// Reads the stored `counted` of each id that exists.
-async fn stored_outcomes(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, bool>, StoreError> {
+async fn stored_outcomes<'e>(
+    executor: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, bool>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows: Vec<(Uuid, bool)> =
         sqlx::query_as("select id, counted from reports where id = any($1)")
             .bind(ids)
-            .fetch_all(pool)
+            .fetch_all(executor)
             .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The ids of a batch that neither insert took: retries of stored reports.
+fn replays(reports: &[NewReport], counted: &HashSet<Uuid>, uncounted: &HashSet<Uuid>) -> Vec<Uuid> {
+    reports
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| !counted.contains(id) && !uncounted.contains(id))
+        .collect()
+}
+
+/// Splits what [`insert_batch`] returned into the counted and the uncounted ids.
+fn split_stored(stored: Vec<(Uuid, bool)>) -> (HashSet<Uuid>, HashSet<Uuid>) {
+    let mut counted = HashSet::with_capacity(stored.len());
+    let mut uncounted = HashSet::new();
+    for (id, was_counted) in stored {
+        if was_counted {
+            counted.insert(id);
+        } else {
+            uncounted.insert(id);
+        }
+    }
+    (counted, uncounted)
+}
+
+/// The reports of a batch, as one statement of data-modifying CTEs: the ones that may count
+/// first (the unique key on (window, fingerprint, service) admits only a reporter's first,
+/// and a conflict on it or on the id inserts nothing), then every other one uncounted (what
+/// still conflicts is an id already stored). Answers (id, counted) for each row inserted.
+const INSERT_BATCH: &str = "with input as (
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
+             as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
+                  minute, candidate)
+     ),
+     counted as (
+         insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
+         from input where candidate
+         on conflict do nothing
+         returning id
+     ),
+     uncounted as (
+         insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
+         from input where id not in (select id from counted)
+         on conflict do nothing
+         returning id
+     )";
+
+/// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
+/// rollups (city row and country total), locked in key order so two writers never deadlock.
+const INSERT_BATCH_AND_ROLLUPS: &str = ",
+     places as (
+         select i.service, i.country, i.city, i.minute from input i join counted c using (id) where i.city <> ''
+         union all
+         select i.service, i.country, '', i.minute from input i join counted c using (id)
+     ),
+     rolled as (
+         insert into rollups_minute (service, country, city, minute, count)
+         select service, country, city, minute, count(*) from places
+         group by service, country, city, minute
+         order by service, country, city, minute
+         on conflict (service, country, city, minute)
+         do update set count = rollups_minute.count + excluded.count
+     )";
+
+/// Inserts a batch (in `ordered`, dedup-key order) with [`INSERT_BATCH`], and with its
+/// rollups too when `with_rollups`; answers (id, counted) for each row inserted.
+async fn insert_batch<'e>(
+    executor: impl PgExecutor<'e>,
+    ordered: &[&NewReport],
+    candidates: &HashSet<Uuid>,
+    with_rollups: bool,
+) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    let rollups = if with_rollups {
+        INSERT_BATCH_AND_ROLLUPS
+    } else {
+        ""
+    };
+    let sql = format!(
+        "{INSERT_BATCH}{rollups}
+         select id, true from counted
+         union all
+         select id, false from uncounted"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(ordered.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(ordered.iter().map(|r| r.received_at).collect::<Vec<_>>())
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.service.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.country.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.city.unwrap_or(""))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.problem.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| Uuid::from_bytes(r.fingerprint.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.dedup_window_start)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| minute_of(r.received_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| candidates.contains(&r.id))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(executor)
+        .await?)
+}
+
+/// Adds counted reports to their minute rollups: the city row and the country total.
+async fn add_to_rollups<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    counted: impl Iterator<Item = &'a NewReport>,
+) -> Result<(), StoreError> {
+    let increments = rollup_increments(counted);
+    if increments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into rollups_minute (service, country, city, minute, count)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
+         on conflict (service, country, city, minute)
+         do update set count = rollups_minute.count + excluded.count",
+    )
+    .bind(
+        increments
+            .iter()
+            .map(|((s, _, _, _), _)| *s)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        increments
+            .iter()
+            .map(|((_, c, _, _), _)| *c)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        increments
+            .iter()
+            .map(|((_, _, city, _), _)| *city)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        increments
+            .iter()
+            .map(|((_, _, _, m), _)| *m)
+            .collect::<Vec<_>>(),
+    )
+    .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Appends `field` to COPY text, escaping what the format gives a meaning to.
@@ -69,6 +257,71 @@ fn copy_text(text: &mut String, field: &str) {
             c => text.push(c),
         }
     }
+}
+
+/// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
+/// network quota to their network's (service, minute) count, un-counts those beyond the quota,
+/// and returns their ids. The count rows' locks make it hold across replicas.
+async fn cap_networks(
+    tx: &mut Transaction<'_, Postgres>,
+    candidates: &[&NewReport],
+    counted: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let groups = network_groups(
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| counted.contains(&r.id)),
+    );
+    if groups.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(String, Uuid, DateTime<Utc>, i64)> = sqlx::query_as(
+        "insert into network_minute_counts (service, network, minute, count)
+         select * from unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::int8[])
+         on conflict (service, network, minute)
+         do update set count = network_minute_counts.count + excluded.count
+         returning service, network, minute, count",
+    )
+    .bind(groups.iter().map(|g| g.service).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| Uuid::from_bytes(g.network.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(groups.iter().map(|g| g.minute).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| g.ids.len() as i64)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let totals: HashMap<(String, Uuid, DateTime<Utc>), i64> = rows
+        .into_iter()
+        .map(|(service, network, minute, count)| ((service, network, minute), count))
+        .collect();
+    let over: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| {
+            let key = (
+                group.service.to_owned(),
+                Uuid::from_bytes(group.network.0),
+                group.minute,
+            );
+            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
+            over_quota(group, total).iter().copied()
+        })
+        .collect();
+    if !over.is_empty() {
+        sqlx::query("update reports set counted = false where id = any($1)")
+            .bind(&over)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(over.into_iter().collect())
 }
 
 /// The detector lock, held by a connection of its own for as long as this value lives.
@@ -150,90 +403,47 @@ impl Store for PostgresStore {
     }
 
     async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
-        // The whole batch is one statement, and so one implicit transaction and one round
-        // trip: the reports that may count are inserted first (the unique key on (window,
-        // fingerprint, service) admits only a reporter's first, and a conflict on it or on
-        // the id inserts nothing), then every other report uncounted (what still conflicts
-        // is an id already stored), then the counted ones are added to their minute rollups.
-        // Two writers touch the same rollup rows, so a writer holds their locks only from
-        // this statement's last step to its commit; rows are locked in key order, so the two
-        // never deadlock.
-        let candidates: HashSet<Uuid> = dedup_candidates(reports).iter().map(|r| r.id).collect();
+        let candidates = dedup_candidates(reports);
+        let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
         // In dedup-key order: a writer inserting a key another writer's open transaction holds
         // waits for it, so two batches holding each other's keys in opposite orders would
         // deadlock (Postgres breaks that after a second by failing one of them).
         let mut ordered: Vec<&NewReport> = reports.iter().collect();
         ordered
             .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
-        let reports_in_order = ordered;
-        let stored: Vec<(Uuid, bool)> = sqlx::query_as(
-            "with input as (
-                 select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-                                      $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
-                     as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
-                          minute, candidate)
-             ),
-             counted as (
-                 insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
-                 select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
-                 from input where candidate
-                 on conflict do nothing
-                 returning id
-             ),
-             uncounted as (
-                 insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
-                 select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
-                 from input where id not in (select id from counted)
-                 on conflict do nothing
-                 returning id
-             ),
-             places as (
-                 select i.service, i.country, i.city, i.minute from input i join counted c using (id) where i.city <> ''
-                 union all
-                 select i.service, i.country, '', i.minute from input i join counted c using (id)
-             ),
-             rolled as (
-                 insert into rollups_minute (service, country, city, minute, count)
-                 select service, country, city, minute, count(*) from places
-                 group by service, country, city, minute
-                 order by service, country, city, minute
-                 on conflict (service, country, city, minute)
-                 do update set count = rollups_minute.count + excluded.count
-             )
-             select id, true from counted
-             union all
-             select id, false from uncounted",
-        )
-        .bind(reports_in_order.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.received_at).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.service.as_str()).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.country.as_str()).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.city.unwrap_or("")).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.problem.as_str()).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| Uuid::from_bytes(r.fingerprint.0)).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| minute_of(r.received_at)).collect::<Vec<_>>())
-        .bind(reports_in_order.iter().map(|r| candidates.contains(&r.id)).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counted = HashSet::with_capacity(stored.len());
-        let mut uncounted = HashSet::new();
-        for (id, was_counted) in stored {
-            if was_counted {
-                counted.insert(id);
-            } else {
-                uncounted.insert(id);
-            }
-        }
-        // Whatever neither insert took was already stored: a retry, answered with its
-        // original outcome (committed by now: a conflicting insert waits for the other
-        // transaction to end).
-        let replays: Vec<Uuid> = reports
-            .iter()
-            .map(|r| r.id)
-            .filter(|id| !counted.contains(id) && !uncounted.contains(id))
-            .collect();
-        let previously_stored = stored_outcomes(&self.pool, &replays).await?;
+        let capped = reports.iter().any(|r| r.network.is_some());
+        let (counted, uncounted, previously_stored) = if capped {
+            // A network quota is decided on what actually counted, so the un-counting of
+            // what is over it follows the inserts in one transaction, and the rollups after.
+            let mut tx = self.pool.begin().await?;
+            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, false).await?;
+            let (mut counted, mut uncounted) = split_stored(stored);
+            let previously_stored =
+                stored_outcomes(&mut *tx, &replays(reports, &counted, &uncounted)).await?;
+            let over = cap_networks(&mut tx, &candidates, &counted).await?;
+            counted.retain(|id| !over.contains(id));
+            uncounted.extend(over);
+            add_to_rollups(
+                &mut tx,
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|r| counted.contains(&r.id)),
+            )
+            .await?;
+            tx.commit().await?;
+            (counted, uncounted, previously_stored)
+        } else {
+            // No quota: the whole batch, rollups included, is one statement, so one implicit
+            // transaction and one round trip (six, as separate statements, left the writer
+            // waiting on the service a quarter of the time).
+            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, true).await?;
+            let (counted, uncounted) = split_stored(stored);
+            // Committed by now: a conflicting insert waits for the other transaction to end.
+            let previously_stored =
+                stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
+            (counted, uncounted, previously_stored)
+        };
         Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 
@@ -594,11 +804,15 @@ impl Store for PostgresStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some((from, to)) = write.replace {
-            sqlx::query("delete from incidents where started_at >= $1 and started_at < $2")
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
+            // What an admin noted or resolved stays (a re-detection writes the same ids).
+            sqlx::query(
+                "delete from incidents where started_at >= $1 and started_at < $2
+                 and note is null and resolved_by is null",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
         }
         for incident in write.incidents {
             let (top_cities, problems) = incident_json(incident);
@@ -691,7 +905,7 @@ impl Store for PostgresStore {
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
         let mut select = QueryBuilder::new(format!(
-            "select {INCIDENT_COLUMNS} from incidents where true"
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where true"
         ));
         if let Some(service) = &query.service {
             select.push(" and service = ").push_bind(service);
@@ -722,7 +936,7 @@ impl Store for PostgresStore {
 
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
         let row: Option<IncidentRow> = sqlx::query_as(&format!(
-            "select {INCIDENT_COLUMNS} from incidents where id = $1"
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -879,6 +1093,104 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn seed_services(
+        &self,
+        services: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas starting at once seed one after the other, so positions stay in order.
+        sqlx::query("lock table services in share row exclusive mode")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into services (slug, name, enabled, position, updated_at)
+             select t.slug, t.name, true, (select coalesce(max(position), -1) from services) + t.ord, $3
+             from unnest($1::text[], $2::text[]) with ordinality as t(slug, name, ord)
+             on conflict (slug) do nothing",
+        )
+        .bind(services.iter().map(|(slug, _)| slug.as_str()).collect::<Vec<_>>())
+        .bind(services.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let rows: Vec<(String, String, bool)> =
+            sqlx::query_as("select slug, name, enabled from services order by position, slug")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(slug, name, enabled)| ServiceRecord {
+                slug,
+                name,
+                enabled,
+            })
+            .collect())
+    }
+
+    async fn put_service(
+        &self,
+        service: &ServiceRecord,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // xmax is 0 only on a row this statement inserted.
+        let inserted: bool = sqlx::query_scalar(
+            "insert into services (slug, name, enabled, position, updated_at)
+             values ($1, $2, $3, (select coalesce(max(position), -1) + 1 from services), $4)
+             on conflict (slug) do update
+             set name = excluded.name, enabled = excluded.enabled, updated_at = excluded.updated_at
+             returning xmax = 0",
+        )
+        .bind(&service.slug)
+        .bind(&service.name)
+        .bind(service.enabled)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(inserted)
+    }
+
+    async fn act_on_incident(
+        &self,
+        id: Uuid,
+        action: &IncidentAction<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError> {
+        let query = match action {
+            IncidentAction::Annotate { note } => {
+                sqlx::query("update incidents set note = $2 where id = $1")
+                    .bind(id)
+                    .bind(*note)
+            }
+            IncidentAction::Resolve { by } => sqlx::query(
+                "update incidents
+                 set status = 'resolved', resolved_at = coalesce(resolved_at, $2),
+                     resolved_by = $3, updated_at = $2
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(*by),
+        };
+        if query.execute(&self.pool).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.incident(id).await
+    }
+
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("delete from network_minute_counts where minute < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, outcomes, region_countries, rollup_increments, Attempt,
-    AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow,
-    DetectionWrite, Expectation, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
-    Outcome, Rollup, Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_COLUMNS,
-    INCIDENT_UPSERT,
+    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries,
+    rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver,
+    Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery, IncidentRow,
+    Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError,
+    StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -102,6 +102,8 @@ struct SqliteIncident {
     parent_id: Option<Uuid>,
     summary: String,
     updated_at: i64,
+    note: Option<String>,
+    resolved_by: Option<String>,
 }
 
 impl SqliteIncident {
@@ -125,6 +127,8 @@ impl SqliteIncident {
             parent_id: self.parent_id,
             summary: self.summary,
             updated_at: from_seconds(self.updated_at),
+            note: self.note,
+            resolved_by: self.resolved_by,
         }
         .into_incident()
     }
@@ -230,6 +234,67 @@ async fn insert_rows(
     Ok(inserted)
 }
 
+/// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
+/// network quota to their network's (service, minute) count, un-counts those beyond the quota,
+/// and returns their ids.
+async fn cap_networks(
+    tx: &mut Transaction<'_, Sqlite>,
+    candidates: &[&NewReport],
+    counted: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let groups = network_groups(
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| counted.contains(&r.id)),
+    );
+    let mut totals: HashMap<(String, Vec<u8>, i64), i64> = HashMap::with_capacity(groups.len());
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "insert into network_minute_counts (service, network, minute, count) ",
+        );
+        query.push_values(chunk, |mut row, group| {
+            row.push_bind(group.service)
+                .push_bind(&group.network.0[..])
+                .push_bind(group.minute.timestamp())
+                .push_bind(group.ids.len() as i64);
+        });
+        query.push(
+            " on conflict (service, network, minute) do update \
+             set count = network_minute_counts.count + excluded.count \
+             returning service, network, minute, count",
+        );
+        let rows: Vec<(String, Vec<u8>, i64, i64)> =
+            query.build_query_as().fetch_all(&mut **tx).await?;
+        totals.extend(
+            rows.into_iter()
+                .map(|(service, network, minute, count)| ((service, network, minute), count)),
+        );
+    }
+    let over: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| {
+            let key = (
+                group.service.to_owned(),
+                group.network.0.to_vec(),
+                group.minute.timestamp(),
+            );
+            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
+            over_quota(group, total).iter().copied()
+        })
+        .collect();
+    for chunk in over.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("update reports set counted = 0 where id in (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build().execute(&mut **tx).await?;
+    }
+    Ok(over.into_iter().collect())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -278,18 +343,22 @@ impl Store for SqliteStore {
         // As on Postgres: reporters' first reports try to count (the partial unique key
         // decides), everything else goes in uncounted, and what still conflicts is a replay.
         let candidates = dedup_candidates(reports);
-        let counted = insert_rows(&mut tx, &candidates, true).await?;
+        let mut counted = insert_rows(&mut tx, &candidates, true).await?;
         let rest: Vec<&NewReport> = reports
             .iter()
             .filter(|r| !counted.contains(&r.id))
             .collect();
-        let uncounted = insert_rows(&mut tx, &rest, false).await?;
+        let mut uncounted = insert_rows(&mut tx, &rest, false).await?;
         let replays: Vec<Uuid> = rest
             .iter()
             .map(|r| r.id)
             .filter(|id| !uncounted.contains(id))
             .collect();
         let previously_stored = stored_outcomes(&mut tx, &replays).await?;
+        // Anti-fabrication: what a network counts beyond its per-minute quota is stored uncounted.
+        let over = cap_networks(&mut tx, &candidates, &counted).await?;
+        counted.retain(|id| !over.contains(id));
+        uncounted.extend(over);
 
         let increments = rollup_increments(
             candidates
@@ -673,11 +742,15 @@ impl Store for SqliteStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         if let Some((from, to)) = write.replace {
-            sqlx::query("delete from incidents where started_at >= ? and started_at < ?")
-                .bind(from.timestamp())
-                .bind(to.timestamp())
-                .execute(&mut *tx)
-                .await?;
+            // What an admin noted or resolved stays (a re-detection writes the same ids).
+            sqlx::query(
+                "delete from incidents where started_at >= ? and started_at < ?
+                 and note is null and resolved_by is null",
+            )
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .execute(&mut *tx)
+            .await?;
         }
         for incident in write.incidents {
             let (top_cities, problems) = incident_json(incident);
@@ -767,8 +840,9 @@ impl Store for SqliteStore {
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let mut select =
-            QueryBuilder::new(format!("select {INCIDENT_COLUMNS} from incidents where 1"));
+        let mut select = QueryBuilder::new(format!(
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where 1"
+        ));
         if let Some(service) = &query.service {
             select.push(" and service = ").push_bind(service);
         }
@@ -802,7 +876,7 @@ impl Store for SqliteStore {
 
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
         let row: Option<SqliteIncident> = sqlx::query_as(&format!(
-            "select {INCIDENT_COLUMNS} from incidents where id = ?"
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = ?"
         ))
         .bind(id)
         .fetch_optional(&self.reader)
@@ -932,5 +1006,113 @@ impl Store for SqliteStore {
                 .fetch_one(&self.reader)
                 .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn seed_services(
+        &self,
+        services: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let next: i64 = sqlx::query_scalar("select coalesce(max(position), -1) + 1 from services")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (offset, (slug, name)) in services.iter().enumerate() {
+            sqlx::query(
+                "insert into services (slug, name, enabled, position, updated_at)
+                 values (?, ?, 1, ?, ?) on conflict (slug) do nothing",
+            )
+            .bind(slug)
+            .bind(name)
+            .bind(next + offset as i64)
+            .bind(at.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let rows: Vec<(String, String, bool)> =
+            sqlx::query_as("select slug, name, enabled from services order by position, slug")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(slug, name, enabled)| ServiceRecord {
+                slug,
+                name,
+                enabled,
+            })
+            .collect())
+    }
+
+    async fn put_service(
+        &self,
+        service: &ServiceRecord,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar("select 1 from services where slug = ?")
+            .bind(&service.slug)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into services (slug, name, enabled, position, updated_at)
+             values (?1, ?2, ?3, (select coalesce(max(position), -1) + 1 from services), ?4)
+             on conflict (slug) do update
+             set name = excluded.name, enabled = excluded.enabled, updated_at = excluded.updated_at",
+        )
+        .bind(&service.slug)
+        .bind(&service.name)
+        .bind(service.enabled)
+        .bind(at.timestamp())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stored.is_none())
+    }
+
+    async fn act_on_incident(
+        &self,
+        id: Uuid,
+        action: &IncidentAction<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError> {
+        let query = match action {
+            IncidentAction::Annotate { note } => {
+                sqlx::query("update incidents set note = ?2 where id = ?1")
+                    .bind(id)
+                    .bind(*note)
+            }
+            IncidentAction::Resolve { by } => sqlx::query(
+                "update incidents
+                 set status = 'resolved', resolved_at = coalesce(resolved_at, ?2),
+                     resolved_by = ?3, updated_at = ?2
+                 where id = ?1",
+            )
+            .bind(id)
+            .bind(at.timestamp())
+            .bind(*by),
+        };
+        if query.execute(&self.writer).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row: Option<SqliteIncident> = sqlx::query_as(&format!(
+            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(SqliteIncident::into_incident).transpose()
+    }
+
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("delete from network_minute_counts where minute < ?")
+            .bind(before.timestamp())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }

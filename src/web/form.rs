@@ -56,8 +56,8 @@ pub(super) async fn show_service_form(
     Path(service): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let service = state
-        .catalog
+    let catalog = state.catalog.current();
+    let service = catalog
         .parse(&service)
         .map_err(|_| PageError(ApiError::NotFound))?;
     let form = ReportForm {
@@ -111,7 +111,7 @@ pub(super) async fn create_report(
         problem: Some(form.problem.as_str()),
         id: None,
     };
-    let report = match Report::parse(&fields, &state.catalog) {
+    let report = match Report::parse(&fields, &state.catalog.current()) {
         Ok(report) => report,
         Err(errors) => {
             crate::metrics::METRICS.rejection("validation");
@@ -200,8 +200,8 @@ pub(super) async fn show_thanks(
     query: Result<Query<Thanks>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
     let Query(thanks) = query.map_err(|_| PageError(ApiError::NotFound))?;
-    let service = state
-        .catalog
+    let catalog = state.catalog.current();
+    let service = catalog
         .parse(&thanks.service)
         .map_err(|_| PageError(ApiError::NotFound))?;
     let country = CountryCode::parse(&thanks.country).map_err(|_| PageError(ApiError::NotFound))?;
@@ -387,6 +387,7 @@ fn report_page(state: &AppState, form: &ReportForm, errors: &[FieldError]) -> Ma
     };
     let service_name = state
         .catalog
+        .current()
         .parse(&form.service)
         .map(|s| s.name.clone())
         .ok();
@@ -428,7 +429,7 @@ fn report_page(state: &AppState, form: &ReportForm, errors: &[FieldError]) -> Ma
                         aria-invalid=[error_of("service").map(|_| "true")]
                         aria-describedby=[described("service", None)] {
                         option value="" { "Choose a service" }
-                        @for service in state.catalog.services() {
+                        @for service in state.catalog.current().services() {
                             option value=(service.slug) selected[service.slug.as_str() == form.service] {
                                 (service.name)
                             }

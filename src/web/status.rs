@@ -28,7 +28,7 @@ const TABLE_ROWS: usize = 10;
 
 /// `GET /status`
 pub(super) async fn list_statuses(State(state): State<AppState>) -> Result<Response, PageError> {
-    let list = services_answer(&state.store, &state.catalog)
+    let list = services_answer(&state.store, &state.catalog.current())
         .await
         .map_err(PageError)?;
     let markup = page(
@@ -81,6 +81,7 @@ pub(super) async fn show_status(
 ) -> Result<Response, PageError> {
     let service = state
         .catalog
+        .current()
         .parse(&slug)
         .map_err(|_| PageError(ApiError::NotFound))?
         .clone();
@@ -92,7 +93,7 @@ pub(super) async fn show_status(
             .collect()
     };
     let store = &state.store;
-    let catalog = &state.catalog;
+    let catalog = &state.catalog.current();
     let counts = counts_answer(store, catalog, &params(&[("service", slug)]))
         .await
         .map_err(PageError)?;
@@ -336,7 +337,8 @@ pub(super) async fn show_incident(
         Some(parent) => lookup(parent).await?,
         None => None,
     };
-    let service: Option<&Service> = state.catalog.parse(&incident.service).ok();
+    let catalog = state.catalog.current();
+    let service: Option<&Service> = catalog.parse(&incident.service).ok();
     let name = service.map_or(incident.service.as_str(), |s| s.name.as_str());
     let where_ = place(&incident);
     let heading = format!("{name}: {where_}");

@@ -297,6 +297,8 @@ mod tests {
             parent_id: None,
             summary: "Reports about X in Pakistan rose from 74 to 136 per 15 minutes (1.8×; about 4.4 expected).".into(),
             updated_at: at("2025-03-10T09:55:00Z"),
+            note: None,
+            resolved_by: None,
         }
     }
 

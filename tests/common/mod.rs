@@ -61,11 +61,11 @@ impl TestDb {
         }
     }
 
-    /// Settings for this database with the rate limit and the read cache off (tests read right
-    /// after they write), plus `extra` TOML.
+    /// Settings for this database with the rate limit, the per-network cap (every test client
+    /// is 127.0.0.1) and the read cache off (tests read right after they write), plus `extra` TOML.
     pub fn settings(&self, extra: &str) -> Settings {
         let base = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\nread_cache_seconds = 0\n[database]\nurl = \"{}\"\n[rate_limit]\nper_ip_per_minute = 0\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\nread_cache_seconds = 0\n[database]\nurl = \"{}\"\n[rate_limit]\nper_ip_per_minute = 0\n[abuse]\nmax_counted_per_network_per_minute = 0\n",
             self.url
         );
         Settings::from_toml(&[&base, extra]).unwrap()
@@ -154,6 +154,34 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+}
+
+/// An open country incident of X in Pakistan that started at `started_at`, as the detector
+/// writes one (for tests of what admins do to incidents).
+pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::incidents::Incident {
+    use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+    Incident {
+        id: incident_id("x", Some("PK"), None, started_at),
+        service: "x".into(),
+        scope: Scope::Country,
+        country: Some("PK".into()),
+        city: None,
+        status: Status::Open,
+        started_at,
+        peak_at: started_at,
+        peak_count: 40.0,
+        expected_at_peak: 4.0,
+        start_count: 20.0,
+        excess_reports: 36.0,
+        resolved_at: None,
+        top_cities: Vec::new(),
+        problems: Default::default(),
+        parent_id: None,
+        summary: "Reports about X in Pakistan rose.".into(),
+        updated_at: started_at,
+        note: None,
+        resolved_by: None,
     }
 }
 
@@ -272,6 +300,7 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
             problem: Problem::parse(row.problem).unwrap(),
             fingerprint: Fingerprint(fingerprint),
             dedup_window_start: floor_to(row.received_at, 15 * 60),
+            network: None,
         });
     });
     app.store.insert_reports(&reports).await.unwrap();
