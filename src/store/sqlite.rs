@@ -295,6 +295,30 @@ async fn cap_networks(
     Ok(over.into_iter().collect())
 }
 
+/// Inserts expectations in chunks under the bind limit, each statement ending with
+/// `on_conflict` (empty: a conflict is an error).
+async fn insert_expectations(
+    tx: &mut Transaction<'_, Sqlite>,
+    expectations: &[Expectation],
+    on_conflict: &str,
+) -> Result<(), StoreError> {
+    for chunk in expectations.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into expectations_quarter (service, country, city, quarter, expected) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(&e.service)
+                .push_bind(&e.country)
+                .push_bind(&e.city)
+                .push_bind(e.quarter.timestamp())
+                .push_bind(e.expected);
+        });
+        insert.push(on_conflict);
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -711,19 +735,7 @@ impl Store for SqliteStore {
         expectations: &[Expectation],
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for chunk in expectations.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "insert into expectations_quarter (service, country, city, quarter, expected) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.service)
-                    .push_bind(&e.country)
-                    .push_bind(&e.city)
-                    .push_bind(e.quarter.timestamp())
-                    .push_bind(e.expected);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_expectations(&mut tx, expectations, "").await?;
         tx.commit().await?;
         Ok(())
     }
@@ -779,22 +791,12 @@ impl Store for SqliteStore {
             insert.push(INCIDENT_UPSERT);
             insert.build().execute(&mut *tx).await?;
         }
-        for chunk in write.expectations.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "insert into expectations_quarter (service, country, city, quarter, expected) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.service)
-                    .push_bind(&e.country)
-                    .push_bind(&e.city)
-                    .push_bind(e.quarter.timestamp())
-                    .push_bind(e.expected);
-            });
-            insert.push(
-                " on conflict (service, country, city, quarter) do update set expected = excluded.expected",
-            );
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_expectations(
+            &mut tx,
+            write.expectations,
+            " on conflict (service, country, city, quarter) do update set expected = excluded.expected",
+        )
+        .await?;
         if let Some(before) = write.prune_expectations_before {
             sqlx::query("delete from expectations_quarter where quarter < ?")
                 .bind(before.timestamp())
