@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache};
+use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache, SharedState};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector_task::DetectorTask;
 use crate::events::EventBus;
@@ -131,7 +131,7 @@ impl App {
         // have timeouts of their own.
         let requests_store = store::with_timeout(store.clone(), settings.database.query_timeout());
         let http = &settings.http;
-        let state = AppState {
+        let state = AppState::new(SharedState {
             fingerprinter: Arc::new(Fingerprinter::new(requests_store.clone())),
             store: requests_store,
             ingest,
@@ -155,7 +155,7 @@ impl App {
                 Duration::from_secs(settings.http.read_cache_seconds),
                 settings.http.read_cache_mebibytes << 20,
             )),
-        };
+        });
         let listener = server::bind(settings.http.listen)
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         Ok(App {

@@ -13,6 +13,9 @@ use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
 use outagewatch::{detect, detector, import, loadgen};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "outagewatch",

@@ -56,9 +56,28 @@ pub use export::{to_csv, to_table};
 pub use incidents::{incidents_page, IncidentPage};
 pub use reports::{submit_reports, MAX_BATCH};
 
-/// What handlers share; cheap to clone.
+/// What handlers share: one allocation behind an `Arc`, so the clone axum makes for each
+/// layer and handler of every request is one reference-count increment (a struct of a dozen
+/// `Arc`s cloned and dropped per layer was 6 % of the service's CPU at one report per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct SharedState {
     /// The store for request work: every call gives up after `database.query_timeout_ms`.
     pub store: Arc<dyn Store>,
     pub ingest: Ingest,
