@@ -982,3 +982,81 @@ on_both_backends!(
         );
     }
 );
+
+/// Postgres keeps the current minutes' counts in `rollups_live` (cheap updates) and moves
+/// settled minutes to `rollups_minute` (indexed for reads); no read may see a count change
+/// for it, and a late report for a settled minute adds to it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_settling_minutes_changes_no_count() {
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let options = ConnectOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let pg = store::PostgresStore::connect(&db.url, &options)
+        .await
+        .unwrap();
+    pg.migrate().await.unwrap();
+    pg.insert_reports(&[report(1, 1, Some("Lahore"), 0), report(2, 2, None, 60)])
+        .await
+        .unwrap();
+    let before_settling = [rollup(0, "", 1), rollup(0, "Lahore", 1), rollup(60, "", 1)];
+    assert_eq!(
+        pg.rollups("x", at(0), at(3600)).await.unwrap(),
+        before_settling
+    );
+    // The first minute only (ingest may also have started a settle of its own meanwhile).
+    pg.settle_rollups(at(60)).await.unwrap();
+    assert_eq!(
+        pg.rollups("x", at(0), at(3600)).await.unwrap(),
+        before_settling
+    );
+
+    // A late report for the settled minute: its count is in both tables until the next settle.
+    pg.insert_reports(&[report(3, 3, Some("Lahore"), 10)])
+        .await
+        .unwrap();
+    let with_late = [rollup(0, "", 2), rollup(0, "Lahore", 2), rollup(60, "", 1)];
+    assert_eq!(pg.rollups("x", at(0), at(3600)).await.unwrap(), with_late);
+    let series = |buckets: Vec<store::CountBucket>| -> Vec<(i64, i64)> {
+        buckets
+            .into_iter()
+            .map(|b| (b.start.timestamp() - T0, b.count))
+            .collect()
+    };
+    assert_eq!(
+        series(
+            pg.counts("x", Some("PK"), None, at(0), at(3600), 60)
+                .await
+                .unwrap()
+        ),
+        [(0, 2), (60, 1)]
+    );
+    let minutes = pg.minute_counts(at(0), at(3600)).await.unwrap();
+    assert_eq!(
+        minutes
+            .iter()
+            .map(|m| (m.minute, m.city.as_str(), m.count))
+            .collect::<Vec<_>>(),
+        [(at(0), "", 2), (at(0), "Lahore", 2), (at(60), "", 1)]
+    );
+    assert_eq!(pg.first_rollup_minute().await.unwrap(), Some(at(0)));
+
+    pg.settle_rollups(at(3600)).await.unwrap();
+    assert_eq!(pg.rollups("x", at(0), at(3600)).await.unwrap(), with_late);
+    let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let live: i64 = sqlx::query_scalar("select count(*) from rollups_live")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+    let settled: Vec<(String, i64)> =
+        sqlx::query_as("select city, count from rollups_minute order by minute, city")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    assert_eq!(
+        settled,
+        [("".into(), 2), ("Lahore".into(), 2), ("".into(), 1)]
+    );
+}

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -29,7 +31,16 @@ const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Unix seconds of the last [`settle_rollups`] this process started.
+    settled_at: Arc<AtomicI64>,
 }
+
+/// How often a writing process moves settled minutes out of `rollups_live`.
+const SETTLE_EVERY_SECONDS: i64 = 10;
+
+/// A minute is settled, and moved, this many minutes after its end: reports stamped in it
+/// have long committed by then (a late one is still added where the minute went).
+const SETTLE_AFTER_MINUTES: i64 = 2;
 
 impl PostgresStore {
     /// Connects a pool; fails fast when the server cannot be reached.
@@ -42,8 +53,89 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.application_name("outagewatch"))
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            settled_at: Arc::new(AtomicI64::new(0)),
+        })
     }
+
+    /// Moves the counts of minutes before `before` to `rollups_minute` now (see
+    /// [`settle_rollups`]); answers the rows moved. Ingest does this by itself every few seconds.
+    pub async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        settle_rollups(&self.pool, before).await
+    }
+
+    /// Starts moving settled minutes out of `rollups_live` in the background, at most every
+    /// [`SETTLE_EVERY_SECONDS`]; called after each batch, so minutes settle while reports
+    /// arrive (while none do, the live table holds only the last minutes, and the reads add
+    /// them in).
+    fn settle_when_due(&self) {
+        let now = crate::clock::now();
+        let last = self.settled_at.load(Ordering::Relaxed);
+        if now.timestamp() - last < SETTLE_EVERY_SECONDS
+            || self
+                .settled_at
+                .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let before = minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match settle_rollups(&pool, before).await {
+                Ok(moved) => tracing::debug!(moved, "settled minute counts"),
+                // Nothing is lost: the counts stay in the live table and the next one moves them.
+                Err(error) => tracing::warn!(%error, "could not settle minute counts"),
+            }
+        });
+    }
+}
+
+/// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
+/// of its tables when a report for a minute came after the minute was settled, and in key
+/// order those rows are adjacent.
+fn sum_adjacent<K: PartialEq>(
+    rows: impl IntoIterator<Item = (K, i64)>,
+) -> impl Iterator<Item = (K, i64)> {
+    let mut summed: Vec<(K, i64)> = Vec::new();
+    for (key, count) in rows {
+        match summed.last_mut() {
+            Some((last, total)) if *last == key => *total += count,
+            _ => summed.push((key, count)),
+        }
+    }
+    summed.into_iter()
+}
+
+/// Moves the counts of minutes before `before` from `rollups_live`, where ingest adds to
+/// them, to `rollups_minute`, where the reads' covering indexes are; answers the rows moved.
+/// Rows are locked in key order, as the writers lock them, so the two never deadlock; a row a
+/// writer holds is moved once its batch has committed. A late count for a minute already
+/// moved is added to its row there.
+async fn settle_rollups(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    let moved = sqlx::query(
+        "with due as (
+             select service, country, city, minute from rollups_live where minute < $1
+             order by service, country, city, minute
+             for update
+         ),
+         moved as (
+             delete from rollups_live l using due d
+             where l.service = d.service and l.country = d.country and l.city = d.city
+               and l.minute = d.minute
+             returning l.service, l.country, l.city, l.minute, l.count
+         )
+         insert into rollups_minute (service, country, city, minute, count)
+         select service, country, city, minute, count from moved
+         order by service, country, city, minute
+         on conflict (service, country, city, minute)
+         do update set count = rollups_minute.count + excluded.count",
+    )
+    .bind(before)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected())
 }
 
 /// Reads the stored `counted` of each id that exists.
@@ -119,12 +211,12 @@ const INSERT_BATCH_AND_ROLLUPS: &str = ",
          select i.service, i.country, '', i.minute from input i join counted c using (id)
      ),
      rolled as (
-         insert into rollups_minute (service, country, city, minute, count)
+         insert into rollups_live (service, country, city, minute, count)
          select service, country, city, minute, count(*) from places
          group by service, country, city, minute
          order by service, country, city, minute
          on conflict (service, country, city, minute)
-         do update set count = rollups_minute.count + excluded.count
+         do update set count = rollups_live.count + excluded.count
      )";
 
 /// Inserts a batch (in `ordered`, dedup-key order) with [`INSERT_BATCH`], and with its
@@ -211,10 +303,10 @@ async fn add_to_rollups<'a>(
         return Ok(());
     }
     sqlx::query(
-        "insert into rollups_minute (service, country, city, minute, count)
+        "insert into rollups_live (service, country, city, minute, count)
          select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
          on conflict (service, country, city, minute)
-         do update set count = rollups_minute.count + excluded.count",
+         do update set count = rollups_live.count + excluded.count",
     )
     .bind(
         increments
@@ -444,6 +536,7 @@ impl Store for PostgresStore {
                 stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
             (counted, uncounted, previously_stored)
         };
+        self.settle_when_due();
         Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 
@@ -493,7 +586,7 @@ impl Store for PostgresStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         let rows: Vec<(DateTime<Utc>, String, String, i64)> = sqlx::query_as(
-            "select minute, country, city, count from rollups_minute
+            "select minute, country, city, count from rollups
              where service = $1 and minute >= $2 and minute < $3
              order by minute, country, city",
         )
@@ -502,9 +595,11 @@ impl Store for PostgresStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let keyed = rows
             .into_iter()
-            .map(|(minute, country, city, count)| Rollup {
+            .map(|(minute, country, city, count)| ((minute, country, city), count));
+        Ok(sum_adjacent(keyed)
+            .map(|((minute, country, city), count)| Rollup {
                 minute,
                 country,
                 city,
@@ -514,7 +609,11 @@ impl Store for PostgresStore {
     }
 
     async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar("select min(minute) from rollups_minute")
+        // Each table's own minimum, so each is one index probe (an aggregate over the view
+        // would read both whole).
+        Ok(sqlx::query_scalar(
+            "select least((select min(minute) from rollups_minute), (select min(minute) from rollups_live))",
+        )
             .fetch_one(&self.pool)
             .await?)
     }
@@ -525,7 +624,7 @@ impl Store for PostgresStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteCount>, StoreError> {
         let rows: Vec<(DateTime<Utc>, String, String, String, i64)> = sqlx::query_as(
-            "select minute, service, country, city, count from rollups_minute
+            "select minute, service, country, city, count from rollups
              where minute >= $1 and minute < $2
              order by minute, service, country, city",
         )
@@ -533,9 +632,13 @@ impl Store for PostgresStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let keyed = rows
             .into_iter()
-            .map(|(minute, service, country, city, count)| MinuteCount {
+            .map(|(minute, service, country, city, count)| {
+                ((minute, service, country, city), count)
+            });
+        Ok(sum_adjacent(keyed)
+            .map(|((minute, service, country, city), count)| MinuteCount {
                 minute,
                 service,
                 country,
@@ -554,7 +657,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "select country, city, sum(count)::int8 as n from rollups_minute
+            "select country, city, sum(count)::int8 as n from rollups
              where service = $1 and ($2::text is null or country = $2) and city <> ''
                and minute >= $3 and minute < $4
              group by country, city
@@ -621,7 +724,7 @@ impl Store for PostgresStore {
         let query = match (country, city) {
             (Some(country), Some(city)) => sqlx::query_as(
                 "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
-                 from rollups_minute
+                 from rollups
                  where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
                  group by bucket
                  order by bucket",
@@ -631,7 +734,7 @@ impl Store for PostgresStore {
             .bind(city),
             (Some(country), None) => sqlx::query_as(
                 "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
-                 from rollups_minute
+                 from rollups
                  where service = $1 and country = $2 and city = '' and minute >= $3 and minute < $4
                  group by bucket
                  order by bucket",
@@ -640,7 +743,7 @@ impl Store for PostgresStore {
             .bind(country),
             (None, _) => sqlx::query_as(
                 "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
-                 from rollups_minute
+                 from rollups
                  where service = $1 and city = '' and country = any($2) and minute >= $3 and minute < $4
                  group by bucket
                  order by bucket",
@@ -674,12 +777,12 @@ impl Store for PostgresStore {
         // Literal city predicates, so the partial region indexes match any plan of the
         // prepared statement; the country list keeps the city index a range scan per country.
         let sql = if cities {
-            "select country, city, sum(count)::int8 from rollups_minute
+            "select country, city, sum(count)::int8 from rollups
              where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
              group by country, city"
         } else {
             // '' rather than the column, so the country-series index answers alone.
-            "select country, ''::text, sum(count)::int8 from rollups_minute
+            "select country, ''::text, sum(count)::int8 from rollups
              where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
              group by country"
         };

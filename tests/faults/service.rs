@@ -247,7 +247,7 @@ pub async fn verify(database_url: &str, summaries: &[&LoadgenSummary]) -> Verifi
     let pool = sqlx::PgPool::connect(database_url).await.expect("connect");
     let (counted, rolled): (i64, i64) = sqlx::query_as(
         "select (select count(*) from reports where counted),
-                (select coalesce(sum(count), 0)::int8 from rollups_minute where city = '')",
+                (select coalesce(sum(count), 0)::int8 from rollups where city = '')",
     )
     .fetch_one(&pool)
     .await
