@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Detect { input, output } => {
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
-            let scored = detect::detect_csv(&text, &detect::DetectorConfig::default())
+            let scored = detect::detect_csv(&text, &settings.detector.model)
                 .with_context(|| format!("cannot score {}", input.display()))?;
             if output.as_os_str() == "-" {
                 print!("{scored}");

@@ -4,12 +4,15 @@
 //! converted to steps of it. `ValueKind::Auto` (the offline default) models a column of
 //! non-negative integers as counts (negative-binomial test) and anything else as a
 //! real-valued metric (additive baseline, robust z-score); offline the test is two-sided by
-//! default because metrics also fail by dropping. Parsing is hand-written: two unquoted
+//! default because metrics also fail by dropping. Beside the surprise test, a
+//! transition-novelty view over the series' own range ([`super::novelty`]) scores where the
+//! series goes somewhere it has never been. Parsing is hand-written: two unquoted
 //! columns do not justify a CSV crate.
 
 use thiserror::Error;
 
 use super::incident::IncidentEvent;
+use super::novelty::{self, Novelty, TransitionNovelty};
 use super::series::SeriesDetector;
 use super::surprise::ValueKind;
 use super::DetectorConfig;
@@ -48,8 +51,10 @@ pub enum CsvError {
 
 /// Run the detector over a `timestamp,value` CSV and return it with detector columns appended.
 ///
-/// Output columns after the input's: `anomaly_score` (in [0, 1], above 0.5 only where an
-/// incident opens), `state`, `window_count`, `expected`, `p_value`, `event`.
+/// Output columns after the input's: `anomaly_score` (in [0, 1]: the surprise test's onset
+/// score combined with the transition novelty of [`super::novelty`]), `state`,
+/// `window_count`, `expected`, `p_value` (the incident state and the baseline come from the
+/// surprise test alone), `event`.
 pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvError> {
     let mut lines = input
         .lines()
@@ -115,12 +120,22 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
     let step_minutes = u32::try_from(step_seconds / 60).unwrap_or(u32::MAX).max(1);
     offline.profile_cell_minutes = config.offline.profile_cell_minutes.max(step_minutes);
     let mut detector = SeriesDetector::new(&offline, step_seconds);
+    let mut transitions = transition_novelty(&rows, &config.offline);
 
     let mut out = String::with_capacity(input.len() * 2);
     out.push_str(header);
     out.push_str(",anomaly_score,state,window_count,expected,p_value,event\n");
     for (text, at, value) in rows {
         let step = detector.step(at, value, None);
+        let novelty = transitions
+            .as_mut()
+            .map_or(Novelty::default(), |t| t.step(value));
+        let anomaly_score = novelty::combine(
+            step.anomaly_score,
+            novelty,
+            config.offline.novelty_boost,
+            config.offline.novelty_score,
+        );
         let event = match step.event {
             Some(IncidentEvent::Opened(_)) => "opened",
             Some(IncidentEvent::Updated(_)) => "updated",
@@ -129,8 +144,7 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
             None => "",
         };
         out.push_str(&format!(
-            "{text},{:.6},{},{},{},{:.3e},{event}\n",
-            step.anomaly_score,
+            "{text},{anomaly_score:.6},{},{},{},{:.3e},{event}\n",
             step.state.as_str(),
             step.window_count,
             step.expected,
@@ -138,6 +152,31 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
         ));
     }
     Ok(out)
+}
+
+/// The transition-novelty tracker over the series' own range, or `None` when it is off.
+fn transition_novelty(
+    rows: &[(&str, i64, f64)],
+    offline: &super::OfflineConfig,
+) -> Option<TransitionNovelty> {
+    if offline.novelty_bins == 0 {
+        return None;
+    }
+    let (low, high) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), row| {
+            (low.min(row.2), high.max(row.2))
+        });
+    let learning = ((rows.len() as f64 * offline.novelty_learning_fraction).floor() as usize)
+        .min(offline.novelty_learning_max_steps as usize);
+    let rest = (learning as f64 * offline.novelty_rest_fraction).floor() as usize;
+    Some(TransitionNovelty::new(
+        low,
+        high,
+        offline.novelty_bins,
+        learning,
+        rest,
+    ))
 }
 
 /// Counts are non-negative integers at least as noisy as Poisson; anything else is a real metric.
@@ -334,6 +373,37 @@ mod tests {
         assert!(onset > 0.5, "at the drop: {onset}");
         let after_drop = output.lines().nth(2_603).unwrap_or_default();
         assert!(after_drop.contains(",open,"), "{after_drop}");
+    }
+
+    #[test]
+    fn a_jump_the_series_never_made_before_is_scored_by_its_novelty() {
+        // Seven days of an exact daily wave (10..90 every 5 minutes), with one row at its
+        // peak replaced by the trough value: a 90 → 10 jump it has never made.
+        let mut input = String::from("timestamp,value\n");
+        for i in 0..2_016i64 {
+            let phase = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            let value = if i == 1_800 {
+                10.0
+            } else {
+                50.0 + 40.0 * phase.sin()
+            };
+            input.push_str(&format!("{},{value:.3}\n", 1_741_564_800 + i * 300));
+        }
+        let with = scores_of(&detect_csv(&input, &DetectorConfig::default()).expect("valid"));
+        let mut off = DetectorConfig::default();
+        off.offline.novelty_bins = 0;
+        let without = scores_of(&detect_csv(&input, &off).expect("valid"));
+        assert!(with[1_800] >= 0.5, "at the jump: {}", with[1_800]);
+        assert!(without[1_800] < 0.5, "surprise alone: {}", without[1_800]);
+        // Every other row is the surprise test's score alone: the wave repeats the first
+        // day's transitions exactly, and the way back (10 → 90, also new) is only raised.
+        for (i, (a, b)) in with.iter().zip(&without).enumerate() {
+            if i == 1_801 {
+                assert!((a - (b * 1.5).min(1.0)).abs() < 1e-6, "row {i}: {a} vs {b}");
+            } else if i != 1_800 {
+                assert_eq!(a, b, "row {i}");
+            }
+        }
     }
 
     #[test]

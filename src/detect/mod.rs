@@ -4,7 +4,7 @@
 //! series' step: window → baseline → surprise → incident) → [`baseline`] → [`surprise`]
 //! (with [`distribution`], the hand-written special functions) → [`incident`] → [`score`]
 //! (the 0–1 anomaly score for charts and threshold sweeps) → [`csv`] (the offline
-//! `outagewatch detect` mode over a whole CSV).
+//! `outagewatch detect` mode over a whole CSV, with [`novelty`] beside the surprise test).
 //!
 //! Nothing here reads the clock, does I/O or draws random numbers: time is an argument
 //! (unix seconds), so the live runner and the offline CSV mode share one core. Live, a
@@ -18,6 +18,7 @@ pub mod csv;
 pub mod distribution;
 pub mod engine;
 pub mod incident;
+pub mod novelty;
 pub mod score;
 pub mod series;
 pub mod surprise;
@@ -137,6 +138,19 @@ pub struct OfflineConfig {
     pub onset_hold_steps: u32,
     /// Metrics have nightly jobs and backups: a spike at the same time of day is routine.
     pub onset_daily_recurrence: bool,
+    /// Equal bins the series' range is cut into for the transition-novelty score
+    /// ([`novelty`]); 0 turns it off.
+    pub novelty_bins: u32,
+    /// Share of the rows (at most `novelty_learning_max_steps`) that only learn transitions.
+    pub novelty_learning_fraction: f64,
+    /// Cap of the learning period, in rows.
+    pub novelty_learning_max_steps: u32,
+    /// Rows between two emitted novel transitions, as a share of the learning period.
+    pub novelty_rest_fraction: f64,
+    /// A surprise score at a novel transition is multiplied by `1 + novelty_boost`.
+    pub novelty_boost: f64,
+    /// The score of an emitted novel transition where the surprise test is quieter.
+    pub novelty_score: f64,
 }
 
 impl Default for DetectorConfig {
@@ -220,6 +234,32 @@ impl DetectorConfig {
                 return fail(field, "must be a positive number");
             }
         }
+        let offline = &self.offline;
+        if offline.novelty_bins > 64 {
+            return fail(
+                "offline.novelty_bins",
+                "must be at most 64 (0 turns it off)",
+            );
+        }
+        let shares = [
+            (
+                "offline.novelty_learning_fraction",
+                offline.novelty_learning_fraction,
+            ),
+            (
+                "offline.novelty_rest_fraction",
+                offline.novelty_rest_fraction,
+            ),
+            ("offline.novelty_score", offline.novelty_score),
+        ];
+        for (field, value) in shares {
+            if !(0.0..=1.0).contains(&value) {
+                return fail(field, "must lie between 0 and 1");
+            }
+        }
+        if !(offline.novelty_boost >= 0.0 && offline.novelty_boost.is_finite()) {
+            return fail("offline.novelty_boost", "must be a non-negative number");
+        }
         Ok(())
     }
 }
@@ -233,6 +273,12 @@ impl Default for OfflineConfig {
             profile_cell_minutes: 5,
             onset_hold_steps: 2,
             onset_daily_recurrence: true,
+            novelty_bins: 8,
+            novelty_learning_fraction: 0.15,
+            novelty_learning_max_steps: 750,
+            novelty_rest_fraction: 0.2,
+            novelty_boost: 0.5,
+            novelty_score: 0.5,
         }
     }
 }
