@@ -38,8 +38,16 @@ fn at(seconds_after_t0: i64) -> DateTime<Utc> {
 }
 
 fn report(id: u128, reporter: u8, city: Option<&'static str>, seconds_after_t0: i64) -> NewReport {
+    report_at(id, reporter, city, at(seconds_after_t0))
+}
+
+fn report_at(
+    id: u128,
+    reporter: u8,
+    city: Option<&'static str>,
+    received_at: DateTime<Utc>,
+) -> NewReport {
     let catalog = Catalog::new([("x", "X")]);
-    let received_at = at(seconds_after_t0);
     let window = received_at.timestamp() - received_at.timestamp().rem_euclid(900);
     NewReport {
         id: Uuid::from_u128(id),
@@ -997,66 +1005,118 @@ async fn postgres_settling_minutes_changes_no_count() {
         .await
         .unwrap();
     pg.migrate().await.unwrap();
-    pg.insert_reports(&[report(1, 1, Some("Lahore"), 0), report(2, 2, None, 60)])
-        .await
-        .unwrap();
-    let before_settling = [rollup(0, "", 1), rollup(0, "Lahore", 1), rollup(60, "", 1)];
+    let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows_in = |table: &'static str| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64)>(&format!(
+                "select city, count from {table} order by minute, city"
+            ))
+            .fetch_all(&raw)
+            .await
+            .unwrap()
+        }
+    };
+    let pair = |city: &str, count: i64| (city.to_string(), count);
+
+    // Current minutes (the one before this one, and this one) are counted in rollups_live.
+    let now = outagewatch::clock::now();
+    let this_minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
+    let minute = |i: i64| this_minute + chrono::TimeDelta::seconds(60 * (i - 1));
+    let rollup_at = |i: i64, city: &str, count: i64| Rollup {
+        minute: minute(i),
+        country: "PK".into(),
+        city: city.into(),
+        count,
+    };
+    pg.insert_reports(&[
+        report_at(1, 1, Some("Lahore"), minute(0)),
+        report_at(2, 2, None, minute(1)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(rows_in("rollups_minute").await, []);
     assert_eq!(
-        pg.rollups("x", at(0), at(3600)).await.unwrap(),
+        rows_in("rollups_live").await,
+        [pair("", 1), pair("Lahore", 1), pair("", 1)]
+    );
+    let range = (minute(0), minute(60));
+    let before_settling = [
+        rollup_at(0, "", 1),
+        rollup_at(0, "Lahore", 1),
+        rollup_at(1, "", 1),
+    ];
+    assert_eq!(
+        pg.rollups("x", range.0, range.1).await.unwrap(),
         before_settling
     );
-    // The first minute only (ingest may also have started a settle of its own meanwhile).
-    pg.settle_rollups(at(60)).await.unwrap();
+    // The first minute only: it moves to rollups_minute and no count changes.
+    assert_eq!(pg.settle_rollups(minute(1)).await.unwrap(), 2);
     assert_eq!(
-        pg.rollups("x", at(0), at(3600)).await.unwrap(),
+        rows_in("rollups_minute").await,
+        [pair("", 1), pair("Lahore", 1)]
+    );
+    assert_eq!(
+        pg.rollups("x", range.0, range.1).await.unwrap(),
         before_settling
     );
 
     // A late report for the settled minute: its count is in both tables until the next settle.
-    pg.insert_reports(&[report(3, 3, Some("Lahore"), 10)])
-        .await
-        .unwrap();
-    let with_late = [rollup(0, "", 2), rollup(0, "Lahore", 2), rollup(60, "", 1)];
-    assert_eq!(pg.rollups("x", at(0), at(3600)).await.unwrap(), with_late);
-    let series = |buckets: Vec<store::CountBucket>| -> Vec<(i64, i64)> {
-        buckets
-            .into_iter()
-            .map(|b| (b.start.timestamp() - T0, b.count))
-            .collect()
+    pg.insert_reports(&[report_at(
+        3,
+        3,
+        Some("Lahore"),
+        minute(0) + chrono::TimeDelta::seconds(10),
+    )])
+    .await
+    .unwrap();
+    let with_late = [
+        rollup_at(0, "", 2),
+        rollup_at(0, "Lahore", 2),
+        rollup_at(1, "", 1),
+    ];
+    assert_eq!(pg.rollups("x", range.0, range.1).await.unwrap(), with_late);
+    let series = |buckets: Vec<store::CountBucket>| -> Vec<(DateTime<Utc>, i64)> {
+        buckets.into_iter().map(|b| (b.start, b.count)).collect()
     };
     assert_eq!(
         series(
-            pg.counts("x", Some("PK"), None, at(0), at(3600), 60)
+            pg.counts("x", Some("PK"), None, minute(0), minute(2), 60)
                 .await
                 .unwrap()
         ),
-        [(0, 2), (60, 1)]
+        [(minute(0), 2), (minute(1), 1)]
     );
-    let minutes = pg.minute_counts(at(0), at(3600)).await.unwrap();
+    let minutes = pg.minute_counts(range.0, range.1).await.unwrap();
     assert_eq!(
         minutes
             .iter()
             .map(|m| (m.minute, m.city.as_str(), m.count))
             .collect::<Vec<_>>(),
-        [(at(0), "", 2), (at(0), "Lahore", 2), (at(60), "", 1)]
+        [
+            (minute(0), "", 2),
+            (minute(0), "Lahore", 2),
+            (minute(1), "", 1)
+        ]
     );
-    assert_eq!(pg.first_rollup_minute().await.unwrap(), Some(at(0)));
+    assert_eq!(pg.first_rollup_minute().await.unwrap(), Some(minute(0)));
 
-    pg.settle_rollups(at(3600)).await.unwrap();
-    assert_eq!(pg.rollups("x", at(0), at(3600)).await.unwrap(), with_late);
-    let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let live: i64 = sqlx::query_scalar("select count(*) from rollups_live")
-        .fetch_one(&raw)
+    pg.settle_rollups(minute(60)).await.unwrap();
+    assert_eq!(pg.rollups("x", range.0, range.1).await.unwrap(), with_late);
+    assert_eq!(rows_in("rollups_live").await, []);
+    assert_eq!(
+        rows_in("rollups_minute").await,
+        [pair("", 2), pair("Lahore", 2), pair("", 1)]
+    );
+
+    // A batch of history (an import) is counted in rollups_minute directly.
+    pg.insert_reports(&[report(4, 4, Some("Lahore"), 0), report(5, 5, None, 60)])
         .await
         .unwrap();
-    assert_eq!(live, 0);
-    let settled: Vec<(String, i64)> =
-        sqlx::query_as("select city, count from rollups_minute order by minute, city")
-            .fetch_all(&raw)
-            .await
-            .unwrap();
+    assert_eq!(rows_in("rollups_live").await, []);
     assert_eq!(
-        settled,
-        [("".into(), 2), ("Lahore".into(), 2), ("".into(), 1)]
+        pg.rollups("x", at(0), at(3600)).await.unwrap(),
+        [rollup(0, "", 1), rollup(0, "Lahore", 1), rollup(60, "", 1)]
     );
+    assert_eq!(pg.first_rollup_minute().await.unwrap(), Some(at(0)));
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,6 +33,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Unix seconds of the last [`settle_rollups`] this process started.
     settled_at: Arc<AtomicI64>,
+    /// A [`settle_rollups`] of this process is running: the next waits for it to end.
+    settling: Arc<AtomicBool>,
 }
 
 /// How often a writing process moves settled minutes out of `rollups_live`.
@@ -56,6 +58,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             settled_at: Arc::new(AtomicI64::new(0)),
+            settling: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -70,6 +73,9 @@ impl PostgresStore {
     /// arrive (while none do, the live table holds only the last minutes, and the reads add
     /// them in).
     fn settle_when_due(&self) {
+        if self.settling.load(Ordering::Acquire) {
+            return;
+        }
         let now = crate::clock::now();
         let last = self.settled_at.load(Ordering::Relaxed);
         if now.timestamp() - last < SETTLE_EVERY_SECONDS
@@ -82,12 +88,15 @@ impl PostgresStore {
         }
         let before = minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES);
         let pool = self.pool.clone();
+        let settling = Arc::clone(&self.settling);
+        settling.store(true, Ordering::Release);
         tokio::spawn(async move {
             match settle_rollups(&pool, before).await {
                 Ok(moved) => tracing::debug!(moved, "settled minute counts"),
                 // Nothing is lost: the counts stay in the live table and the next one moves them.
                 Err(error) => tracing::warn!(%error, "could not settle minute counts"),
             }
+            settling.store(false, Ordering::Release);
         });
     }
 }
@@ -203,35 +212,68 @@ const INSERT_BATCH: &str = "with input as (
      )";
 
 /// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
-/// rollups (city row and country total), locked in key order so two writers never deadlock.
-const INSERT_BATCH_AND_ROLLUPS: &str = ",
+/// rollups (city row and country total) in `table`, locked in key order so two writers never
+/// deadlock.
+fn insert_rollups_cte(table: RollupTable) -> String {
+    let table = table.name();
+    format!(
+        ",
      places as (
          select i.service, i.country, i.city, i.minute from input i join counted c using (id) where i.city <> ''
          union all
          select i.service, i.country, '', i.minute from input i join counted c using (id)
      ),
      rolled as (
-         insert into rollups_live (service, country, city, minute, count)
+         insert into {table} (service, country, city, minute, count)
          select service, country, city, minute, count(*) from places
          group by service, country, city, minute
          order by service, country, city, minute
          on conflict (service, country, city, minute)
-         do update set count = rollups_live.count + excluded.count
-     )";
+         do update set count = {table}.count + excluded.count
+     )"
+    )
+}
+
+/// The table a batch's minute counts are added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RollupTable {
+    /// `rollups_live`: every report of the batch is in a minute not yet settled.
+    Live,
+    /// `rollups_minute`: the batch holds a minute already settled (an import of history, a
+    /// late report), so its counts go where that minute went. A whole batch goes to one
+    /// table, so a writer locks rows of one table only and the settler, which locks live
+    /// rows and then settled ones, can never wait on it in a cycle.
+    Settled,
+}
+
+impl RollupTable {
+    /// Where the counts of `reports` go at `now`.
+    fn for_batch(reports: &[NewReport], now: DateTime<Utc>) -> Self {
+        let live_from = minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES);
+        if reports.iter().all(|r| r.received_at >= live_from) {
+            RollupTable::Live
+        } else {
+            RollupTable::Settled
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RollupTable::Live => "rollups_live",
+            RollupTable::Settled => "rollups_minute",
+        }
+    }
+}
 
 /// Inserts a batch (in `ordered`, dedup-key order) with [`INSERT_BATCH`], and with its
-/// rollups too when `with_rollups`; answers (id, counted) for each row inserted.
+/// rollups in the given table too; answers (id, counted) for each row inserted.
 async fn insert_batch<'e>(
     executor: impl PgExecutor<'e>,
     ordered: &[&NewReport],
     candidates: &HashSet<Uuid>,
-    with_rollups: bool,
+    rollups: Option<RollupTable>,
 ) -> Result<Vec<(Uuid, bool)>, StoreError> {
-    let rollups = if with_rollups {
-        INSERT_BATCH_AND_ROLLUPS
-    } else {
-        ""
-    };
+    let rollups = rollups.map(insert_rollups_cte).unwrap_or_default();
     let sql = format!(
         "{INSERT_BATCH}{rollups}
          select id, true from counted
@@ -296,18 +338,20 @@ async fn insert_batch<'e>(
 /// Adds counted reports to their minute rollups: the city row and the country total.
 async fn add_to_rollups<'a>(
     tx: &mut Transaction<'_, Postgres>,
+    table: RollupTable,
     counted: impl Iterator<Item = &'a NewReport>,
 ) -> Result<(), StoreError> {
     let increments = rollup_increments(counted);
     if increments.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "insert into rollups_live (service, country, city, minute, count)
+    let table = table.name();
+    sqlx::query(&format!(
+        "insert into {table} (service, country, city, minute, count)
          select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
          on conflict (service, country, city, minute)
-         do update set count = rollups_live.count + excluded.count",
-    )
+         do update set count = {table}.count + excluded.count"
+    ))
     .bind(
         increments
             .iter()
@@ -504,11 +548,12 @@ impl Store for PostgresStore {
         ordered
             .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
         let capped = reports.iter().any(|r| r.network.is_some());
+        let table = RollupTable::for_batch(reports, crate::clock::now());
         let (counted, uncounted, previously_stored) = if capped {
             // A network quota is decided on what actually counted, so the un-counting of
             // what is over it follows the inserts in one transaction, and the rollups after.
             let mut tx = self.pool.begin().await?;
-            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, false).await?;
+            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, None).await?;
             let (mut counted, mut uncounted) = split_stored(stored);
             let previously_stored =
                 stored_outcomes(&mut *tx, &replays(reports, &counted, &uncounted)).await?;
@@ -517,6 +562,7 @@ impl Store for PostgresStore {
             uncounted.extend(over);
             add_to_rollups(
                 &mut tx,
+                table,
                 candidates
                     .iter()
                     .copied()
@@ -529,7 +575,7 @@ impl Store for PostgresStore {
             // No quota: the whole batch, rollups included, is one statement, so one implicit
             // transaction and one round trip (six, as separate statements, left the writer
             // waiting on the service a quarter of the time).
-            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, true).await?;
+            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, Some(table)).await?;
             let (counted, uncounted) = split_stored(stored);
             // Committed by now: a conflicting insert waits for the other transaction to end.
             let previously_stored =
