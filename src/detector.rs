@@ -714,6 +714,37 @@ async fn lead(
     term
 }
 
+/// The minute counts to announce for the processed minutes `from..to`: only recent ones (a
+/// catch-up over days is history), and for every catalog service (and any other that had
+/// reports) each minute, a quiet minute as 0, so a client following the stream sees every
+/// minute the detector processed.
+fn live_counts(
+    catalog: &Catalog,
+    totals: Vec<(String, DateTime<Utc>, i64)>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(String, DateTime<Utc>, i64)> {
+    let recent = (until - TimeDelta::minutes(LIVE_COUNT_MINUTES)).max(from);
+    let mut counts: BTreeMap<(DateTime<Utc>, String), i64> = BTreeMap::new();
+    let mut minute = recent;
+    while minute < to {
+        for service in catalog.services() {
+            counts.insert((minute, service.slug.as_str().to_owned()), 0);
+        }
+        minute += TimeDelta::minutes(1);
+    }
+    for (service, minute, count) in totals {
+        if minute >= recent && minute < to {
+            *counts.entry((minute, service)).or_default() += count;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((minute, service), count)| (service, minute, count))
+        .collect()
+}
+
 /// The leader's work until shutdown, a lost lock or a store error.
 async fn serve_term(
     store: &Arc<dyn Store>,
@@ -789,18 +820,16 @@ async fn serve_term(
                         })
                         .await;
                 }
-                // Minute counts only for recent minutes: a catch-up over days is history.
-                let recent = until - TimeDelta::minutes(LIVE_COUNT_MINUTES);
-                for (service, minute, count) in changes.minute_totals {
-                    if minute >= recent {
-                        events
-                            .publish(LiveEvent::Counts {
-                                service,
-                                minute,
-                                count,
-                            })
-                            .await;
-                    }
+                for (service, minute, count) in
+                    live_counts(catalog, changes.minute_totals, from, to, until)
+                {
+                    events
+                        .publish(LiveEvent::Counts {
+                            service,
+                            minute,
+                            count,
+                        })
+                        .await;
                 }
                 from = to;
             }
@@ -825,6 +854,42 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().expect("valid time")
+    }
+
+    #[test]
+    fn recent_minutes_are_announced_for_every_service_a_quiet_one_as_zero() {
+        let catalog = Catalog::new([("x", "X"), ("youtube", "YouTube")]);
+        let totals = vec![
+            ("x".to_owned(), at("2025-03-10T09:50:00Z"), 7),
+            ("x".to_owned(), at("2025-03-10T09:58:00Z"), 3),
+            ("bluesky".to_owned(), at("2025-03-10T09:59:00Z"), 2),
+        ];
+        let counts = live_counts(
+            &catalog,
+            totals,
+            at("2025-03-10T09:40:00Z"),
+            at("2025-03-10T10:00:00Z"),
+            at("2025-03-10T10:00:00Z"),
+        );
+        let minute = |m: &str| at(&format!("2025-03-10T09:{m}:00Z"));
+        let row = |service: &str, m: &str, count: i64| (service.to_owned(), minute(m), count);
+        // The last five minutes only (09:55-09:59); 09:50 is history.
+        assert_eq!(
+            counts,
+            vec![
+                row("x", "55", 0),
+                row("youtube", "55", 0),
+                row("x", "56", 0),
+                row("youtube", "56", 0),
+                row("x", "57", 0),
+                row("youtube", "57", 0),
+                row("x", "58", 3),
+                row("youtube", "58", 0),
+                row("bluesky", "59", 2),
+                row("x", "59", 0),
+                row("youtube", "59", 0),
+            ]
+        );
     }
 
     #[test]
