@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -31,18 +31,25 @@ const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// Unix seconds of the last [`settle_rollups`] this process started.
+    /// Unix seconds at which the last [`settle_rollups`] of this process ended, or
+    /// [`SETTLING`] while one runs (so the next waits for it to end).
     settled_at: Arc<AtomicI64>,
-    /// A [`settle_rollups`] of this process is running: the next waits for it to end.
-    settling: Arc<AtomicBool>,
 }
 
-/// How often a writing process moves settled minutes out of `rollups_live`.
+/// [`PostgresStore::settled_at`] while a settle runs: never "at least 10 s ago".
+const SETTLING: i64 = i64::MAX;
+
+/// How long after its last move a writing process moves settled minutes out of `rollups_live`.
 const SETTLE_EVERY_SECONDS: i64 = 10;
 
 /// A minute is settled, and moved, this many minutes after its end: reports stamped in it
 /// have long committed by then (a late one is still added where the minute went).
 const SETTLE_AFTER_MINUTES: i64 = 2;
+
+/// Minutes before this one are settled at `now`: moved to `rollups_minute`, and added to there.
+fn settled_before(now: DateTime<Utc>) -> DateTime<Utc> {
+    minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES)
+}
 
 impl PostgresStore {
     /// Connects a pool; fails fast when the server cannot be reached.
@@ -58,7 +65,6 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             settled_at: Arc::new(AtomicI64::new(0)),
-            settling: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -68,35 +74,32 @@ impl PostgresStore {
         settle_rollups(&self.pool, before).await
     }
 
-    /// Starts moving settled minutes out of `rollups_live` in the background, at most every
-    /// [`SETTLE_EVERY_SECONDS`]; called after each batch, so minutes settle while reports
+    /// Starts moving settled minutes out of `rollups_live` in the background, one move at a
+    /// time and [`SETTLE_EVERY_SECONDS`] after the last ended; called after each batch, so minutes settle while reports
     /// arrive (while none do, the live table holds only the last minutes, and the reads add
     /// them in).
     fn settle_when_due(&self) {
-        if self.settling.load(Ordering::Acquire) {
-            return;
-        }
         let now = crate::clock::now();
         let last = self.settled_at.load(Ordering::Relaxed);
-        if now.timestamp() - last < SETTLE_EVERY_SECONDS
+        if last == SETTLING
+            || now.timestamp() - last < SETTLE_EVERY_SECONDS
             || self
                 .settled_at
-                .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, SETTLING, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             return;
         }
-        let before = minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES);
+        let before = settled_before(now);
         let pool = self.pool.clone();
-        let settling = Arc::clone(&self.settling);
-        settling.store(true, Ordering::Release);
+        let settled_at = Arc::clone(&self.settled_at);
         tokio::spawn(async move {
             match settle_rollups(&pool, before).await {
                 Ok(moved) => tracing::debug!(moved, "settled minute counts"),
                 // Nothing is lost: the counts stay in the live table and the next one moves them.
                 Err(error) => tracing::warn!(%error, "could not settle minute counts"),
             }
-            settling.store(false, Ordering::Release);
+            settled_at.store(crate::clock::now().timestamp(), Ordering::Relaxed);
         });
     }
 }
@@ -214,8 +217,7 @@ const INSERT_BATCH: &str = "with input as (
 /// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
 /// rollups (city row and country total) in `table`, locked in key order so two writers never
 /// deadlock.
-fn insert_rollups_cte(table: RollupTable) -> String {
-    let table = table.name();
+fn insert_rollups_cte(table: &str) -> String {
     format!(
         ",
      places as (
@@ -249,7 +251,7 @@ enum RollupTable {
 impl RollupTable {
     /// Where the counts of `reports` go at `now`.
     fn for_batch(reports: &[NewReport], now: DateTime<Utc>) -> Self {
-        let live_from = minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES);
+        let live_from = settled_before(now);
         if reports.iter().all(|r| r.received_at >= live_from) {
             RollupTable::Live
         } else {
@@ -263,6 +265,43 @@ impl RollupTable {
             RollupTable::Settled => "rollups_minute",
         }
     }
+
+    /// The batch statement ([`insert_batch`]) with this table's rollups, or with none.
+    fn batch_statement(table: Option<Self>) -> &'static str {
+        /// Built once: without rollups, with `rollups_live`, with `rollups_minute`.
+        static STATEMENTS: LazyLock<[String; 3]> = LazyLock::new(|| {
+            let with = |rollups: &str| {
+                format!(
+                    "{INSERT_BATCH}{rollups}
+         select id, true from counted
+         union all
+         select id, false from uncounted"
+                )
+            };
+            [
+                with(""),
+                with(&insert_rollups_cte(RollupTable::Live.name())),
+                with(&insert_rollups_cte(RollupTable::Settled.name())),
+            ]
+        });
+        &STATEMENTS[table.map_or(0, |t| 1 + t as usize)]
+    }
+
+    /// The upsert of [`add_to_rollups`] into this table.
+    fn add_statement(self) -> &'static str {
+        static STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+            [RollupTable::Live, RollupTable::Settled].map(|table| {
+                let table = table.name();
+                format!(
+                    "insert into {table} (service, country, city, minute, count)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
+         on conflict (service, country, city, minute)
+         do update set count = {table}.count + excluded.count"
+                )
+            })
+        });
+        &STATEMENTS[self as usize]
+    }
 }
 
 /// Inserts a batch (in `ordered`, dedup-key order) with [`INSERT_BATCH`], and with its
@@ -273,14 +312,7 @@ async fn insert_batch<'e>(
     candidates: &HashSet<Uuid>,
     rollups: Option<RollupTable>,
 ) -> Result<Vec<(Uuid, bool)>, StoreError> {
-    let rollups = rollups.map(insert_rollups_cte).unwrap_or_default();
-    let sql = format!(
-        "{INSERT_BATCH}{rollups}
-         select id, true from counted
-         union all
-         select id, false from uncounted"
-    );
-    Ok(sqlx::query_as(&sql)
+    Ok(sqlx::query_as(RollupTable::batch_statement(rollups))
         .bind(ordered.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(ordered.iter().map(|r| r.received_at).collect::<Vec<_>>())
         .bind(
@@ -345,40 +377,34 @@ async fn add_to_rollups<'a>(
     if increments.is_empty() {
         return Ok(());
     }
-    let table = table.name();
-    sqlx::query(&format!(
-        "insert into {table} (service, country, city, minute, count)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
-         on conflict (service, country, city, minute)
-         do update set count = {table}.count + excluded.count"
-    ))
-    .bind(
-        increments
-            .iter()
-            .map(|((s, _, _, _), _)| *s)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        increments
-            .iter()
-            .map(|((_, c, _, _), _)| *c)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        increments
-            .iter()
-            .map(|((_, _, city, _), _)| *city)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        increments
-            .iter()
-            .map(|((_, _, _, m), _)| *m)
-            .collect::<Vec<_>>(),
-    )
-    .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(table.add_statement())
+        .bind(
+            increments
+                .iter()
+                .map(|((s, _, _, _), _)| *s)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, c, _, _), _)| *c)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, _, city, _), _)| *city)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, _, _, m), _)| *m)
+                .collect::<Vec<_>>(),
+        )
+        .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
