@@ -64,8 +64,12 @@ fn report_at(
 }
 
 fn rollup(seconds_after_t0: i64, city: &str, count: i64) -> Rollup {
+    rollup_in(at(seconds_after_t0), city, count)
+}
+
+fn rollup_in(minute: DateTime<Utc>, city: &str, count: i64) -> Rollup {
     Rollup {
-        minute: at(seconds_after_t0),
+        minute,
         country: "PK".into(),
         city: city.into(),
         count,
@@ -1023,12 +1027,7 @@ async fn postgres_settling_minutes_changes_no_count() {
     let now = outagewatch::clock::now();
     let this_minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
     let minute = |i: i64| this_minute + chrono::TimeDelta::seconds(60 * (i - 1));
-    let rollup_at = |i: i64, city: &str, count: i64| Rollup {
-        minute: minute(i),
-        country: "PK".into(),
-        city: city.into(),
-        count,
-    };
+    let rollup_at = |i: i64, city: &str, count: i64| rollup_in(minute(i), city, count);
     pg.insert_reports(&[
         report_at(1, 1, Some("Lahore"), minute(0)),
         report_at(2, 2, None, minute(1)),
