@@ -30,6 +30,14 @@ struct Cli {
     command: Command,
 }
 
+/// How `detect` models its column.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ColumnKind {
+    Auto,
+    Counts,
+    Metric,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (migrates the database first).
@@ -50,6 +58,11 @@ enum Command {
         /// Where to write the scored CSV ("-" for standard output).
         #[arg(long, default_value = "-")]
         output: PathBuf,
+        /// How to model the column: `counts` (as the live detector does), `metric`, or `auto`
+        /// (decided from the warm-up rows: non-negative integers at least as noisy as Poisson
+        /// are counts).
+        #[arg(long, value_enum, default_value_t = ColumnKind::Auto)]
+        kind: ColumnKind,
     },
     /// Generate the report rows of a scenario file (ordinary traffic plus surges) as CSV in
     /// the format `import` reads.
@@ -209,10 +222,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import { file } => run_import(&settings, &file).await,
-        Command::Detect { input, output } => {
+        Command::Detect {
+            input,
+            output,
+            kind,
+        } => {
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
-            let scored = detect::detect_csv(&text, &settings.detector.model)
+            let kind = match kind {
+                ColumnKind::Auto => None,
+                ColumnKind::Counts => Some(detect::SeriesKind::Counts),
+                ColumnKind::Metric => Some(detect::SeriesKind::Metric),
+            };
+            let scored = detect::detect_csv(&text, &settings.detector.model, kind)
                 .with_context(|| format!("cannot score {}", input.display()))?;
             if output.as_os_str() == "-" {
                 print!("{scored}");

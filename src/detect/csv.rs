@@ -1,20 +1,18 @@
 //! The offline mode behind `outagewatch detect`: run one series from a `timestamp,value` CSV through the same core and append the detector's columns to every row.
 //!
 //! The interval is inferred (median gap between rows) and every duration of the config is
-//! converted to steps of it. `ValueKind::Auto` (the offline default) models a column of
-//! non-negative integers as counts (negative-binomial test) and anything else as a
-//! real-valued metric (additive baseline, robust z-score); offline the test is two-sided by
-//! default because metrics also fail by dropping. Beside the surprise test, a
-//! transition-novelty view over the series' own range ([`super::novelty`]) scores where the
-//! series goes somewhere it has never been. Parsing is hand-written: two unquoted
-//! columns do not justify a CSV crate.
+//! converted to steps of it. A column of event counts runs exactly as a live series does:
+//! the same model, the same defaults. A column that is not counts (CPU, latency) runs the
+//! metric variant ([`SeriesKind::Metric`], with [`super::MetricsConfig`]). Which one a column
+//! is, is decided from its warm-up rows alone: counts are non-negative integers at least as
+//! noisy as Poisson. Until the warm-up ends both models run and each row is answered by the
+//! one the rows so far point to, so no row's score depends on a later row. Parsing is
+//! hand-written: two unquoted columns do not justify a CSV crate.
 
 use thiserror::Error;
 
 use super::incident::IncidentEvent;
-use super::novelty::{self, Novelty, TransitionNovelty};
-use super::series::SeriesDetector;
-use super::surprise::ValueKind;
+use super::series::{SeriesDetector, SeriesKind, Step};
 use super::DetectorConfig;
 
 /// Why a CSV could not be run through the detector.
@@ -51,11 +49,14 @@ pub enum CsvError {
 
 /// Run the detector over a `timestamp,value` CSV and return it with detector columns appended.
 ///
-/// Output columns after the input's: `anomaly_score` (in [0, 1]: the surprise test's onset
-/// score combined with the transition novelty of [`super::novelty`]), `state`,
-/// `window_count`, `expected`, `p_value` (the incident state and the baseline come from the
-/// surprise test alone), `event`.
-pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvError> {
+/// `kind` forces the model; `None` decides it from the warm-up rows (see the module docs).
+/// Output columns after the input's: `anomaly_score` (in [0, 1]), `state`, `window_count`,
+/// `expected`, `p_value`, `event`, `kind` (`counts` or `metric`: the model that answered).
+pub fn detect_csv(
+    input: &str,
+    config: &DetectorConfig,
+    kind: Option<SeriesKind>,
+) -> Result<String, CsvError> {
     let mut lines = input
         .lines()
         .enumerate()
@@ -107,35 +108,12 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
     }
 
     let step_seconds = infer_step_seconds(&rows);
-    let mut offline = config.clone();
-    offline.direction = config.offline.direction;
-    offline.onset_hold_steps = config.offline.onset_hold_steps;
-    offline.onset_daily_recurrence = config.offline.onset_daily_recurrence;
-    offline.value_kind = match config.offline.value_kind {
-        ValueKind::Auto => infer_value_kind(&rows),
-        kind => kind,
-    };
-    // Offline memory is no concern, so the profile gets fine cells (at least one step wide):
-    // an hourly cell cannot hold a daily shape sampled every five minutes.
-    let step_minutes = u32::try_from(step_seconds / 60).unwrap_or(u32::MAX).max(1);
-    offline.profile_cell_minutes = config.offline.profile_cell_minutes.max(step_minutes);
-    let mut detector = SeriesDetector::new(&offline, step_seconds);
-    let mut transitions = transition_novelty(&rows, &config.offline);
-
+    let mut models = Models::new(config, step_seconds, kind);
     let mut out = String::with_capacity(input.len() * 2);
     out.push_str(header);
-    out.push_str(",anomaly_score,state,window_count,expected,p_value,event\n");
+    out.push_str(",anomaly_score,state,window_count,expected,p_value,event,kind\n");
     for (text, at, value) in rows {
-        let step = detector.step(at, value, None);
-        let novelty = transitions
-            .as_mut()
-            .map_or(Novelty::default(), |t| t.step(value));
-        let anomaly_score = novelty::combine(
-            step.anomaly_score,
-            novelty,
-            config.offline.novelty_boost,
-            config.offline.novelty_score,
-        );
+        let (step, kind) = models.step(at, value);
         let event = match step.event {
             Some(IncidentEvent::Opened(_)) => "opened",
             Some(IncidentEvent::Updated(_)) => "updated",
@@ -143,8 +121,13 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
             Some(IncidentEvent::Reopened(_)) => "reopened",
             None => "",
         };
+        let kind = match kind {
+            SeriesKind::Counts => "counts",
+            SeriesKind::Metric => "metric",
+        };
         out.push_str(&format!(
-            "{text},{anomaly_score:.6},{},{},{},{:.3e},{event}\n",
+            "{text},{:.6},{},{},{},{:.3e},{event},{kind}\n",
+            step.anomaly_score,
             step.state.as_str(),
             step.window_count,
             step.expected,
@@ -154,51 +137,105 @@ pub fn detect_csv(input: &str, config: &DetectorConfig) -> Result<String, CsvErr
     Ok(out)
 }
 
-/// The transition-novelty tracker over the series' own range, or `None` when it is off.
-fn transition_novelty(
-    rows: &[(&str, i64, f64)],
-    offline: &super::OfflineConfig,
-) -> Option<TransitionNovelty> {
-    if offline.novelty_bins == 0 {
-        return None;
-    }
-    let (low, high) = rows
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), row| {
-            (low.min(row.2), high.max(row.2))
-        });
-    let learning = ((rows.len() as f64 * offline.novelty_learning_fraction).floor() as usize)
-        .min(offline.novelty_learning_max_steps as usize);
-    let rest = (learning as f64 * offline.novelty_rest_fraction).floor() as usize;
-    Some(TransitionNovelty::new(
-        low,
-        high,
-        offline.novelty_bins,
-        learning,
-        rest,
-    ))
+/// The model(s) of one column: both while its kind is being learned, then the one it is.
+enum Models {
+    Learning {
+        counts: Box<SeriesDetector>,
+        metric: Box<SeriesDetector>,
+        evidence: KindEvidence,
+        /// Rows after which the kind is settled: the warm-up.
+        learning_rows: u64,
+    },
+    Settled(SeriesKind, Box<SeriesDetector>),
 }
 
-/// Counts are non-negative integers at least as noisy as Poisson; anything else is a real metric.
-///
-/// The noise is judged locally (half the mean squared step-to-step change, over the mean),
-/// so a daily rhythm does not pass for dispersion: an integer gauge such as a road speed
-/// in mph is steadier than a Poisson count of the same size, and a negative-binomial test
-/// would misjudge it.
-fn infer_value_kind(rows: &[(&str, i64, f64)]) -> ValueKind {
-    if !rows.iter().all(|(_, _, v)| *v >= 0.0 && v.fract() == 0.0) {
-        return ValueKind::Real;
+impl Models {
+    fn new(config: &DetectorConfig, step_seconds: i64, kind: Option<SeriesKind>) -> Self {
+        // A missing row is a missing observation, not a zero: a CSV need not be a rollup.
+        let make =
+            |k| Box::new(SeriesDetector::of_kind(config, step_seconds, k).with_gaps_as_missing());
+        if let Some(kind) = kind {
+            return Self::Settled(kind, make(kind));
+        }
+        let warmup_seconds = i64::from(config.warmup_minutes) * 60;
+        Self::Learning {
+            counts: make(SeriesKind::Counts),
+            metric: make(SeriesKind::Metric),
+            evidence: KindEvidence::default(),
+            learning_rows: u64::try_from((warmup_seconds + step_seconds - 1) / step_seconds)
+                .unwrap_or(0)
+                .max(2),
+        }
     }
-    let mean = rows.iter().map(|(_, _, v)| v).sum::<f64>() / rows.len() as f64;
-    let local_variance = rows
-        .windows(2)
-        .map(|w| (w[1].2 - w[0].2).powi(2))
-        .sum::<f64>()
-        / (2.0 * (rows.len() - 1).max(1) as f64);
-    if mean > 0.0 && local_variance >= mean {
-        ValueKind::Counts
-    } else {
-        ValueKind::Real
+
+    /// Step the model(s) and answer with the one the rows so far point to.
+    fn step(&mut self, at: i64, value: f64) -> (Step, SeriesKind) {
+        let (counts, metric, evidence, learning_rows) = match self {
+            Self::Settled(kind, detector) => return (detector.step(at, value, None), *kind),
+            Self::Learning {
+                counts,
+                metric,
+                evidence,
+                learning_rows,
+            } => (counts, metric, evidence, *learning_rows),
+        };
+        evidence.add(value);
+        let kind = evidence.kind();
+        let counts_step = counts.step(at, value, None);
+        let metric_step = metric.step(at, value, None);
+        let (step, chosen) = match kind {
+            SeriesKind::Counts => (counts_step, counts),
+            SeriesKind::Metric => (metric_step, metric),
+        };
+        if evidence.rows >= learning_rows {
+            // The warm-up is over: the kind is settled and the other model stops.
+            *self = Self::Settled(kind, chosen.clone());
+        }
+        (step, kind)
+    }
+}
+
+/// What the rows so far say about whether a column holds counts.
+#[derive(Debug, Default, Clone)]
+struct KindEvidence {
+    rows: u64,
+    all_counts: bool,
+    sum: f64,
+    squared_steps: f64,
+    previous: Option<f64>,
+}
+
+impl KindEvidence {
+    fn add(&mut self, value: f64) {
+        self.all_counts =
+            (self.rows == 0 || self.all_counts) && value >= 0.0 && value.fract() == 0.0;
+        self.rows += 1;
+        self.sum += value;
+        if let Some(previous) = self.previous.replace(value) {
+            self.squared_steps += (value - previous).powi(2);
+        }
+    }
+
+    /// Counts are non-negative integers at least as noisy as Poisson; anything else is a metric.
+    ///
+    /// The noise is judged locally (half the mean squared step-to-step change, over the mean),
+    /// so a daily rhythm does not pass for dispersion: an integer gauge such as a road speed
+    /// in mph is steadier than a Poisson count of the same size, and a negative-binomial test
+    /// would misjudge it. Until there are two rows, integers count as counts.
+    fn kind(&self) -> SeriesKind {
+        if !self.all_counts {
+            return SeriesKind::Metric;
+        }
+        if self.rows < 2 {
+            return SeriesKind::Counts;
+        }
+        let mean = self.sum / self.rows as f64;
+        let local_variance = self.squared_steps / (2.0 * (self.rows - 1) as f64);
+        if mean > 0.0 && local_variance >= mean {
+            SeriesKind::Counts
+        } else {
+            SeriesKind::Metric
+        }
     }
 }
 
@@ -304,12 +341,12 @@ mod tests {
         for i in 0..100 {
             input.push_str(&format!("{},{}\n", 1_741_564_800 + i * 300, 5 + i % 3));
         }
-        let output = detect_csv(&input, &DetectorConfig::default()).expect("valid CSV");
+        let output = detect_csv(&input, &DetectorConfig::default(), None).expect("valid CSV");
         let lines: Vec<&str> = output.lines().collect();
         assert_eq!(lines.len(), 101);
         assert_eq!(
             lines[0],
-            "timestamp,value,anomaly_score,state,window_count,expected,p_value,event"
+            "timestamp,value,anomaly_score,state,window_count,expected,p_value,event,kind"
         );
         assert!(lines[1].starts_with("1741564800,5,"));
     }
@@ -318,7 +355,7 @@ mod tests {
     fn a_bad_value_names_its_line() {
         let input = "timestamp,value\n2025-03-10 09:45:00,1\n2025-03-10 09:46:00,x\n";
         assert_eq!(
-            detect_csv(input, &DetectorConfig::default()),
+            detect_csv(input, &DetectorConfig::default(), None),
             Err(CsvError::BadValue {
                 line: 3,
                 value: "x".to_string()
@@ -329,7 +366,7 @@ mod tests {
     #[test]
     fn a_repeated_timestamp_still_gets_a_row() {
         let input = "timestamp,value\n2025-03-10 09:45:00,1\n2025-03-10 09:45:00,2\n2025-03-10 09:46:00,1\n";
-        let output = detect_csv(input, &DetectorConfig::default()).expect("valid CSV");
+        let output = detect_csv(input, &DetectorConfig::default(), None).expect("valid CSV");
         assert_eq!(output.lines().count(), 4);
     }
 
@@ -361,7 +398,7 @@ mod tests {
             let value = if i >= 2_600 { wave * 0.5 } else { wave } + noise;
             input.push_str(&format!("{},{value:.3}\n", 1_741_564_800 + i * 300));
         }
-        let output = detect_csv(&input, &DetectorConfig::default()).expect("valid CSV");
+        let output = detect_csv(&input, &DetectorConfig::default(), None).expect("valid CSV");
         let scores = scores_of(&output);
         // Quiet for the two days before the drop, then scored within the first three rows.
         let before = scores[2_600 - 576..2_600]
@@ -376,47 +413,95 @@ mod tests {
     }
 
     #[test]
-    fn a_jump_the_series_never_made_before_is_scored_by_its_novelty() {
-        // Seven days of an exact daily wave (10..90 every 5 minutes), with one row at its
-        // peak replaced by the trough value: a 90 → 10 jump it has never made.
+    fn a_metric_leaving_its_range_by_a_small_dip_is_scored_as_a_record() {
+        // Four days of a daily wave between 40 and 60 every 5 minutes with ±0.5 of noise; at
+        // the trough of day 3 one row reads 38.5: a dip of 1.5 that moves the 15-minute mean
+        // by 0.5, no surprise to the test, but below anything the series has shown (by more
+        // than 2 % of its range), which the record view scores.
+        let mut state: u64 = 7;
         let mut input = String::from("timestamp,value\n");
-        for i in 0..2_016i64 {
+        let dip = 3 * 288 + 216;
+        for i in 0..1_152usize {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let noise = (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5;
             let phase = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
-            let value = if i == 1_800 {
-                10.0
+            let value = if i == dip {
+                38.5
             } else {
-                50.0 + 40.0 * phase.sin()
+                50.0 + 10.0 * phase.sin() + noise
             };
             input.push_str(&format!("{},{value:.3}\n", 1_741_564_800 + i * 300));
         }
-        let with = scores_of(&detect_csv(&input, &DetectorConfig::default()).expect("valid"));
+        let output = detect_csv(&input, &DetectorConfig::default(), None).expect("valid");
+        // The first row (50.x) is not an integer either: every row is a metric's.
+        assert!(output.lines().skip(1).all(|r| r.ends_with(",metric")));
+        let with = scores_of(&output);
         let mut off = DetectorConfig::default();
-        off.offline.novelty_bins = 0;
-        let without = scores_of(&detect_csv(&input, &off).expect("valid"));
-        assert!(with[1_800] >= 0.5, "at the jump: {}", with[1_800]);
-        assert!(without[1_800] < 0.5, "surprise alone: {}", without[1_800]);
-        // Every other row is the surprise test's score alone: the wave repeats the first
-        // day's transitions exactly, and the way back (10 → 90, also new) is only raised.
-        for (i, (a, b)) in with.iter().zip(&without).enumerate() {
-            if i == 1_801 {
-                assert!((a - (b * 1.5).min(1.0)).abs() < 1e-6, "row {i}: {a} vs {b}");
-            } else if i != 1_800 {
-                assert_eq!(a, b, "row {i}");
-            }
+        off.metrics.record_score = 0.0;
+        let without = scores_of(&detect_csv(&input, &off, None).expect("valid"));
+        assert_eq!(with[dip], 0.5);
+        assert_eq!(without[dip], 0.0);
+        // Elsewhere after the warm-up the record view adds nothing: the wave stays in its range.
+        for i in (288..with.len()).filter(|&i| i != dip) {
+            assert_eq!(with[i], without[i], "row {i}");
         }
     }
 
     #[test]
+    fn the_kind_is_decided_from_the_warm_up_rows_alone() {
+        // A day of bursty integer counts (the warm-up at 5 minutes is 288 rows), then
+        // fractional values: the column stays counts, since later rows cannot change the past.
+        let mut input = String::from("timestamp,value\n");
+        for i in 0..400i64 {
+            let value = if i < 288 {
+                format!("{}", if i % 3 == 0 { 9 } else { 1 })
+            } else {
+                "2.5".to_string()
+            };
+            input.push_str(&format!("{},{value}\n", 1_741_564_800 + i * 300));
+        }
+        let output = detect_csv(&input, &DetectorConfig::default(), None).expect("valid");
+        let kinds: Vec<&str> = output
+            .lines()
+            .skip(1)
+            .map(|r| r.rsplit(',').next().unwrap_or_default())
+            .collect();
+        assert!(kinds.iter().all(|&k| k == "counts"), "{:?}", &kinds[..3]);
+        // The first row alone is an integer, so it is answered as counts; a steady integer
+        // gauge is switched to the metric model as soon as its rows show it.
+        let mut gauge = String::from("timestamp,value\n");
+        for i in 0..300i64 {
+            gauge.push_str(&format!("{},{}\n", 1_741_564_800 + i * 300, 60 + i % 2));
+        }
+        let output = detect_csv(&gauge, &DetectorConfig::default(), None).expect("valid");
+        let kinds: Vec<&str> = output
+            .lines()
+            .skip(1)
+            .map(|r| r.rsplit(',').next().unwrap_or_default())
+            .collect();
+        assert_eq!(kinds[0], "counts");
+        assert!(kinds[1..].iter().all(|&k| k == "metric"));
+        let forced = detect_csv(&gauge, &DetectorConfig::default(), Some(SeriesKind::Counts))
+            .expect("valid");
+        assert!(forced.lines().skip(1).all(|r| r.ends_with(",counts")));
+    }
+
+    #[test]
     fn integer_gauges_are_not_taken_for_counts() {
-        let steady: Vec<(&str, i64, f64)> = (0..100)
-            .map(|i| ("", i * 60, 60.0 + f64::from(i % 2 == 0)))
+        let evidence = |values: &[f64]| {
+            let mut evidence = KindEvidence::default();
+            values.iter().for_each(|&v| evidence.add(v));
+            evidence.kind()
+        };
+        let steady: Vec<f64> = (0..100).map(|i| 60.0 + f64::from(i % 2 == 0)).collect();
+        assert_eq!(evidence(&steady), SeriesKind::Metric);
+        let bursty: Vec<f64> = (0..100)
+            .map(|i| if i % 3 == 0 { 9.0 } else { 1.0 })
             .collect();
-        assert_eq!(infer_value_kind(&steady), ValueKind::Real);
-        let bursty: Vec<(&str, i64, f64)> = (0..100)
-            .map(|i| ("", i * 60, if i % 3 == 0 { 9.0 } else { 1.0 }))
-            .collect();
-        assert_eq!(infer_value_kind(&bursty), ValueKind::Counts);
-        let fractional = vec![("", 0, 1.5), ("", 60, 2.0)];
-        assert_eq!(infer_value_kind(&fractional), ValueKind::Real);
+        assert_eq!(evidence(&bursty), SeriesKind::Counts);
+        assert_eq!(evidence(&[1.5, 2.0]), SeriesKind::Metric);
+        assert_eq!(evidence(&[-1.0, 2.0]), SeriesKind::Metric);
     }
 }

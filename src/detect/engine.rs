@@ -3,8 +3,8 @@
 //! The engine owns one [`SeriesDetector`] per series ever seen and steps every one of them each
 //! minute (a silent minute is a zero, which the baseline must learn too), so the work per minute
 //! is linear in the number of series. Series are visited in key order — a service's global
-//! series, then each country followed by its cities — so a thin series can borrow the
-//! expectation its parent computed a moment earlier in the same minute.
+//! series, then each country followed by its cities — so a thin city can borrow the
+//! expectation its country computed a moment earlier in the same minute.
 
 use std::collections::BTreeMap;
 
@@ -141,6 +141,12 @@ impl Engine {
         self.series.len()
     }
 
+    /// The figures of a series' last step (its window, expectation, surprise and anomaly
+    /// score; no events), if the series is tracked.
+    pub fn last_step(&self, key: &SeriesKey) -> Option<super::Step> {
+        self.series.get(key).and_then(|t| t.detector.last_step())
+    }
+
     /// The open incident of a series, if any.
     pub fn open_incident(&self, key: &SeriesKey) -> Option<&IncidentSummary> {
         self.series.get(key).and_then(|t| t.detector.incident())
@@ -200,8 +206,7 @@ impl Engine {
         let mut events = Vec::new();
         let global_min_countries = self.config.global_min_countries.max(1);
         let countries_before = std::mem::take(&mut self.countries_in_incident);
-        // The expectation of the last global and country series visited: the parents of what follows.
-        let mut global_expected = None;
+        // The expectation of the last country series visited: the parent of the cities that follow.
         let mut country_expected = None;
         // Both maps are in key order: walk this minute's counts alongside the series instead
         // of looking each series up (a string-keyed search per series per minute).
@@ -215,10 +220,12 @@ impl Engine {
                 }
                 _ => 0.0,
             };
+            // A thin city borrows its country's daily shape: they keep the same clock. A country
+            // borrows nothing from the world, whose shape is mostly other time zones' (a quiet
+            // country would expect its night's reports at its noon, and miss its surges).
             let parent = match (&key.country, &key.city) {
-                (None, _) => None,
-                (Some(_), None) => global_expected,
                 (Some(_), Some(_)) => country_expected,
+                _ => None,
             }
             .map(|expected_count| ParentHint { expected_count });
             // Several countries in incidents at once make it a global one (as of the last minute:
@@ -236,10 +243,7 @@ impl Engine {
                     .or_default() += 1;
             }
             match (&key.country, &key.city) {
-                (None, _) => {
-                    global_expected = Some(step.expected);
-                    country_expected = None;
-                }
+                (None, _) => country_expected = None,
                 (Some(_), None) => country_expected = Some(step.expected),
                 (Some(_), Some(_)) => {}
             }

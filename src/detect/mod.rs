@@ -1,34 +1,38 @@
 //! Pure surge detection: per series, a rolling window count is compared with a seasonal baseline by a calibrated surprise test, and an incident state machine turns surprises into incidents.
 //!
-//! Reading order: [`DetectorConfig`] (every threshold, live defaults) → [`series`] (one
-//! series' step: window → baseline → surprise → incident) → [`baseline`] → [`surprise`]
-//! (with [`distribution`], the hand-written special functions) → [`incident`] → [`score`]
-//! (the 0–1 anomaly score for charts and threshold sweeps) → [`csv`] (the offline
-//! `outagewatch detect` mode over a whole CSV, with [`novelty`] beside the surprise test).
+//! Reading order: [`DetectorConfig`] (every threshold, one set of defaults) → [`series`] (one
+//! series' step: window → baseline → surprise → incident, plus the anomaly score) →
+//! [`baseline`] → [`surprise`] (with [`distribution`], the hand-written special functions) →
+//! [`window`] → [`incident`] → [`score`] (the 0–1 anomaly score of a surprise episode's onset) →
+//! [`record`] (the second view of the score: a value beyond anything the series has shown) →
+//! [`engine`] (every series of the live runner at once) → [`csv`] (`outagewatch detect` over
+//! one CSV).
 //!
 //! Nothing here reads the clock, does I/O or draws random numbers: time is an argument
-//! (unix seconds), so the live runner and the offline CSV mode share one core. Live, a
-//! series is a per-minute report count: multiplicative baseline, negative-binomial test,
-//! rises only. Offline, `ValueKind::Auto` keeps that model for columns that look like
-//! counts and switches to an additive baseline with a robust z-score for any other metric,
-//! testing rises and drops; see [`csv`].
+//! (unix seconds), and every view sees only the steps up to the current one, so the live
+//! runner and the offline CSV mode share one core. A count series (reports per minute live;
+//! any column of event counts offline) is modelled one way everywhere: a multiplicative
+//! baseline, a negative-binomial test, incidents on rises, with the defaults below. Only a
+//! column that is not counts (CPU, latency; offline only) gets the variant of
+//! [`MetricsConfig`]: an additive baseline and a robust z-score; see [`csv`].
 
 pub mod baseline;
 pub mod csv;
 pub mod distribution;
 pub mod engine;
 pub mod incident;
-pub mod novelty;
+pub mod record;
 pub mod score;
 pub mod series;
 pub mod surprise;
+pub mod window;
 
 pub use baseline::Baseline;
 pub use csv::{detect_csv, CsvError};
 pub use engine::{Engine, EngineEvent, PlaceCount, SeriesKey};
 pub use incident::{IncidentEvent, IncidentState, IncidentSummary};
-pub use series::{ParentHint, SeriesDetector, Step};
-pub use surprise::{Direction, Surprise, ValueKind};
+pub use series::{ParentHint, SeriesDetector, SeriesKind, Step};
+pub use surprise::{Direction, Surprise};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -43,15 +47,19 @@ pub struct ConfigError {
     pub problem: &'static str,
 }
 
-/// Every threshold of the detector; `Default` serves live per-minute outage-report counts.
+/// Every threshold of the detector; `Default` serves count series, live and offline alike.
 ///
 /// Durations are in minutes and are converted to steps of the series' own interval, so the
 /// same config drives the live per-minute runner and the offline CSV mode at any interval.
+/// Only [`MetricsConfig`] differs offline, and only for columns that are not counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
     /// Length of the rolling window whose count is tested (15 minutes, as Downdetector shows).
     pub window_minutes: u32,
+    /// Length of the long window, whose sum the anomaly score also tests (never shorter than
+    /// `window_minutes`; equal turns it off): surges that build up over hours.
+    pub long_window_minutes: u32,
     /// Width of one cell of the seasonal profile (60 → 168 hour-of-week cells); must divide a day.
     pub profile_cell_minutes: u32,
     /// Half-life of the slowly adapting level, so steady growth is absorbed rather than flagged.
@@ -108,55 +116,39 @@ pub struct DetectorConfig {
     /// …counting episodes with this half-life, so a series that is always jumpy scores low.
     pub onset_novelty_half_life_minutes: f64,
     /// Most steps the anomaly score is held back, while the surge grows, to merge its first
-    /// scores into one row (0 live: a dashboard must not wait; see [`OfflineConfig::onset_hold_steps`]).
+    /// scores into one row: one alarm per surge, at its largest score (incidents never wait).
     pub onset_hold_steps: u32,
-    /// Divide down an episode starting at the time of day of one 1–3 days earlier (off live:
-    /// outage reports have no nightly jobs; see [`OfflineConfig::onset_daily_recurrence`]).
-    pub onset_daily_recurrence: bool,
-    /// Which way counts must move to be surprising (live outage counts: rises only).
-    pub direction: Direction,
-    /// How values are modelled: report counts (negative binomial) or real-valued metrics.
-    pub value_kind: ValueKind,
-    /// Settings used only by the offline CSV mode.
-    pub offline: OfflineConfig,
+    /// The variant for columns that are not counts (offline only; see [`MetricsConfig`]).
+    pub metrics: MetricsConfig,
 }
 
-/// Overrides for `outagewatch detect` on an arbitrary CSV at an arbitrary interval.
+/// How `outagewatch detect` treats a column that is not counts (CPU, latency, temperature).
+///
+/// Live series are always report counts and never use these. Whether a column holds counts
+/// is decided from its warm-up rows alone (see [`csv`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OfflineConfig {
-    /// Direction tested offline (both: metrics also fail by dropping).
+pub struct MetricsConfig {
+    /// Which way a metric must move to open an incident (both: throughput also fails by dropping).
     pub direction: Direction,
-    /// `Auto` models non-negative integer columns as counts and anything else as real values.
-    pub value_kind: ValueKind,
-    /// Shortest window, in steps, at coarse intervals where the window is under one step.
-    pub min_window_steps: u32,
-    /// Profile cell width offline (never finer than one step; memory is no concern offline).
+    /// Profile cell width for metrics (never finer than one step).
     pub profile_cell_minutes: u32,
-    /// Offline the score is read afterwards, so it may wait (up to two steps, while the surge
-    /// grows) to merge a surge's first steps into one row: one alarm per surge, at its largest score.
-    pub onset_hold_steps: u32,
-    /// Metrics have nightly jobs and backups: a spike at the same time of day is routine.
+    /// Metrics have nightly jobs and backups: an episode starting at the time of day of one
+    /// 1–3 days earlier is routine and scored down.
     pub onset_daily_recurrence: bool,
-    /// Equal bins the series' range is cut into for the transition-novelty score
-    /// ([`novelty`]); 0 turns it off.
-    pub novelty_bins: u32,
-    /// Share of the rows (at most `novelty_learning_max_steps`) that only learn transitions.
-    pub novelty_learning_fraction: f64,
-    /// Cap of the learning period, in rows.
-    pub novelty_learning_max_steps: u32,
-    /// Rows between two emitted novel transitions, as a share of the learning period.
-    pub novelty_rest_fraction: f64,
-    /// A surprise score at a novel transition is multiplied by `1 + novelty_boost`.
-    pub novelty_boost: f64,
-    /// The score of an emitted novel transition where the surprise test is quieter.
-    pub novelty_score: f64,
+    /// A value beyond the metric's whole range so far by this share of the range is a record
+    /// ([`record`]); records are news only after the warm-up.
+    pub record_margin: f64,
+    /// The anomaly score of a record (the surprise score wins where it is higher); 0 turns the
+    /// record view off.
+    pub record_score: f64,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             window_minutes: 15,
+            long_window_minutes: 120,
             profile_cell_minutes: 60,
             level_half_life_minutes: 1440.0,
             profile_half_life_weeks: 3.0,
@@ -183,11 +175,8 @@ impl Default for DetectorConfig {
             onset_merge_minutes: 720,
             onset_novelty_weight: 1.0,
             onset_novelty_half_life_minutes: 1440.0,
-            onset_hold_steps: 0,
-            onset_daily_recurrence: false,
-            direction: Direction::Rises,
-            value_kind: ValueKind::Counts,
-            offline: OfflineConfig::default(),
+            onset_hold_steps: 2,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -198,6 +187,12 @@ impl DetectorConfig {
         let fail = |field, problem| Err(ConfigError { field, problem });
         if self.window_minutes == 0 {
             return fail("window_minutes", "must be at least 1");
+        }
+        if self.long_window_minutes < self.window_minutes || self.long_window_minutes > 1_440 {
+            return fail(
+                "long_window_minutes",
+                "must lie between window_minutes and 1440 (a day)",
+            );
         }
         if self.profile_cell_minutes == 0 || 1_440 % self.profile_cell_minutes != 0 {
             return fail("profile_cell_minutes", "must divide a day (1440 minutes)");
@@ -234,51 +229,38 @@ impl DetectorConfig {
                 return fail(field, "must be a positive number");
             }
         }
-        let offline = &self.offline;
-        if offline.novelty_bins > 64 {
+        let metrics = &self.metrics;
+        if !(metrics.record_margin >= 0.0 && metrics.record_margin.is_finite()) {
+            return fail("metrics.record_margin", "must be a non-negative number");
+        }
+        if !(0.0..=1.0).contains(&metrics.record_score) {
             return fail(
-                "offline.novelty_bins",
-                "must be at most 64 (0 turns it off)",
+                "metrics.record_score",
+                "must lie between 0 and 1 (0 turns records off)",
             );
         }
-        let shares = [
-            (
-                "offline.novelty_learning_fraction",
-                offline.novelty_learning_fraction,
-            ),
-            (
-                "offline.novelty_rest_fraction",
-                offline.novelty_rest_fraction,
-            ),
-            ("offline.novelty_score", offline.novelty_score),
-        ];
-        for (field, value) in shares {
-            if !(0.0..=1.0).contains(&value) {
-                return fail(field, "must lie between 0 and 1");
-            }
+        if self.onset_hold_steps > 60 {
+            return fail("onset_hold_steps", "must be at most 60");
         }
-        if !(offline.novelty_boost >= 0.0 && offline.novelty_boost.is_finite()) {
-            return fail("offline.novelty_boost", "must be a non-negative number");
+        let cell = self.metrics.profile_cell_minutes;
+        if cell == 0 || 1_440 % cell != 0 {
+            return fail(
+                "metrics.profile_cell_minutes",
+                "must divide a day (1440 minutes)",
+            );
         }
         Ok(())
     }
 }
 
-impl Default for OfflineConfig {
+impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             direction: Direction::Both,
-            value_kind: ValueKind::Auto,
-            min_window_steps: 1,
             profile_cell_minutes: 5,
-            onset_hold_steps: 2,
             onset_daily_recurrence: true,
-            novelty_bins: 8,
-            novelty_learning_fraction: 0.15,
-            novelty_learning_max_steps: 750,
-            novelty_rest_fraction: 0.2,
-            novelty_boost: 0.5,
-            novelty_score: 0.5,
+            record_margin: 0.02,
+            record_score: 0.5,
         }
     }
 }
@@ -290,10 +272,10 @@ mod tests {
     #[test]
     fn a_partial_toml_table_keeps_the_other_defaults() {
         let config: DetectorConfig =
-            toml::from_str("open_p_value = 1e-8\n[offline]\ndirection = \"rises\"\n")
+            toml::from_str("open_p_value = 1e-8\n[metrics]\ndirection = \"rises\"\n")
                 .expect("valid TOML");
         assert_eq!(config.open_p_value, 1e-8);
-        assert_eq!(config.offline.direction, Direction::Rises);
+        assert_eq!(config.metrics.direction, Direction::Rises);
         assert_eq!(config.window_minutes, 15);
         assert_eq!(config.calm_minutes, 30);
     }

@@ -6,8 +6,10 @@ use super::baseline::{rate_for_half_life, Baseline, BaselineForm};
 use super::incident::{
     ratio, Incident, IncidentEvent, IncidentRules, IncidentState, IncidentSummary, Observation,
 };
+use super::record::{RecordRange, RecordRules};
 use super::score::{OnsetRules, OnsetScore};
-use super::surprise::{Direction, Spread, ValueKind};
+use super::surprise::{Direction, Spread};
+use super::window::{WindowValues, Windows};
 use super::DetectorConfig;
 
 // Gaps longer than this many weeks are not replayed step by step: the older part of the gap
@@ -16,6 +18,22 @@ const MAX_REPLAYED_GAP_WEEKS: i64 = 2;
 
 // An episode start within this many minutes of the time of day of an earlier one is a recurrence.
 const RECURRENCE_TOLERANCE_MINUTES: u32 = 30;
+
+// After an emitted record the next waits a fifth of the warm-up (CAD OSE's rest period, which is
+// a fifth of its learning period), so a climb that sets record after record is one alarm.
+const RECORD_REST_DIVISOR: u64 = 5;
+
+/// How a series' values are modelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    /// Non-negative event counts (every live series): multiplicative baseline,
+    /// negative-binomial test, incidents on rises.
+    Counts,
+    /// Any real-valued metric (offline only): additive baseline, robust z-score, and the
+    /// overrides of [`super::MetricsConfig`].
+    Metric,
+}
 
 /// What the parent series (the country of a city, the globe of a country) expects right now.
 ///
@@ -44,7 +62,8 @@ pub struct Step {
     pub p_value: f64,
     /// −log10 of the p-value, finite for any surge size.
     pub surprise: f64,
-    /// A score in [0, 1) for dashboards and threshold sweeps: the surprise at a surge's onset.
+    /// A score in [0, 1] for threshold sweeps: the surprise at an episode's onset (either
+    /// way), or a record ([`super::record`]), whichever is higher.
     pub anomaly_score: f64,
     /// Lifecycle state after this step.
     pub state: IncidentState,
@@ -62,6 +81,9 @@ struct Params {
     step_seconds: i64,
     window_steps: usize,
     counts: bool,
+    /// Missing steps of a count series are replayed as zeros (live rollups store only minutes
+    /// with reports); off where a missing row means no observation (a CSV).
+    gaps_are_zeros: bool,
     direction: Direction,
     open_p_value: f64,
     open_min_ratio: f64,
@@ -76,6 +98,8 @@ struct Params {
     share_rate: f64,
     rules: IncidentRules,
     onset: OnsetRules,
+    record: RecordRules,
+    record_score: f64,
 }
 
 /// The whole state of one series: window, baseline, spread, incident, parent share.
@@ -85,11 +109,11 @@ pub struct SeriesDetector {
     baseline: Baseline,
     spread: Spread,
     incident: Incident,
+    /// The long window's own spread and calibration (the anomaly score only).
+    long_spread: Spread,
     onset: OnsetScore,
-    window: Vec<f64>,
-    window_next: usize,
-    window_filled: usize,
-    window_sum: f64,
+    record: RecordRange,
+    windows: Windows,
     first_at: Option<i64>,
     last_at: Option<i64>,
     share_count: f64,
@@ -111,23 +135,43 @@ struct LastStep {
     ratio: f64,
     p_value: f64,
     surprise: f64,
+    anomaly_score: f64,
     state: IncidentState,
 }
 
 impl SeriesDetector {
-    /// A fresh detector for a series stepped every `step_seconds` (60 for live rollups).
-    ///
-    /// `config.value_kind` `Auto` is treated as `Counts`: only the offline CSV mode infers it.
+    /// A fresh count series stepped every `step_seconds` (60 for live rollups).
     pub fn new(config: &DetectorConfig, step_seconds: i64) -> Self {
+        Self::of_kind(config, step_seconds, SeriesKind::Counts)
+    }
+
+    /// A fresh series of the given kind; a metric takes the overrides of `config.metrics`.
+    pub fn of_kind(config: &DetectorConfig, step_seconds: i64, kind: SeriesKind) -> Self {
         let step_seconds = step_seconds.max(1);
-        let counts = config.value_kind != ValueKind::Real;
+        let counts = kind == SeriesKind::Counts;
+        let (direction, cell_minutes, daily_recurrence, record_score) = if counts {
+            (Direction::Rises, config.profile_cell_minutes, false, 0.0)
+        } else {
+            let step_minutes = u32::try_from(step_seconds / 60).unwrap_or(u32::MAX).max(1);
+            (
+                config.metrics.direction,
+                // Never finer than one step: a cell no step falls in would never learn.
+                config.metrics.profile_cell_minutes.max(step_minutes),
+                config.metrics.onset_daily_recurrence,
+                config.metrics.record_score,
+            )
+        };
         let steps_for = |minutes: u32| -> u32 {
             let steps = (i64::from(minutes) * 60 + step_seconds - 1) / step_seconds;
             steps.clamp(1, i64::from(u32::MAX)) as u32
         };
         let window_steps = ((f64::from(config.window_minutes) * 60.0 / step_seconds as f64).round()
             as usize)
-            .max(config.offline.min_window_steps.max(1) as usize);
+            .max(1);
+        let long_steps = ((f64::from(config.long_window_minutes) * 60.0 / step_seconds as f64)
+            .round() as usize)
+            .max(window_steps);
+        let warmup_steps = u64::from(steps_for(config.warmup_minutes));
         let form = if counts {
             BaselineForm::Multiplicative
         } else {
@@ -144,11 +188,13 @@ impl SeriesDetector {
         } else {
             Spread::scale(dispersion_half_life_steps)
         };
+        let long_spread = spread.clone();
         let params = Params {
             step_seconds,
             window_steps,
             counts,
-            direction: config.direction,
+            gaps_are_zeros: counts,
+            direction,
             open_p_value: config.open_p_value,
             open_min_ratio: config.open_min_ratio,
             open_min_count: config.open_min_count,
@@ -179,30 +225,35 @@ impl SeriesDetector {
                 ),
                 novelty_weight: config.onset_novelty_weight,
                 hold_steps: config.onset_hold_steps,
-                day_steps: if config.onset_daily_recurrence {
+                day_steps: if daily_recurrence {
                     u32::try_from(86_400 / step_seconds).unwrap_or(0)
                 } else {
                     0
                 },
                 day_tolerance_steps: steps_for(RECURRENCE_TOLERANCE_MINUTES),
             },
+            record: RecordRules {
+                margin: config.metrics.record_margin,
+                learning_steps: warmup_steps,
+                rest_steps: warmup_steps / RECORD_REST_DIVISOR,
+            },
+            record_score,
         };
         Self {
             params,
             baseline: Baseline::new(
                 form,
                 step_seconds,
-                config.profile_cell_minutes,
+                cell_minutes,
                 config.level_half_life_minutes,
                 config.profile_half_life_weeks,
             ),
             spread,
+            long_spread,
             incident: Incident::default(),
             onset: OnsetScore::default(),
-            window: vec![0.0; window_steps],
-            window_next: 0,
-            window_filled: 0,
-            window_sum: 0.0,
+            record: RecordRange::default(),
+            windows: Windows::new(window_steps, long_steps),
             first_at: None,
             last_at: None,
             share_count: 0.0,
@@ -212,9 +263,21 @@ impl SeriesDetector {
         }
     }
 
+    /// Treat a missing step as missing rather than as zero: for series whose rows are
+    /// observations (a CSV), not sparse rollups.
+    pub fn with_gaps_as_missing(mut self) -> Self {
+        self.params.gaps_are_zeros = false;
+        self
+    }
+
     /// Number of steps in the rolling window.
     pub fn window_steps(&self) -> usize {
         self.params.window_steps
+    }
+
+    /// Number of steps in the long window (the anomaly score's second test).
+    pub fn long_window_steps(&self) -> usize {
+        self.windows.long_steps()
     }
 
     /// The open incident, if any.
@@ -259,7 +322,7 @@ impl SeriesDetector {
             if at <= last {
                 return self.repeat_last(at);
             }
-            if self.params.counts {
+            if self.params.gaps_are_zeros {
                 let step_seconds = self.params.step_seconds;
                 let missing = (at - last) / step_seconds - 1;
                 let cap = MAX_REPLAYED_GAP_WEEKS * 7 * 86_400 / step_seconds;
@@ -285,9 +348,18 @@ impl SeriesDetector {
             ratio: step.ratio,
             p_value: step.p_value,
             surprise: step.surprise,
+            anomaly_score: step.anomaly_score,
             state: step.state,
         });
         step
+    }
+
+    /// The figures of the last step fed (without its events), if any.
+    pub fn last_step(&self) -> Option<Step> {
+        self.last_step.map(|last| Step {
+            anomaly_score: last.anomaly_score,
+            ..self.repeat_last(last.at)
+        })
     }
 
     fn repeat_last(&self, at: i64) -> Step {
@@ -326,7 +398,13 @@ impl SeriesDetector {
 
     fn process(&mut self, at: i64, count: f64, parent: Option<ParentHint>, forced: bool) -> Step {
         let p = self.params;
-        let window_count = self.push(count);
+        let windows = self.windows.push(count);
+        let window_count = if p.counts {
+            // Rounding in the running sum must not produce a negative count.
+            windows.main_sum.max(0.0)
+        } else {
+            windows.main_sum / windows.main_filled as f64
+        };
         let expected = self.expectation(at, window_count, parent);
         let surprise = self.spread.test(window_count, expected, p.direction, at);
         let ratio_now = if p.counts {
@@ -386,14 +464,27 @@ impl SeriesDetector {
             Some(since) => at - since >= p.learn_in_incident_after_seconds,
         };
         // A window still filling up holds fewer steps than it will: learning from it would bias the level.
-        let window_full = self.window_filled == p.window_steps;
+        let window_full = windows.main_filled == p.window_steps;
         if learn && window_full {
             self.learn(at, window_count, expected, parent);
             self.spread
                 .learn_surprise(surprise.raw_surprise, p.window_steps);
         }
 
-        let anomaly_score = self.onset.step(&p.onset, surprise.neg_log10_p);
+        let score_surprise = self.long_window_surprise(
+            at,
+            &windows,
+            surprise.score_surprise,
+            expected,
+            learn && window_full,
+        );
+        let onset_score = self.onset.step(&p.onset, score_surprise);
+        let record = p.record_score > 0.0 && self.record.step(&p.record, count);
+        let anomaly_score = if record {
+            onset_score.max(p.record_score)
+        } else {
+            onset_score
+        };
         Step {
             at,
             count,
@@ -410,23 +501,51 @@ impl SeriesDetector {
         }
     }
 
-    /// Push one step into the rolling window and return the window count (or mean).
-    fn push(&mut self, count: f64) -> f64 {
-        let steps = self.window.len();
-        self.window_sum += count - self.window[self.window_next];
-        self.window[self.window_next] = count;
-        self.window_next = (self.window_next + 1) % steps;
-        self.window_filled = (self.window_filled + 1).min(steps);
-        if self.window_next == 0 {
-            // Re-add from scratch once per lap so rounding never accumulates.
-            self.window_sum = self.window.iter().sum();
+    /// The surprise the anomaly score rates: the main window's, or the long window's where
+    /// that is higher, less log10(2) for having looked twice (a Bonferroni correction).
+    ///
+    /// A surge that builds up over an hour or two (a level shift, a slow climb) moves each
+    /// 15-minute window too little, but its two-hour sum far beyond the expected one. The long
+    /// window has its own spread and calibration, learned like the main one's, and serves the
+    /// score only: incidents keep the main window's test.
+    fn long_window_surprise(
+        &mut self,
+        at: i64,
+        windows: &WindowValues,
+        main_surprise: f64,
+        expected: f64,
+        learn: bool,
+    ) -> f64 {
+        let p = self.params;
+        let long_steps = self.windows.long_steps();
+        if long_steps == p.window_steps {
+            return main_surprise;
         }
-        if self.params.counts {
-            // Rounding in the running sum must not produce a negative count.
-            self.window_sum.max(0.0)
+        let (value, long_expected) = if p.counts {
+            let scale = long_steps as f64 / p.window_steps as f64;
+            (
+                windows.long_sum.max(0.0),
+                (expected * scale).max(p.min_expected_count),
+            )
         } else {
-            self.window_sum / self.window_filled as f64
+            (windows.long_sum / windows.long_filled as f64, expected)
+        };
+        let long = self.long_spread.test(value, long_expected, p.direction, at);
+        if learn && windows.long_filled == long_steps {
+            let warm = self
+                .first_at
+                .is_some_and(|first| at - first >= p.warmup_seconds);
+            let clipped = if warm {
+                let reach = p.learn_clip_sigmas * self.long_spread.std_dev(long_expected, at);
+                value.clamp(long_expected - reach, long_expected + reach)
+            } else {
+                value
+            };
+            self.long_spread.learn(clipped, long_expected, at);
+            self.long_spread
+                .learn_surprise(long.raw_surprise, long_steps);
         }
+        (main_surprise.max(long.score_surprise) - std::f64::consts::LOG10_2).max(0.0)
     }
 
     fn expectation(&self, at: i64, window_count: f64, parent: Option<ParentHint>) -> f64 {

@@ -38,10 +38,13 @@ pub enum ValueKind {
 pub struct Surprise {
     /// Probability of a value at least this extreme in the tested direction(s).
     pub p_value: f64,
-    /// −log10 of the (calibrated) p-value, finite even when the p-value underflows.
+    /// −log10 of the (calibrated) p-value in the tested direction(s), finite even when the
+    /// p-value underflows.
     pub neg_log10_p: f64,
-    /// −log10 of the model's p-value before calibration.
+    /// −log10 of the model's two-sided p-value before calibration (what calibration learns).
     pub raw_surprise: f64,
+    /// −log10 of the calibrated two-sided p-value: what the anomaly score rates.
+    pub score_surprise: f64,
     /// True when the surprising side is a drop rather than a rise.
     pub is_drop: bool,
     /// Deviation in standard deviations under the model (signed).
@@ -226,7 +229,13 @@ impl Spread {
             .max(1.0)
     }
 
-    /// Test `observed` against `expected` in the given direction(s).
+    /// Test `observed` against `expected`: in the given direction(s) for incidents, and on
+    /// both sides for the anomaly score.
+    ///
+    /// An anomaly is news whichever way it goes (a count collapsing to zero can mean the
+    /// reports stopped reaching us), but only a rise of reports is an outage: counts open
+    /// incidents on rises while their score sees both sides. The calibration learns from
+    /// the two-sided surprise, so one factor serves both.
     pub fn test(&self, observed: f64, expected: f64, direction: Direction, at: i64) -> Surprise {
         let sd = self.std_dev(expected, at);
         let z_score = if sd > 0.0 {
@@ -239,29 +248,28 @@ impl Spread {
         } else {
             0.0
         };
-        let ln_drop = if direction == Direction::Both && observed < expected {
+        let ln_drop = if observed < expected {
             self.ln_lower(observed, expected, z_score)
         } else {
             0.0
         };
-        let (ln_one_side, is_drop) = if ln_drop < ln_rise {
-            (ln_drop, true)
-        } else {
-            (ln_rise, false)
-        };
         // Testing both sides doubles the chance of a false alarm.
-        let ln_p = match direction {
-            Direction::Rises => ln_one_side,
-            Direction::Both => (ln_one_side + std::f64::consts::LN_2).min(0.0),
+        let ln_two_sided = (ln_rise.min(ln_drop) + std::f64::consts::LN_2).min(0.0);
+        let (ln_p, is_drop) = match direction {
+            Direction::Rises => (ln_rise, false),
+            Direction::Both => (ln_two_sided, ln_drop < ln_rise),
         };
         // Numerical trouble (an absurd input) must read as "no evidence", never as an alarm.
-        let ln_p = if ln_p.is_nan() { 0.0 } else { ln_p };
-        let raw_surprise = -ln_p / std::f64::consts::LN_10;
-        let neg_log10_p = raw_surprise / self.calibration();
+        let finite = |ln: f64| if ln.is_nan() { 0.0 } else { ln };
+        let to_surprise = |ln: f64| -finite(ln) / std::f64::consts::LN_10;
+        let calibration = self.calibration();
+        let raw_surprise = to_surprise(ln_two_sided);
+        let neg_log10_p = to_surprise(ln_p) / calibration;
         Surprise {
             p_value: 10f64.powf(-neg_log10_p),
             neg_log10_p,
             raw_surprise,
+            score_surprise: raw_surprise / calibration,
             is_drop,
             z_score,
         }
