@@ -82,6 +82,9 @@ pub struct Detection {
     engine: Engine,
     /// The record of each series' open incident.
     open: BTreeMap<SeriesKey, Incident>,
+    /// The id and first detection of each series' last resolved incident, so a reopening keeps
+    /// the minute it was first detected at.
+    resolved: BTreeMap<SeriesKey, (Uuid, DateTime<Utc>)>,
 }
 
 /// The changes of one stepped range: records to store and events to announce.
@@ -108,6 +111,7 @@ impl Detection {
             top_cities: settings.top_cities,
             engine: Engine::new(&settings.model),
             open: BTreeMap::new(),
+            resolved: BTreeMap::new(),
         }
     }
 
@@ -309,19 +313,25 @@ impl Detection {
                     .await?,
             ),
         };
+        let id = incidents::incident_id(
+            &key.service,
+            key.country.as_deref(),
+            key.city.as_deref(),
+            started_at,
+        );
+        let detected_at = match event.event {
+            IncidentEvent::Opened(_) => at,
+            _ => self.first_detected(key, id, at).await?,
+        };
         let mut incident = Incident {
-            id: incidents::incident_id(
-                &key.service,
-                key.country.as_deref(),
-                key.city.as_deref(),
-                started_at,
-            ),
+            id,
             service: key.service.clone(),
             scope,
             country: key.country.clone(),
             city: key.city.clone(),
             status,
             started_at,
+            detected_at,
             peak_at: time(summary.peak_at),
             peak_count: summary.peak_count,
             expected_at_peak: summary.expected_at_peak,
@@ -344,15 +354,36 @@ impl Detection {
         incident.summary = incidents::summary(&incident, &self.names(key));
         if status == Status::Open {
             self.open.insert(key.clone(), incident.clone());
+            self.resolved.remove(key);
             if scope != Scope::City && kind != "updated" {
                 self.adopt_orphans(key, incident.id, at, changes);
             }
         } else {
             self.open.remove(key);
+            self.resolved
+                .insert(key.clone(), (incident.id, incident.detected_at));
         }
         changes.incidents.insert(incident.id, incident.clone());
         changes.events.push(IncidentChange { kind, incident });
         Ok(())
+    }
+
+    /// When the incident `id` of series `key` was first detected: from its open record, from
+    /// the series' last resolved incident (a reopening), or from the store (the first change
+    /// after a restart); `at` for one none of them knows.
+    async fn first_detected(
+        &self,
+        key: &SeriesKey,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        if let Some(record) = self.open.get(key).filter(|r| r.id == id) {
+            return Ok(record.detected_at);
+        }
+        if let Some((_, detected_at)) = self.resolved.get(key).filter(|(i, _)| *i == id) {
+            return Ok(*detected_at);
+        }
+        Ok(self.store.incident(id).await?.map_or(at, |r| r.detected_at))
     }
 
     /// The open incident this series' incident belongs to: its country's (for a city) or else
