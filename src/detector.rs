@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::DetectorSettings;
+use crate::detect::engine::SnapshotError;
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
 use crate::events::{EventBus, LiveEvent};
 use crate::geo::CountryCode;
@@ -63,8 +64,12 @@ pub struct IncidentChange {
 pub enum DetectError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored detector snapshot cannot be read: {0}")]
+    /// The engine's state could not be serialized into a snapshot.
+    #[error("the detector state cannot be serialized: {0}")]
     Snapshot(serde_json::Error),
+    /// The stored snapshot is of another model version, or unreadable.
+    #[error("the stored detector snapshot cannot be restored: {0}")]
+    Restore(#[from] SnapshotError),
     #[error("another process holds the detector lock (a running `serve`); stop it first")]
     NotLeader,
     #[error("--from must be before --to")]
@@ -140,8 +145,7 @@ impl Detection {
         };
         let replay_from = match &checkpoint.state {
             Some((state_at, state)) => {
-                detection.engine =
-                    Engine::restore(&settings.model, state).map_err(DetectError::Snapshot)?;
+                detection.engine = Engine::restore(&settings.model, state)?;
                 detection.reload_open().await?;
                 *state_at + TimeDelta::minutes(1)
             }
