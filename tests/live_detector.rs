@@ -378,10 +378,14 @@ on_both_backends!(
             })
             .await
             .unwrap();
-        let (mut resumed, watermark) =
-            Detection::resume(store.clone(), catalog.clone(), &settings.detector)
-                .await
-                .unwrap();
+        let (mut resumed, watermark) = Detection::resume(
+            store.clone(),
+            catalog.clone(),
+            &settings.detector,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(watermark, Some(first_resolution));
         let changes = resumed
             .step_range(first_resolution + TimeDelta::minutes(1), end)
