@@ -5,7 +5,8 @@
 //! Incident ids derive from the series and the start, so re-running over the same rollups
 //! writes the same records. The live runner keeps a watermark (the last minute processed) and
 //! a snapshot of the engine in the store; on start it restores the snapshot and replays the
-//! minutes after it, so a restart changes no outcome.
+//! minutes after it, so a restart changes no outcome. A snapshot of another model version
+//! (an upgrade) is rebuilt instead, from the rollups of `history_days` before the watermark.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::DetectorSettings;
+use crate::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
 use crate::events::{EventBus, LiveEvent};
 use crate::geo::CountryCode;
@@ -27,6 +29,8 @@ use crate::store::{
     StoreError,
 };
 use crate::webhooks::Outbox;
+
+mod rebuild;
 
 /// Minute counts are announced live for minutes this recent (catching up, older ones are not).
 const LIVE_COUNT_MINUTES: i64 = 5;
@@ -63,7 +67,8 @@ pub struct IncidentChange {
 pub enum DetectError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored detector snapshot cannot be read: {0}")]
+    /// The engine's state could not be serialized into a snapshot.
+    #[error("the detector state cannot be serialized: {0}")]
     Snapshot(serde_json::Error),
     #[error("another process holds the detector lock (a running `serve`); stop it first")]
     NotLeader,
@@ -82,6 +87,9 @@ pub struct Detection {
     engine: Engine,
     /// The record of each series' open incident.
     open: BTreeMap<SeriesKey, Incident>,
+    /// The id and first detection of each series' last resolved incident, so a reopening keeps
+    /// the minute it was first detected at.
+    resolved: BTreeMap<SeriesKey, (Uuid, DateTime<Utc>)>,
 }
 
 /// The changes of one stepped range: records to store and events to announce.
@@ -93,6 +101,17 @@ pub struct Changes {
     pub expectations: Vec<Expectation>,
     /// Each service's worldwide count of each minute stepped (services with reports only).
     pub minute_totals: Vec<(String, DateTime<Utc>, i64)>,
+}
+
+impl Changes {
+    /// Records `incident` as changed by `kind`: to store, and to announce.
+    fn announce(&mut self, kind: &'static str, incident: &Incident) {
+        self.incidents.insert(incident.id, incident.clone());
+        self.events.push(IncidentChange {
+            kind,
+            incident: incident.clone(),
+        });
+    }
 }
 
 impl Detection {
@@ -108,6 +127,7 @@ impl Detection {
             top_cities: settings.top_cities,
             engine: Engine::new(&settings.model),
             open: BTreeMap::new(),
+            resolved: BTreeMap::new(),
         }
     }
 
@@ -123,24 +143,49 @@ impl Detection {
         self.engine.series_count()
     }
 
+    /// Every series' expected window count at the last minute stepped, in key order.
+    pub fn expectations(&self) -> impl Iterator<Item = (&SeriesKey, f64)> {
+        self.engine.expectations()
+    }
+
     /// Restores the state the live runner stored, replaying (and re-storing, idempotently) the
-    /// minutes between its snapshot and its watermark. Returns the watermark.
+    /// minutes between its snapshot and its watermark. A snapshot of another version, or one
+    /// that cannot be read, is rebuilt from the stored rollups instead (see `rebuild.rs`;
+    /// what that changes is queued for `outbox`). Returns the watermark.
     pub async fn resume(
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         settings: &DetectorSettings,
+        outbox: &Outbox,
     ) -> Result<(Self, Option<DateTime<Utc>>), DetectError> {
         let mut detection = Self::fresh(store.clone(), catalog, settings);
         let Some(checkpoint) = store.checkpoint().await? else {
             return Ok((detection, None));
         };
         let replay_from = match &checkpoint.state {
-            Some((state_at, state)) => {
-                detection.engine =
-                    Engine::restore(&settings.model, state).map_err(DetectError::Snapshot)?;
-                detection.reload_open().await?;
-                *state_at + TimeDelta::minutes(1)
-            }
+            Some((state_at, state)) => match Engine::restore(&settings.model, state) {
+                Ok(engine) => {
+                    detection.engine = engine;
+                    detection.reload_open().await?;
+                    *state_at + TimeDelta::minutes(1)
+                }
+                Err(error) => {
+                    let found = match &error {
+                        SnapshotError::Version { found } => found.to_string(),
+                        SnapshotError::Unreadable(_) => "unreadable".to_owned(),
+                    };
+                    tracing::warn!(
+                        found_version = %found,
+                        expected_version = SNAPSHOT_VERSION,
+                        %error,
+                        "the stored detector snapshot cannot be restored; rebuilding the detector state from the stored rollups"
+                    );
+                    detection
+                        .rebuild(checkpoint.watermark, settings.history_days, outbox)
+                        .await?;
+                    return Ok((detection, Some(checkpoint.watermark)));
+                }
+            },
             None => match store.first_rollup_minute().await? {
                 Some(first) => first,
                 None => return Ok((detection, Some(checkpoint.watermark))),
@@ -164,27 +209,45 @@ impl Detection {
         Ok((detection, Some(checkpoint.watermark)))
     }
 
-    /// Rebuilds the open-incident records of a restored engine from the store.
+    /// Rebuilds the open-incident records of a restored engine from the store: each open
+    /// series' incident by its id, else (a series that continues a stored incident it dates
+    /// differently, since a rebuild) the series' stored open incident.
     async fn reload_open(&mut self) -> Result<(), StoreError> {
         self.open.clear();
-        let open: Vec<(SeriesKey, i64)> = self
-            .engine
-            .open_series()
-            .filter_map(|key| Some((key.clone(), self.engine.open_incident(key)?.started_at)))
-            .collect();
-        for (key, started_at) in open {
-            let started_at = DateTime::from_timestamp(started_at, 0).unwrap_or_default();
-            let id = incidents::incident_id(
-                &key.service,
-                key.country.as_deref(),
-                key.city.as_deref(),
-                started_at,
-            );
-            if let Some(record) = self.store.incident(id).await? {
+        let mut stored_open = None;
+        for (key, id) in self.engine_open_ids() {
+            let record = match self.store.incident(id).await? {
+                Some(record) => Some(record),
+                None => {
+                    if stored_open.is_none() {
+                        stored_open = Some(self.stored_open_by_series().await?);
+                    }
+                    stored_open.as_mut().and_then(|open| open.remove(&key))
+                }
+            };
+            if let Some(record) = record {
                 self.open.insert(key, record);
             }
         }
         Ok(())
+    }
+
+    /// The id of each series' open incident in the engine, in key order.
+    fn engine_open_ids(&self) -> Vec<(SeriesKey, Uuid)> {
+        self.engine
+            .open_series()
+            .filter_map(|key| {
+                let started_at = self.engine.open_incident(key)?.started_at;
+                let started_at = DateTime::from_timestamp(started_at, 0).unwrap_or_default();
+                let id = incidents::incident_id(
+                    &key.service,
+                    key.country.as_deref(),
+                    key.city.as_deref(),
+                    started_at,
+                );
+                Some((key.clone(), id))
+            })
+            .collect()
     }
 
     /// Steps every minute in `[from, to)` and names the incidents that changed.
@@ -260,7 +323,25 @@ impl Detection {
         let summary = event.summary();
         let at = DateTime::from_timestamp(event.at, 0).unwrap_or_default();
         let time = |seconds: i64| DateTime::from_timestamp(seconds, 0).unwrap_or_default();
-        let started_at = time(summary.started_at);
+        // While open, an incident keeps the id and start of its record: they are the engine's,
+        // except where a rebuild made a series continue a stored incident it dates differently.
+        let current = match event.event {
+            IncidentEvent::Updated(_) | IncidentEvent::Resolved(_) => self
+                .open
+                .get(key)
+                .map(|record| (record.id, record.started_at)),
+            IncidentEvent::Opened(_) | IncidentEvent::Reopened(_) => None,
+        };
+        let (id, started_at) = current.unwrap_or_else(|| {
+            let started_at = time(summary.started_at);
+            let id = incidents::incident_id(
+                &key.service,
+                key.country.as_deref(),
+                key.city.as_deref(),
+                started_at,
+            );
+            (id, started_at)
+        });
         let (kind, status) = match event.event {
             IncidentEvent::Opened(_) => ("opened", Status::Open),
             IncidentEvent::Updated(_) => ("updated", Status::Open),
@@ -309,19 +390,19 @@ impl Detection {
                     .await?,
             ),
         };
+        let detected_at = match event.event {
+            IncidentEvent::Opened(_) => at,
+            _ => self.first_detected(key, id, at).await?,
+        };
         let mut incident = Incident {
-            id: incidents::incident_id(
-                &key.service,
-                key.country.as_deref(),
-                key.city.as_deref(),
-                started_at,
-            ),
+            id,
             service: key.service.clone(),
             scope,
             country: key.country.clone(),
             city: key.city.clone(),
             status,
             started_at,
+            detected_at,
             peak_at: time(summary.peak_at),
             peak_count: summary.peak_count,
             expected_at_peak: summary.expected_at_peak,
@@ -344,15 +425,36 @@ impl Detection {
         incident.summary = incidents::summary(&incident, &self.names(key));
         if status == Status::Open {
             self.open.insert(key.clone(), incident.clone());
+            self.resolved.remove(key);
             if scope != Scope::City && kind != "updated" {
                 self.adopt_orphans(key, incident.id, at, changes);
             }
         } else {
             self.open.remove(key);
+            self.resolved
+                .insert(key.clone(), (incident.id, incident.detected_at));
         }
         changes.incidents.insert(incident.id, incident.clone());
         changes.events.push(IncidentChange { kind, incident });
         Ok(())
+    }
+
+    /// When the incident `id` of series `key` was first detected: from its open record, from
+    /// the series' last resolved incident (a reopening), or from the store (the first change
+    /// after a restart); `at` for one none of them knows.
+    async fn first_detected(
+        &self,
+        key: &SeriesKey,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        if let Some(record) = self.open.get(key).filter(|r| r.id == id) {
+            return Ok(record.detected_at);
+        }
+        if let Some((_, detected_at)) = self.resolved.get(key).filter(|(i, _)| *i == id) {
+            return Ok(*detected_at);
+        }
+        Ok(self.store.incident(id).await?.map_or(at, |r| r.detected_at))
     }
 
     /// The open incident this series' incident belongs to: its country's (for a city) or else
@@ -755,8 +857,13 @@ async fn serve_term(
     shutdown: &mut watch::Receiver<bool>,
     leadership: &mut dyn Leadership,
 ) -> Result<(), DetectError> {
-    let (mut detection, mut watermark) =
-        Detection::resume(store.clone(), catalog.clone(), settings).await?;
+    // A rebuild can replay weeks of rollups: shutdown does not wait for it. Stopping it midway
+    // loses nothing (a rebuild stores everything in one transaction at its end, a replay each
+    // chunk idempotently), and the next start does it again.
+    let (mut detection, mut watermark) = tokio::select! {
+        resumed = Detection::resume(store.clone(), catalog.clone(), settings, outbox) => resumed?,
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    };
     let settle = Duration::from_secs(settings.settle_seconds);
     let snapshot_every = TimeDelta::minutes(i64::from(settings.snapshot_every_minutes));
     let mut snapshot_at = watermark;

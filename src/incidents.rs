@@ -89,7 +89,11 @@ pub struct Incident {
     /// Set only for a city incident.
     pub city: Option<String>,
     pub status: Status,
+    /// The first surging minute (the detector back-dates the start to it).
     pub started_at: DateTime<Utc>,
+    /// The minute the detector opened the incident, once the surge had held long enough; a
+    /// reopened incident keeps its first.
+    pub detected_at: DateTime<Utc>,
     pub peak_at: DateTime<Utc>,
     /// The highest 15-minute count.
     pub peak_count: f64,
@@ -258,6 +262,7 @@ mod tests {
             city: None,
             status: Status::Open,
             started_at: at("2025-03-10T09:52:00Z"),
+            detected_at: at("2025-03-10T09:54:00Z"),
             peak_at: at("2025-03-10T18:06:00Z"),
             peak_count: 136.0,
             expected_at_peak: 4.44,

@@ -492,6 +492,30 @@ async fn report_errors_refer_to_the_problem_schema_which_matches_a_real_answer()
 }
 
 #[tokio::test]
+async fn the_incident_schema_documents_when_it_started_and_when_it_was_detected() {
+    let app = app().await;
+    let spec = spec(&app).await;
+    let incident = &spec["components"]["schemas"]["Incident"];
+    for field in ["started_at", "detected_at"] {
+        let property = &incident["properties"][field];
+        assert_eq!(property["type"], "string", "{field}: {property}");
+        assert_eq!(property["format"], "date-time", "{field}: {property}");
+        assert!(
+            incident["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(field)),
+            "{field}: {incident}"
+        );
+    }
+    assert_eq!(
+        incident["properties"]["detected_at"]["description"],
+        "The minute the detector opened the incident, once the surge had held long enough; a\nreopened incident keeps its first."
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn each_answer_is_documented_with_its_media_type() {
     let app = app().await;
     let spec = spec(&app).await;

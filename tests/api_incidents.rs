@@ -26,6 +26,7 @@ fn incident(service: &str, country: Option<&str>, minute: i64, status: Status) -
         city: None,
         status,
         started_at: at(minute),
+        detected_at: at(minute + 2),
         peak_at: at(minute + 10),
         peak_count: 136.0,
         expected_at_peak: 4.5,
@@ -107,6 +108,7 @@ on_both_backends!(
         assert_eq!(one["status"], "open");
         assert_eq!(one["peak_count"], 136.0);
         assert_eq!(one["started_at"], "2025-03-10T09:46:40Z");
+        assert_eq!(one["detected_at"], "2025-03-10T09:48:40Z");
         assert_eq!(one["resolved_at"], Value::Null);
         assert_eq!(one["problems"]["app"], 1.0);
         assert_eq!(one["summary"], "Reports about x rose.");
@@ -190,6 +192,25 @@ on_both_backends!(
         assert_eq!(
             feed.entries()[1].summary().map(|s| s.as_str()),
             Some("Reports about x rose.")
+        );
+        // Each entry's content is its timeline: started, detected, peak and (once over) ended.
+        let content = |i: usize| {
+            let content = feed.entries()[i].content().unwrap();
+            (content.content_type(), content.value())
+        };
+        assert_eq!(
+            content(0),
+            (
+                Some("text"),
+                Some("Started 2025-03-10 09:47 UTC; detected 2025-03-10 09:49 UTC; peak 2025-03-10 09:57 UTC; ended 2025-03-10 10:47 UTC.")
+            )
+        );
+        assert_eq!(
+            content(1),
+            (
+                Some("text"),
+                Some("Started 2025-03-10 09:46 UTC; detected 2025-03-10 09:48 UTC; peak 2025-03-10 09:56 UTC; still going on.")
+            )
         );
 
         let badge = |path: &'static str| {

@@ -478,6 +478,15 @@ async fn the_incident_page_shows_its_timeline_peak_cities_and_scope() {
             ),
             "{timeline}"
         );
+        assert!(
+            timeline.contains(
+                &incident
+                    .detected_at
+                    .format("%Y-%m-%d %H:%M UTC — detected")
+                    .to_string()
+            ),
+            "{timeline}"
+        );
         assert!(timeline.contains("Still going on"), "{timeline}");
         let peak = browser.text("#incident-peak").await;
         let peak_count = format!(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::TestApp;
+use outagewatch::detect::SeriesKey;
 use outagewatch::incidents::{Incident, Scope};
 use outagewatch::store::{IncidentQuery, Store};
 use outagewatch::{app, detector};
@@ -114,6 +115,36 @@ on_both_backends!(
             );
         }
 
+        // Each incident is served with the minute the detector opened it: the minute the
+        // detector core raises `Opened` for its series over the same rollups, after the start.
+        let first = live.store.first_rollup_minute().await.unwrap().unwrap();
+        let opened = common::opened_minutes(
+            &live.store,
+            &live.db.settings(LIVE).detector.model,
+            first,
+            last + TimeDelta::minutes(1),
+        )
+        .await;
+        assert_eq!(opened.len(), found.len(), "{opened:?}");
+        let served = page["incidents"].as_array().unwrap();
+        assert!(!served.is_empty());
+        for incident in served {
+            let id: uuid::Uuid = incident["id"].as_str().unwrap().parse().unwrap();
+            let record = found.iter().find(|i| i.id == id).unwrap();
+            let key = SeriesKey {
+                service: record.service.clone(),
+                country: record.country.clone(),
+                city: record.city.clone(),
+            };
+            let detected_at = opened[&(key, record.started_at)];
+            assert!(detected_at > record.started_at, "{incident}");
+            assert_eq!(
+                incident["detected_at"],
+                detected_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            );
+            assert_eq!(record.detected_at, detected_at);
+        }
+
         // Restart: the detector resumes from its snapshot and changes nothing it stored.
         let db = live.stop_keeping_db().await;
         let again = TestApp::spawn_on(db, LIVE).await;
@@ -211,6 +242,15 @@ on_both_backends!(
         }
         let opened = opened.unwrap();
         assert_eq!(opened["type"], "incident");
+        // Announced the minute it opened: detected then, and last changed then.
+        assert_eq!(
+            opened["incident"]["detected_at"],
+            opened["incident"]["updated_at"]
+        );
+        assert!(
+            opened["incident"]["detected_at"].as_str().unwrap()
+                > opened["incident"]["started_at"].as_str().unwrap()
+        );
         assert_eq!(opened["incident"]["service"], "x");
         assert_eq!(opened["incident"]["country"], "PK");
         let id: uuid::Uuid = opened["incident"]["id"].as_str().unwrap().parse().unwrap();
@@ -228,6 +268,152 @@ on_both_backends!(
         assert_eq!(
             counts["count"].as_i64(),
             Some(stored.iter().map(|b| b.count).sum::<i64>())
+        );
+        app.stop().await;
+    }
+);
+
+/// Three days of X in Pakistan from Monday 3 March 2025 and, on the last afternoon, two surges
+/// 65 minutes apart: the second begins within the hour after the first resolves.
+fn resurge_scenario() -> outagewatch::scenario::Scenario {
+    outagewatch::scenario::Scenario::from_toml(
+        r#"
+name = "re-surge"
+start = "2025-03-03T00:00:00Z"
+end = "2025-03-06T00:00:00Z"
+seed = 12
+
+[problems]
+app = 1.0
+
+[[traffic]]
+service = "x"
+country = "PK"
+per_minute = 1.0
+diurnal_amplitude = 0.3
+peak_hour_utc = 16
+dispersion = 0.05
+
+[[surge]]
+service = "x"
+country = "PK"
+points = [["2025-03-05T12:00:00Z", 0], ["2025-03-05T12:05:00Z", 300], ["2025-03-05T12:30:00Z", 300], ["2025-03-05T12:35:00Z", 0]]
+
+[[surge]]
+service = "x"
+country = "PK"
+points = [["2025-03-05T13:35:00Z", 0], ["2025-03-05T13:40:00Z", 300], ["2025-03-05T14:00:00Z", 300], ["2025-03-05T14:05:00Z", 0]]
+"#,
+    )
+    .unwrap()
+}
+
+on_both_backends!(
+    a_reopened_incident_keeps_the_minute_it_was_first_detected,
+    |backend| async move {
+        use outagewatch::detect::IncidentEvent;
+        use outagewatch::detector::Detection;
+        use outagewatch::store::DetectionWrite;
+
+        let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+        let scenario = resurge_scenario();
+        common::insert_scenario_at_once(&app, &scenario).await;
+        let settings = app.db.settings("[detector]\nenabled = false\n");
+        let store = app.store.clone();
+        let catalog = Arc::new(app::catalog(&settings));
+        let (first, end) = (
+            store.first_rollup_minute().await.unwrap().unwrap(),
+            scenario.end(),
+        );
+        let minute = |seconds: i64| DateTime::from_timestamp(seconds, 0).unwrap();
+
+        // The core opens Pakistan's incident, resolves it, reopens it and resolves it again.
+        let pk = SeriesKey::country("x", "PK");
+        let events: Vec<(&str, DateTime<Utc>)> =
+            common::engine_events(&store, &settings.detector.model, first, end)
+                .await
+                .into_iter()
+                .filter(|e| e.key == pk && !matches!(e.event, IncidentEvent::Updated(_)))
+                .map(|e| {
+                    let kind = match e.event {
+                        IncidentEvent::Opened(_) => "opened",
+                        IncidentEvent::Reopened(_) => "reopened",
+                        _ => "resolved",
+                    };
+                    (kind, minute(e.at))
+                })
+                .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.0).collect();
+        assert_eq!(kinds, ["opened", "resolved", "reopened", "resolved"]);
+        let (opened_at, first_resolution) = (events[0].1, events[1].1);
+
+        // Without a restart the reopened record keeps the first detection.
+        let mut unstopped = Detection::fresh(store.clone(), catalog.clone(), &settings.detector);
+        let unstopped: Vec<Incident> = unstopped
+            .step_range(first, end)
+            .await
+            .unwrap()
+            .incidents
+            .into_values()
+            .filter(|i| i.scope == Scope::Country)
+            .collect();
+        assert_eq!(unstopped.len(), 1);
+        assert_eq!(unstopped[0].detected_at, opened_at);
+        assert!(unstopped[0].updated_at > events[2].1);
+
+        // Stopped right after the first resolution and resumed from the store: the same record.
+        let mut before = Detection::fresh(store.clone(), catalog.clone(), &settings.detector);
+        let changes = before
+            .step_range(first, first_resolution + TimeDelta::minutes(1))
+            .await
+            .unwrap();
+        let incidents: Vec<Incident> = changes.incidents.into_values().collect();
+        let snapshot = before.snapshot().unwrap();
+        store
+            .write_detection(&DetectionWrite {
+                incidents: &incidents,
+                watermark: Some(first_resolution),
+                state: Some((first_resolution, &snapshot)),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        let (mut resumed, watermark) = Detection::resume(
+            store.clone(),
+            catalog.clone(),
+            &settings.detector,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(watermark, Some(first_resolution));
+        let changes = resumed
+            .step_range(first_resolution + TimeDelta::minutes(1), end)
+            .await
+            .unwrap();
+        let reopened = changes
+            .events
+            .iter()
+            .find(|c| c.kind == "reopened" && c.incident.scope == Scope::Country)
+            .expect("a reopening after the restart");
+        assert_eq!(reopened.incident.id, unstopped[0].id);
+        assert_eq!(reopened.incident.detected_at, opened_at);
+        assert_eq!(changes.incidents[&unstopped[0].id], unstopped[0]);
+
+        // `redetect` computes the same minute from the same rollups.
+        detector::redetect(
+            store.clone(),
+            catalog.clone(),
+            &settings.detector,
+            None,
+            Some(end),
+            end,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.incident(unstopped[0].id).await.unwrap().as_ref(),
+            Some(&unstopped[0])
         );
         app.stop().await;
     }

@@ -267,6 +267,7 @@ fn incident(service: &str, country: Option<&str>, started: i64, status: Status) 
         city: None,
         status,
         started_at: at(started),
+        detected_at: at(started + 120),
         peak_at: at(started + 600),
         peak_count: 136.0,
         expected_at_peak: 4.5,
@@ -367,6 +368,138 @@ on_both_backends!(
             .unwrap();
         assert_eq!(list(everything).await, [pk.id]);
         assert_eq!(store.incident(pk.id).await.unwrap(), Some(resolved));
+    }
+);
+
+on_both_backends!(
+    an_incident_keeps_the_minute_it_was_detected_and_a_rewrite_replaces_it,
+    |backend| async move {
+        let (store, _db) = open(backend).await;
+        let mut pk = incident("x", Some("PK"), 0, Status::Open);
+        assert_eq!((pk.started_at, pk.detected_at), (at(0), at(120)));
+        let write = |incident: Incident| {
+            let store = store.clone();
+            async move {
+                store
+                    .write_detection(&DetectionWrite {
+                        incidents: &[incident],
+                        ..DetectionWrite::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        write(pk.clone()).await;
+        let stored = store.incident(pk.id).await.unwrap().unwrap();
+        assert_eq!((stored.started_at, stored.detected_at), (at(0), at(120)));
+        let listed = store
+            .incidents(&IncidentQuery {
+                limit: 10,
+                ..IncidentQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed[0].detected_at, at(120));
+        // A redetect that computes another minute writes it over the stored one.
+        pk.detected_at = at(180);
+        write(pk.clone()).await;
+        assert_eq!(
+            store.incident(pk.id).await.unwrap().unwrap().detected_at,
+            at(180)
+        );
+    }
+);
+
+on_both_backends!(
+    incidents_stored_before_detected_at_existed_are_given_their_start,
+    |backend| async move {
+        let db = common::TestDb::new(backend).await;
+        // The schema as it stood before migration 0009, from a copy of the earlier files.
+        let folder = match backend {
+            common::Backend::Sqlite => "sqlite",
+            common::Backend::Postgres => "postgres",
+        };
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(folder);
+        let earlier = tempfile::tempdir().unwrap();
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0009" {
+                std::fs::copy(&path, earlier.path().join(&name)).unwrap();
+                copied += 1;
+            }
+        }
+        assert!(copied >= 7);
+        let migrator = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
+        let id = incidents::incident_id("x", Some("PK"), None, at(0));
+        let columns = "id, service, scope, country, city, status, started_at, peak_at, \
+             peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, \
+             problems, parent_id, summary, updated_at";
+        match backend {
+            common::Backend::Sqlite => {
+                let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+                let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+                    .await
+                    .unwrap();
+                migrator.run(&pool).await.unwrap();
+                sqlx::query(&format!(
+                    "insert into incidents ({columns}) values (?, 'x', 'country', 'PK', null, \
+                     'resolved', ?, ?, 136, 4.5, 74, 900, ?, '[]', '{{}}', null, 'Old.', ?)"
+                ))
+                .bind(id)
+                .bind(at(0).timestamp())
+                .bind(at(600).timestamp())
+                .bind(at(3600).timestamp())
+                .bind(at(3600).timestamp())
+                .execute(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+            }
+            common::Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                sqlx::query(&format!(
+                    "insert into incidents ({columns}) values ($1, 'x', 'country', 'PK', null, \
+                     'resolved', $2, $3, 136, 4.5, 74, 900, $4, '[]', '{{}}', null, 'Old.', $4)"
+                ))
+                .bind(id)
+                .bind(at(0))
+                .bind(at(600))
+                .bind(at(3600))
+                .execute(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+            }
+        }
+        let options = ConnectOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = store::connect(&db.url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        let old = store.incident(id).await.unwrap().unwrap();
+        assert_eq!(
+            (old.started_at, old.detected_at, old.peak_at),
+            (at(0), at(0), at(600))
+        );
+        // New incidents carry their own.
+        let new = incident("x", Some("GB"), 60, Status::Open);
+        store
+            .write_detection(&DetectionWrite {
+                incidents: std::slice::from_ref(&new),
+                ..DetectionWrite::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.incident(new.id).await.unwrap().unwrap().detected_at,
+            at(180)
+        );
     }
 );
 

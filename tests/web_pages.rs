@@ -212,6 +212,35 @@ async fn pages_carry_a_strict_policy_and_hold_no_inline_script_or_style() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_incident_timeline_shows_when_it_started_and_when_it_was_detected() {
+    let app = app("").await;
+    let started_at = "2025-03-10T09:52:00Z".parse().unwrap();
+    let mut incident = common::open_incident(started_at);
+    incident.detected_at = "2025-03-10T09:54:00Z".parse().unwrap();
+    incident.start_count = 1234.0;
+    app.store
+        .write_detection(&outagewatch::store::DetectionWrite {
+            incidents: std::slice::from_ref(&incident),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let response = get(&app, &format!("/incidents/{}", incident.id)).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    let timeline = &html[html.find(r#"id="timeline""#).expect(&html)..];
+    let timeline = &timeline[..timeline.find("</ol>").unwrap()];
+    assert_eq!(
+        timeline.split("<li").skip(1).take(2).collect::<Vec<_>>(),
+        [
+            r#"><time datetime="2025-03-10T09:52:00+00:00">2025-03-10 09:52 UTC</time> — started: reports rose above normal</li>"#,
+            r#" id="incident-detected"><time datetime="2025-03-10T09:54:00+00:00">2025-03-10 09:54 UTC</time> — detected: 1,234 reports per 15 minutes</li>"#,
+        ]
+    );
+    app.stop().await;
+}
+
 /// The `/assets/…` files a page links to.
 fn asset_paths(html: &str) -> Vec<String> {
     html.split("\"/assets/")

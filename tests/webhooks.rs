@@ -254,6 +254,7 @@ max_event_age_minutes = 600
         assert_eq!(accepted_ids.len(), accepted.len(), "an event arrived twice");
         assert!(accepted_ids.contains(requests[0].event_id.as_str()));
         let mut got = BTreeSet::new();
+        let mut first_opening: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
         for request in &accepted {
             let body = &request.body;
             let incident_id: Uuid = body["incident"]["id"].as_str().unwrap().parse().unwrap();
@@ -269,9 +270,27 @@ max_event_age_minutes = 600
                 webhooks::event_id(incident_id, kind, occurred_at).to_string()
             );
             assert_eq!(body["content"], body["text"]);
+            // Every event carries the minute the incident was detected, and the first opening
+            // happened at that minute (a reopening keeps it).
+            let stored = incidents.iter().find(|i| i.id == incident_id).unwrap();
+            let detected_at: DateTime<Utc> = body["incident"]["detected_at"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(detected_at, stored.detected_at);
+            if kind == webhooks::OPENED {
+                let first = first_opening.entry(incident_id).or_insert(occurred_at);
+                *first = (*first).min(occurred_at);
+            }
             got.insert((incident_id, kind));
         }
         assert_eq!(got, expected);
+        assert!(!first_opening.is_empty());
+        for (id, opened_at) in &first_opening {
+            let stored = incidents.iter().find(|i| i.id == *id).unwrap();
+            assert_eq!(*opened_at, stored.detected_at, "{stored:?}");
+        }
 
         // The store agrees: one delivered row per received event, none for the youtube endpoint.
         let rows = deliveries(&store).await;

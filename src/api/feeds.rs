@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use atom_syndication::{Entry, Feed, Link, Text};
+use atom_syndication::{Content, Entry, Feed, Link, Text};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -12,7 +12,7 @@ use super::counts::{country_parameter, parameters};
 use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::geo::CountryCode;
-use crate::incidents::Status;
+use crate::incidents::{Incident, Status};
 use crate::report::FieldError;
 use crate::store::IncidentQuery;
 
@@ -126,6 +126,10 @@ pub async fn incidents_feed(
             entry.set_updated(incident.updated_at.fixed_offset());
             entry.set_published(Some(incident.started_at.fixed_offset()));
             entry.set_summary(Some(Text::plain(incident.summary.clone())));
+            let mut content = Content::default();
+            content.set_content_type(Some("text".to_owned()));
+            content.set_value(Some(timeline(incident)));
+            entry.set_content(Some(content));
             let mut link = Link::default();
             link.set_href(format!("/api/v1/incidents/{}", incident.id));
             link.set_mime_type(Some("application/json".to_owned()));
@@ -139,6 +143,24 @@ pub async fn incidents_feed(
         feed.to_string(),
     )
         .into_response())
+}
+
+/// An entry's content: the incident's timeline in one line, as its page shows it ("Started
+/// 2025-03-10 09:52 UTC; detected 2025-03-10 09:54 UTC; peak 2025-03-10 18:06 UTC; ended
+/// 2025-03-10 19:40 UTC."); Atom's `published` can hold only one of the first two.
+fn timeline(incident: &Incident) -> String {
+    let at = |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%d %H:%M UTC");
+    let mut line = format!(
+        "Started {}; detected {}; peak {}",
+        at(incident.started_at),
+        at(incident.detected_at),
+        at(incident.peak_at)
+    );
+    match incident.resolved_at {
+        Some(resolved_at) => line.push_str(&format!("; ended {}.", at(resolved_at))),
+        None => line.push_str("; still going on."),
+    }
+    line
 }
 
 /// Escapes text for XML.

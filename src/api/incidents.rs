@@ -149,7 +149,8 @@ fn list_query(
             ), content(
             (IncidentPage = "application/json", example = json!({"incidents": [{"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",
                 "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
-                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "detected_at": "2025-03-10T10:00:00Z", "peak_at": "2025-03-10T18:06:00Z",
+                "peak_count": 133.0, "expected_at_peak": 4.9,
                 "start_count": 37.0, "excess_reports": 2710.5, "resolved_at": "2025-03-10T19:40:00Z",
                 "top_cities": [{"country": "PK", "city": "Lahore", "count": 1072},
                                {"country": "PK", "city": "Rawalpindi", "count": 658}],
@@ -157,7 +158,7 @@ fn list_query(
                 "parent_id": "0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19",
                 "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes (3.6×; about 4.9 expected), mostly from Lahore, Rawalpindi and Karachi. It ended at 2025-03-10 19:40 UTC.",
                 "updated_at": "2025-03-10T19:40:00Z"}], "next_cursor": null})),
-            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n"),
+            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,detected_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n"),
         )),
         (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
         (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
@@ -225,7 +226,8 @@ pub async fn incidents_page(
             ), content(
             (Incident = "application/json", example = json!({"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",
                 "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
-                "peak_at": "2025-03-10T18:06:00Z", "peak_count": 133.0, "expected_at_peak": 4.9,
+                "detected_at": "2025-03-10T10:00:00Z", "peak_at": "2025-03-10T18:06:00Z",
+                "peak_count": 133.0, "expected_at_peak": 4.9,
                 "start_count": 37.0, "excess_reports": 2710.5, "resolved_at": "2025-03-10T19:40:00Z",
                 "top_cities": [{"country": "PK", "city": "Lahore", "count": 1072},
                                {"country": "PK", "city": "Rawalpindi", "count": 658}],
@@ -233,8 +235,8 @@ pub async fn incidents_page(
                 "parent_id": "0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19",
                 "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes (3.6×; about 4.9 expected), mostly from Lahore, Rawalpindi and Karachi. It ended at 2025-03-10 19:40 UTC.",
                 "updated_at": "2025-03-10T19:40:00Z"})),
-            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n\
-                5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b,x,country,PK,,resolved,2025-03-10T09:58:00Z,2025-03-10T18:06:00Z,133.0,4.9,37.0,2710.5,2025-03-10T19:40:00Z,\
+            (String = "text/csv", example = "id,service,scope,country,city,status,started_at,detected_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n\
+                5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b,x,country,PK,,resolved,2025-03-10T09:58:00Z,2025-03-10T10:00:00Z,2025-03-10T18:06:00Z,133.0,4.9,37.0,2710.5,2025-03-10T19:40:00Z,\
                 country=PK city=Lahore count=1072; country=PK city=Rawalpindi count=658,app=0.558 login=0.008 server_connection=0.113 website=0.32,\
                 0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19,Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.,2025-03-10T19:40:00Z\n"),
         )),

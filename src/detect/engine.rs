@@ -108,6 +108,22 @@ pub struct Engine {
 /// Seconds per step: the engine works on minute rollups.
 const STEP_SECONDS: i64 = 60;
 
+/// The version of the model and its state that [`Engine::snapshot`] writes; bump it with every
+/// change to either, so an old snapshot is rebuilt rather than misread. Snapshots written
+/// before snapshots carried a version count as version 1.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+/// Why a stored snapshot was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// It was written for another version of the model (1: before snapshots carried one).
+    #[error("the snapshot is of version {found}; this detector reads version {SNAPSHOT_VERSION}")]
+    Version { found: u32 },
+    /// It is no snapshot at all, or not the shape its version promises.
+    #[error("the snapshot cannot be read: {0}")]
+    Unreadable(serde_json::Error),
+}
+
 impl Engine {
     pub fn new(config: &DetectorConfig) -> Self {
         Self {
@@ -118,17 +134,39 @@ impl Engine {
         }
     }
 
-    /// Restores an engine from [`Engine::snapshot`]; series first seen from now on use `config`.
-    pub fn restore(config: &DetectorConfig, snapshot: &str) -> Result<Self, serde_json::Error> {
-        let mut engine: Engine = serde_json::from_str(snapshot)?;
+    /// Restores an engine from [`Engine::snapshot`] of this [`SNAPSHOT_VERSION`]; series first
+    /// seen from now on use `config`. A snapshot of another version is refused as such, before
+    /// its body is read.
+    pub fn restore(config: &DetectorConfig, snapshot: &str) -> Result<Self, SnapshotError> {
+        /// The version alone (every other field is skipped).
+        #[derive(Deserialize)]
+        struct Header {
+            version: Option<u32>,
+        }
+        let header: Header = serde_json::from_str(snapshot).map_err(SnapshotError::Unreadable)?;
+        let found = header.version.unwrap_or(1);
+        if found != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version { found });
+        }
+        let mut engine: Engine =
+            serde_json::from_str(snapshot).map_err(SnapshotError::Unreadable)?;
         engine.config = config.clone();
         Ok(engine)
     }
 
-    /// The whole state as JSON (floats round-trip exactly, so a restored engine continues
-    /// exactly as this one would).
+    /// The whole state as JSON, tagged with its [`SNAPSHOT_VERSION`] (floats round-trip
+    /// exactly, so a restored engine continues exactly as this one would).
     pub fn snapshot(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(self)
+        #[derive(Serialize)]
+        struct Versioned<'a> {
+            version: u32,
+            #[serde(flatten)]
+            engine: &'a Engine,
+        }
+        serde_json::to_string(&Versioned {
+            version: SNAPSHOT_VERSION,
+            engine: self,
+        })
     }
 
     /// The last minute stepped (unix seconds of its start).

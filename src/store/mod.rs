@@ -732,6 +732,7 @@ struct IncidentRow {
     city: Option<String>,
     status: String,
     started_at: DateTime<Utc>,
+    detected_at: DateTime<Utc>,
     peak_at: DateTime<Utc>,
     peak_count: f64,
     expected_at_peak: f64,
@@ -748,17 +749,19 @@ struct IncidentRow {
 }
 
 /// The columns of `incidents`, in the order both backends select and insert them.
-const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, started_at, peak_at, \
-     peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, problems, \
-     parent_id, summary, updated_at";
+const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, started_at, \
+     detected_at, peak_at, peak_count, expected_at_peak, start_count, excess_reports, \
+     resolved_at, top_cities, problems, parent_id, summary, updated_at";
 
 /// The columns only the admin API writes; reads select them after [`INCIDENT_COLUMNS`].
 const INCIDENT_ADMIN_COLUMNS: &str = "note, resolved_by";
 
 /// What writing an incident that is already stored (same id) overwrites: everything that
-/// can change after it opened, unless an admin resolved it by hand.
+/// can change after it opened, unless an admin resolved it by hand. `detected_at` is
+/// overwritten too: the runner carries the first one over to a reopening, and a `redetect`
+/// writes the one it computed.
 const INCIDENT_UPSERT: &str = " on conflict (id) do update set status = excluded.status, \
-     peak_at = excluded.peak_at, peak_count = excluded.peak_count, \
+     detected_at = excluded.detected_at, peak_at = excluded.peak_at, peak_count = excluded.peak_count, \
      expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count, \
      excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at, \
      top_cities = excluded.top_cities, problems = excluded.problems, \
@@ -779,6 +782,7 @@ impl IncidentRow {
             country: self.country,
             city: self.city,
             started_at: self.started_at,
+            detected_at: self.detected_at,
             peak_at: self.peak_at,
             peak_count: self.peak_count,
             expected_at_peak: self.expected_at_peak,

@@ -1001,6 +1001,7 @@ impl Store for PostgresStore {
                     .push_bind(&i.city)
                     .push_bind(i.status.as_str())
                     .push_bind(i.started_at)
+                    .push_bind(i.detected_at)
                     .push_bind(i.peak_at)
                     .push_bind(i.peak_count)
                     .push_bind(i.expected_at_peak)

@@ -91,6 +91,7 @@ struct SqliteIncident {
     city: Option<String>,
     status: String,
     started_at: i64,
+    detected_at: i64,
     peak_at: i64,
     peak_count: f64,
     expected_at_peak: f64,
@@ -116,6 +117,7 @@ impl SqliteIncident {
             city: self.city,
             status: self.status,
             started_at: from_seconds(self.started_at),
+            detected_at: from_seconds(self.detected_at),
             peak_at: from_seconds(self.peak_at),
             peak_count: self.peak_count,
             expected_at_peak: self.expected_at_peak,
@@ -776,6 +778,7 @@ impl Store for SqliteStore {
                     .push_bind(&i.city)
                     .push_bind(i.status.as_str())
                     .push_bind(i.started_at.timestamp())
+                    .push_bind(i.detected_at.timestamp())
                     .push_bind(i.peak_at.timestamp())
                     .push_bind(i.peak_count)
                     .push_bind(i.expected_at_peak)

@@ -375,7 +375,10 @@ pub(super) async fn show_incident(
             section aria-labelledby="timeline-heading" {
                 h2 #timeline-heading { "Timeline" }
                 ol #timeline .timeline {
-                    li { (time(incident.started_at)) " — started: " (count(incident.start_count.round() as i64)) " reports per 15 minutes" }
+                    // The start is back-dated to the first surging minute; the count is the
+                    // one the detector saw when it opened the incident.
+                    li { (time(incident.started_at)) " — started: reports rose above normal" }
+                    li #incident-detected { (time(incident.detected_at)) " — detected: " (count(incident.start_count.round() as i64)) " reports per 15 minutes" }
                     li { (time(incident.peak_at)) " — peak: " (count(incident.peak_count.round() as i64)) " reports per 15 minutes" }
                     @match incident.resolved_at {
                         Some(resolved) => li { (time(resolved)) " — ended" },

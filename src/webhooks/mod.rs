@@ -286,6 +286,7 @@ mod tests {
             city: city.map(str::to_owned),
             status: Status::Open,
             started_at,
+            detected_at: at("2025-03-10T09:55:00Z"),
             peak_at: started_at,
             peak_count: 136.0,
             expected_at_peak: 4.44,
@@ -445,6 +446,8 @@ services = ["youtube"]
         assert_eq!(body["occurred_at"], "2025-03-10T09:55:00Z");
         assert_eq!(body["incident"]["id"], incident.id.to_string());
         assert_eq!(body["incident"]["city"], "Lahore");
+        assert_eq!(body["incident"]["started_at"], "2025-03-10T09:52:00Z");
+        assert_eq!(body["incident"]["detected_at"], "2025-03-10T09:55:00Z");
         assert!(body["text"]
             .as_str()
             .unwrap()

@@ -169,6 +169,7 @@ pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::incidents::Incid
         city: None,
         status: Status::Open,
         started_at,
+        detected_at: started_at + TimeDelta::minutes(2),
         peak_at: started_at,
         peak_count: 40.0,
         expected_at_peak: 4.0,
@@ -304,4 +305,58 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
         });
     });
     app.store.insert_reports(&reports).await.unwrap();
+}
+
+/// The events the detector core raises over the stored rollups of `[from, to)`, stepping every
+/// minute as the runner does.
+pub async fn engine_events(
+    store: &Arc<dyn Store>,
+    model: &outagewatch::detect::DetectorConfig,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<outagewatch::detect::EngineEvent> {
+    use outagewatch::detect::{Engine, PlaceCount};
+    let rows = store.minute_counts(from, to).await.unwrap();
+    let mut engine = Engine::new(model);
+    let mut events = Vec::new();
+    let mut minute = from;
+    let mut next = 0;
+    while minute < to {
+        let mut counts = Vec::new();
+        while next < rows.len() && rows[next].minute == minute {
+            let row = &rows[next];
+            counts.push(PlaceCount {
+                service: &row.service,
+                country: &row.country,
+                city: &row.city,
+                count: row.count,
+            });
+            next += 1;
+        }
+        events.extend(engine.step(minute.timestamp(), &counts));
+        minute += TimeDelta::minutes(1);
+    }
+    events
+}
+
+/// The minute the detector core raises `Opened` for each incident over the stored rollups of
+/// `[from, to)`, keyed by its series and start: what the runner must store as `detected_at`.
+pub async fn opened_minutes(
+    store: &Arc<dyn Store>,
+    model: &outagewatch::detect::DetectorConfig,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> std::collections::BTreeMap<(outagewatch::detect::SeriesKey, DateTime<Utc>), DateTime<Utc>> {
+    use outagewatch::detect::IncidentEvent;
+    let at = |seconds| DateTime::from_timestamp(seconds, 0).unwrap();
+    engine_events(store, model, from, to)
+        .await
+        .into_iter()
+        .filter_map(|event| match event.event {
+            IncidentEvent::Opened(summary) => {
+                Some(((event.key, at(summary.started_at)), at(event.at)))
+            }
+            _ => None,
+        })
+        .collect()
 }
