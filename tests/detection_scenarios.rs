@@ -181,7 +181,20 @@ on_both_backends!(
             assert!(
                 incident.started_at >= at(surge_start)
                     && incident.started_at <= at(surge_start) + chrono::Duration::minutes(15),
-                "{country} opened late: {incident:?}"
+                "{country} started late: {incident:?}"
+            );
+            // Detection latency, measured from the minute the detector opened the incident.
+            assert!(
+                incident.detected_at >= incident.started_at
+                    && incident.detected_at <= at(surge_start) + chrono::Duration::minutes(15),
+                "{country} detected late: {incident:?}"
+            );
+            eprintln!(
+                "{country} wave {}: surge from {surge_start}, started {}, detected {} (+{} min)",
+                nth + 1,
+                incident.started_at.format("%H:%M"),
+                incident.detected_at.format("%H:%M"),
+                (incident.detected_at - at(surge_start)).num_minutes()
             );
             assert!(
                 within_ten_percent(incident.peak_count, peak),
