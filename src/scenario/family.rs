@@ -785,4 +785,28 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_busy_global_variant_draws_what_the_low_count_family_draws_plus_x_in_the_us() {
+        let low = Family::from_toml(include_str!("../../tests/scenarios/low-count.toml")).unwrap();
+        let busy = Family::from_toml(include_str!(
+            "../../tests/scenarios/low-count-busy-global.toml"
+        ))
+        .unwrap();
+        for seed in 1..=40 {
+            let (a, b) = (low.draw(seed), busy.draw(seed));
+            assert_eq!(a.surge, b.surge, "seed {seed}");
+            assert_eq!(b.scenario.traffic.len(), a.scenario.traffic.len() + 1);
+            for (x, y) in a.scenario.traffic.iter().zip(&b.scenario.traffic) {
+                assert_eq!(format!("{x:?}"), format!("{y:?}"), "seed {seed}");
+            }
+            assert_eq!(
+                format!("{:?}", a.scenario.surges),
+                format!("{:?}", b.scenario.surges)
+            );
+            let us = b.scenario.traffic.last().unwrap();
+            assert_eq!((us.service.as_str(), us.country.as_str()), ("x", "US"));
+            assert!((15.0..25.0).contains(&us.per_minute), "seed {seed}");
+        }
+    }
 }
