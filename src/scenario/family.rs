@@ -107,7 +107,7 @@ pub struct DrawnSurge {
     pub service: String,
     /// ISO 3166-1 alpha-2, upper case.
     pub country: String,
-    /// The first minute with extra reports (the ramp's start).
+    /// Where the ramp starts (extra reports rise from zero here); latency is measured from it.
     pub start: DateTime<Utc>,
     /// Ramps included.
     pub duration_minutes: i64,
