@@ -37,7 +37,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pow;
 pub mod report;
-/// Deterministic report scenarios (TOML → import CSV) for detection tests.
+/// Deterministic report scenarios (TOML → import CSV), and seeded families of them, for detection tests.
 pub mod scenario;
 pub mod server;
 pub mod store;

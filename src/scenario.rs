@@ -6,7 +6,8 @@
 //! the scenario seed, stream = the entry's index), so adding or editing one entry never changes
 //! the draws of another. Each report gets a uniform second within its minute, a city by the
 //! entry's city shares (the rest are country-level) and a problem by its mix; rows of one minute
-//! are ordered by second, then by entry order.
+//! are ordered by second, then by entry order. A [`family`] file draws scenarios from ranges
+//! and an integer seed, for measuring the detector on many variations of one kind of surge.
 //!
 //! # Schema
 //!
@@ -68,6 +69,9 @@ use serde::Deserialize;
 
 use crate::geo::{gazetteer, CityError, CountryCode};
 use crate::report::Problem;
+
+pub mod family;
+pub use family::{Drawn, DrawnSurge, Family};
 
 /// The CSV header `outagewatch import` expects, in column order.
 pub const CSV_HEADER: [&str; 6] = [
