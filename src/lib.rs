@@ -7,10 +7,12 @@
 //!
 //! Reading order: [`report`] and [`geo`] (the pure domain) → [`store`] (the narrow trait over
 //! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
-//! surge-detection core: baselines, surprise test, incident state machine, and the engine that
-//! steps every series each minute) → [`incidents`] (naming and summarising incidents) →
-//! [`detector`] (the runner: leader election, watermark, snapshots, `redetect`; [`detector_task`]
-//! pauses it for an admin's redetect) → [`events`]
+//! surge-detection core: windows, baselines, surprise test, incident state machine, the
+//! anomaly score and its record view, and the engine that steps every series each minute; the
+//! same model scores a count CSV offline) → [`incidents`] (naming and summarising incidents) →
+//! [`detector`] (the runner: leader election, watermark, versioned snapshots and the rebuild
+//! from rollups on an upgrade, `redetect`; [`detector_task`] pauses it for an admin's
+//! redetect) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the

@@ -19,7 +19,8 @@ fn family() -> Family {
 
 // Today's detector (update these when it changes; the printed table shows the new figures).
 
-/// Per seed 1–20: whether the surge was found (seed 19's country incident came 21 minutes in).
+/// Per seed 1–20: whether the surge was found (seed 19's country incident was detected 22
+/// minutes in: a 3.2x surge on 19.6 reports per 15 minutes).
 const FOUND_BY_SEED: [bool; 20] = [
     true, true, true, true, true, true, true, true, true, true, //
     true, true, true, true, true, true, true, true, false, true,
@@ -29,8 +30,8 @@ const FOUND_BY_SEED: [bool; 20] = [
 const FOUND: usize = 19;
 
 /// Median and longest detection latency of the found seeds, in minutes.
-const MEDIAN_LATENCY_MINUTES: f64 = 10.0;
-const MAX_LATENCY_MINUTES: i64 = 15;
+const MEDIAN_LATENCY_MINUTES: f64 = 11.0;
+const MAX_LATENCY_MINUTES: i64 = 17;
 
 /// Incidents of seeds 1–20 that overlap no surge of their place.
 const FALSE_INCIDENTS: usize = 0;
@@ -73,7 +74,8 @@ async fn seeds_1_to_20_on_postgres() {
     seeds_1_to_20_are_measured_exactly(common::Backend::Postgres).await;
 }
 
-/// An incident of seed 1 at `place` (scope, country, city) from `started_at` to `resolved_at`.
+/// An incident of seed 1 at `place` (scope, country, city) from `started_at` to `resolved_at`,
+/// detected the minute it started (so latencies below read off the start).
 fn incident(
     service: &str,
     place: (Scope, Option<&str>, Option<&str>),
@@ -85,6 +87,7 @@ fn incident(
     (incident.scope, incident.country, incident.city) =
         (place.0, place.1.map(Into::into), place.2.map(Into::into));
     incident.resolved_at = resolved_at;
+    incident.detected_at = started_at;
     incident
 }
 

@@ -39,11 +39,10 @@ pub const WINDOW_TAIL_MINUTES: i64 = 15;
 /// Most incidents read back; more than this fails the measurement rather than truncating it.
 const MAX_INCIDENTS: u32 = 100_000;
 
-/// The minute the detector opened `incident`, which latency is measured to.
+/// The minute the detector opened `incident`, which latency is measured to (not `started_at`,
+/// the back-dated first surging minute, which the detector only knows a few minutes later).
 pub fn detection_minute(incident: &Incident) -> DateTime<Utc> {
-    // Must return `incident.detected_at` once the field exists: `started_at` is the first
-    // surging minute, before the detector has seen enough to open (3 minutes by default).
-    incident.started_at
+    incident.detected_at
 }
 
 /// The service a seed's copy of `slug` is imported under.
