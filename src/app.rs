@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache, SharedState};
 use crate::config::{LogFormat, LogSettings, Settings};
-use crate::detector_task::DetectorTask;
+use crate::detector::DetectorTask;
 use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::pow::ProofOfWork;

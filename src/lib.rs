@@ -10,9 +10,10 @@
 //! surge-detection core: windows, baselines, surprise test, incident state machine, the
 //! anomaly score and its record view, and the engine that steps every series each minute; the
 //! same model scores a count CSV offline) → [`incidents`] (naming and summarising incidents) →
-//! [`detector`] (the runner: leader election, watermark, versioned snapshots and the rebuild
-//! from rollups on an upgrade, `redetect`; [`detector_task`] pauses it for an admin's
-//! redetect) → [`events`]
+//! [`detector`] (the runner: `detection` steps the engine over rollups and names incidents,
+//! `live` does one minute's work per `tick(now)`, `task` is the leader loop around it (the
+//! only clock reader) and what an admin's redetect pauses, `redetect` recomputes a range,
+//! `rebuild` restores the state after an upgrade) → [`events`]
 //! (live events across replicas) → [`webhooks`] (incident events queued in the store and
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
@@ -29,7 +30,6 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
-pub mod detector_task;
 pub mod events;
 pub mod geo;
 pub mod import;

@@ -224,6 +224,7 @@ impl Upgraded {
             self.catalog.clone(),
             self.detector(),
             outbox,
+            outagewatch::clock::now(),
         )
         .await
         .unwrap();
@@ -453,6 +454,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
+            outagewatch::clock::now(),
         )
         .await
         .unwrap();
@@ -463,6 +465,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
+            outagewatch::clock::now(),
         )
         .await
         .unwrap();
@@ -531,9 +534,15 @@ on_both_backends!(
             "{open:#?}"
         );
 
-        Detection::resume(store.clone(), db.catalog.clone(), &settings, &outbox)
-            .await
-            .unwrap();
+        Detection::resume(
+            store.clone(),
+            db.catalog.clone(),
+            &settings,
+            &outbox,
+            outagewatch::clock::now(),
+        )
+        .await
+        .unwrap();
         let mut announced: Vec<(Uuid, String, DateTime<Utc>)> = store
             .webhook_deliveries(100)
             .await
@@ -581,6 +590,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
+            outagewatch::clock::now(),
         )
         .await
         .unwrap();

@@ -383,6 +383,7 @@ on_both_backends!(
             catalog.clone(),
             &settings.detector,
             &Default::default(),
+            outagewatch::clock::now(),
         )
         .await
         .unwrap();
@@ -414,6 +415,100 @@ on_both_backends!(
         assert_eq!(
             store.incident(unstopped[0].id).await.unwrap().as_ref(),
             Some(&unstopped[0])
+        );
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
+    a_tick_takes_the_time_and_catches_up_an_hour_at_a_time,
+    |backend| async move {
+        use outagewatch::detector::{Detection, LiveContext, LiveDetector, Tick};
+        use outagewatch::events::{EventBus, LiveEvent};
+
+        let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
+        let scenario = resurge_scenario();
+        common::insert_scenario_at_once(&app, &scenario).await;
+        let settings = app
+            .db
+            .settings("[detector]\nenabled = false\nsettle_seconds = 30\n");
+        let store = app.store.clone();
+        let catalog = Arc::new(app::catalog(&settings));
+        let first = store.first_rollup_minute().await.unwrap().unwrap();
+        let events = EventBus::start(store.clone()).await;
+        let mut heard = events.subscribe();
+        let context = LiveContext {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            settings: settings.detector.clone(),
+            events,
+            outbox: Default::default(),
+        };
+        // Three days of rollups, the last minute settled 40 s ago at `now`.
+        let now = scenario.end() + TimeDelta::seconds(30 + 40);
+        let mut live = LiveDetector::resume(context, now).await.unwrap();
+        assert_eq!(live.watermark(), None);
+        let mut behind = 0;
+        let next_due = loop {
+            match live.tick(now).await.unwrap() {
+                Tick::Behind => behind += 1,
+                Tick::CaughtUp { next_due } => break next_due,
+            }
+        };
+        // 72 hours, an hour per tick: 71 ticks leave more to do, the 72nd catches up.
+        assert_eq!(behind, 71);
+        let last = scenario.end() - TimeDelta::minutes(1);
+        assert_eq!(live.watermark(), Some(last));
+        assert_eq!(store.checkpoint().await.unwrap().unwrap().watermark, last);
+        // The next minute is complete at its end plus the settle time.
+        assert_eq!(
+            next_due,
+            scenario.end() + TimeDelta::minutes(1) + TimeDelta::seconds(30)
+        );
+        // Nothing new at the same time: no work, the same answer.
+        assert_eq!(live.tick(now).await.unwrap(), Tick::CaughtUp { next_due });
+        assert_eq!(live.watermark(), Some(last));
+
+        // What it stored is what the detector computes over the same rollups in one range.
+        let mut whole = Detection::fresh(store.clone(), catalog.clone(), &settings.detector);
+        let expected: Vec<Incident> = whole
+            .step_range(first, scenario.end())
+            .await
+            .unwrap()
+            .incidents
+            .into_values()
+            .collect();
+        let mut stored = all_incidents(&store).await;
+        stored.sort_by_key(|i| i.id);
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort_by_key(|i| i.id);
+        assert_eq!(stored, expected_sorted);
+        assert!(!stored.is_empty());
+        // The changes were announced (relayed through the store on Postgres, so read until the
+        // stream is quiet): every incident, and X's counts of the last five minutes only.
+        let mut announced = std::collections::BTreeSet::new();
+        let mut counted = Vec::new();
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), heard.recv()).await {
+            match event {
+                LiveEvent::Incident { incident, .. } => {
+                    announced.insert(incident.id);
+                }
+                LiveEvent::Counts {
+                    service, minute, ..
+                } if service == "x" => counted.push(minute),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            announced.into_iter().collect::<Vec<_>>(),
+            expected_sorted.iter().map(|i| i.id).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            counted,
+            (1..=5)
+                .rev()
+                .map(|m| scenario.end() - TimeDelta::minutes(m))
+                .collect::<Vec<_>>()
         );
         app.stop().await;
     }

@@ -36,7 +36,7 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::detector_task::DetectorTask;
+use crate::detector::DetectorTask;
 use crate::events::EventBus;
 use crate::ingest::{Fingerprinter, Ingest};
 use crate::pow::ProofOfWork;

@@ -13,9 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{
-    read_chunks, Changes, DetectError, Detection, READ_AHEAD_CHUNKS, REDETECT_CHUNK_MINUTES,
-};
+use super::redetect::{read_chunks, READ_AHEAD_CHUNKS, REDETECT_CHUNK_MINUTES};
+use super::{Changes, DetectError, Detection};
 use crate::detect::engine::SNAPSHOT_VERSION;
 use crate::detect::SeriesKey;
 use crate::incidents::{self, Incident, Status};
@@ -63,6 +62,7 @@ impl Detection {
         watermark: DateTime<Utc>,
         history_days: u32,
         outbox: &Outbox,
+        now: DateTime<Utc>,
     ) -> Result<(), DetectError> {
         let until = watermark + TimeDelta::minutes(1);
         let from = self
@@ -76,7 +76,6 @@ impl Detection {
         }
         let changes = self.reconcile(watermark).await?;
         let snapshot = self.snapshot().map_err(DetectError::Snapshot)?;
-        let now = crate::clock::now();
         let deliveries: Vec<NewDelivery> = changes
             .events
             .iter()

@@ -1,0 +1,234 @@
+//! `outagewatch redetect` (and an admin's): the incidents of a range recomputed from the stored
+//! rollups, with the live detector's code, replacing the stored ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{complete_until, DetectError, Detection, QUARTER_SECONDS};
+use crate::config::DetectorSettings;
+use crate::incidents::{Incident, Status};
+use crate::report::Catalog;
+use crate::store::{
+    floor_to, minute_of, DetectionWrite, Expectation, MinuteCount, Store, StoreError,
+};
+
+/// Expectation rows `redetect` collects before writing them in one transaction: enough that
+/// commits are rare, few enough that the writer's backlog at the end is short.
+const EXPECTATIONS_PER_WRITE: usize = 25_000;
+
+/// Minutes of rollups `redetect` reads per query: larger, since it writes no incidents per chunk.
+pub(super) const REDETECT_CHUNK_MINUTES: i64 = 360;
+
+/// Chunks of rollups `redetect` reads ahead of the engine.
+pub(super) const READ_AHEAD_CHUNKS: usize = 2;
+
+/// Batches of expectations `redetect` lets wait for the writer before the engine waits too.
+const WRITE_BEHIND_BATCHES: usize = 2;
+
+/// What `redetect` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedetectSummary {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub minutes: i64,
+    pub series: usize,
+    pub incidents: usize,
+    pub open: usize,
+}
+
+/// Recomputes the incidents that started in `[from, to)` from the stored rollups, replacing
+/// the stored ones; the detector first replays `history_days` before `from` so baselines are
+/// learned. Defaults: from the first rollup to the last complete minute at `now`.
+pub async fn redetect(
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    settings: &DetectorSettings,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RedetectSummary, DetectError> {
+    let Some(leadership) = store.try_lead_detector().await? else {
+        return Err(DetectError::NotLeader);
+    };
+    let result = redetect_as_leader(store, catalog, settings, from, to, now).await;
+    leadership.release().await;
+    result
+}
+
+/// [`redetect`], once the detector lock is held.
+async fn redetect_as_leader(
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    settings: &DetectorSettings,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RedetectSummary, DetectError> {
+    let mut summary = RedetectSummary {
+        from: None,
+        to: None,
+        minutes: 0,
+        series: 0,
+        incidents: 0,
+        open: 0,
+    };
+    let Some(first) = store.first_rollup_minute().await? else {
+        return Ok(summary);
+    };
+    let to = minute_of(
+        to.unwrap_or_else(|| complete_until(now, Duration::from_secs(settings.settle_seconds))),
+    );
+    let from = minute_of(from.unwrap_or(first));
+    if from >= to {
+        return Err(DetectError::EmptyRange);
+    }
+    let replay_from = first.max(from - TimeDelta::days(i64::from(settings.history_days)));
+    let mut detection = Detection::fresh(store.clone(), catalog, settings);
+    let mut found: BTreeMap<Uuid, Incident> = BTreeMap::new();
+    // Three stages overlap, so the store's reading and writing run beside the engine rather
+    // than between its steps: a reader loads the next chunks of rollups, the engine steps the
+    // current one, and a writer stores the expectations of the ones before.
+    let (chunks, mut chunk_rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    let reader = tokio::spawn(read_chunks(
+        store.clone(),
+        replay_from,
+        to,
+        TimeDelta::minutes(REDETECT_CHUNK_MINUTES),
+        chunks,
+    ));
+    // Every expectation of the replayed range is recomputed: the writer clears them once,
+    // while the engine starts, then bulk-loads the new ones (an upsert per row cost more
+    // than all the stepping).
+    let (writes, write_rx) = mpsc::channel(WRITE_BEHIND_BATCHES);
+    // The quarters whose expectation the replay writes: each is written at its last minute.
+    let recomputed = (
+        floor_to(replay_from, QUARTER_SECONDS),
+        floor_to(to, QUARTER_SECONDS),
+    );
+    let writer = tokio::spawn(write_expectations(store.clone(), recomputed, write_rx));
+    let mut expectations = Vec::new();
+    let mut stepped = Ok(());
+    while let Some(chunk) = chunk_rx.recv().await {
+        let step = match chunk {
+            Ok((start, end, rows)) => detection.step_rows(start, end, &rows).await,
+            Err(error) => Err(error),
+        };
+        let mut changes = match step {
+            Ok(changes) => changes,
+            Err(error) => {
+                stepped = Err(error);
+                break;
+            }
+        };
+        found.extend(changes.incidents);
+        // Expectations go in large transactions: one per chunk would mean a commit (and an
+        // fsync) per few hours replayed.
+        expectations.append(&mut changes.expectations);
+        if expectations.len() >= EXPECTATIONS_PER_WRITE
+            && writes
+                .send(std::mem::take(&mut expectations))
+                .await
+                .is_err()
+        {
+            // The writer stopped on an error, which it returns below.
+            break;
+        }
+    }
+    drop(chunk_rx);
+    if stepped.is_ok() && !expectations.is_empty() {
+        let _ = writes.send(expectations).await;
+    }
+    drop(writes);
+    let read = reader.await.map_err(DetectError::Task)?;
+    let written = writer.await.map_err(DetectError::Task)?;
+    stepped?;
+    read?;
+    written?;
+    let incidents: Vec<Incident> = found
+        .into_values()
+        .filter(|i| i.started_at >= from && i.started_at < to)
+        .collect();
+    // Move the live runner's watermark only forwards: a range in the past leaves it be.
+    let last = to - TimeDelta::minutes(1);
+    let moves = store
+        .checkpoint()
+        .await?
+        .is_none_or(|c| c.watermark <= last);
+    let snapshot = if moves {
+        Some(detection.snapshot().map_err(DetectError::Snapshot)?)
+    } else {
+        None
+    };
+    store
+        .write_detection(&DetectionWrite {
+            replace: Some((from, to)),
+            incidents: &incidents,
+            watermark: moves.then_some(last),
+            state: snapshot.as_deref().map(|s| (last, s)),
+            expectations: &[],
+            prune_expectations_before: None,
+            // Rewriting history announces nothing: webhooks come from the live runner only.
+            deliveries: &[],
+        })
+        .await?;
+    summary.from = Some(from);
+    summary.to = Some(to);
+    summary.minutes = (to - replay_from).num_minutes();
+    summary.series = detection.series_count();
+    summary.incidents = incidents.len();
+    summary.open = incidents
+        .iter()
+        .filter(|i| i.status == Status::Open)
+        .count();
+    Ok(summary)
+}
+
+/// A chunk of rollups for `redetect`: its range and its rows in minute order.
+type Chunk = (DateTime<Utc>, DateTime<Utc>, Vec<MinuteCount>);
+
+/// Reads `[from, to)` chunk by chunk into `chunks`, ahead of the engine; stops early when the
+/// engine has stopped listening.
+pub(super) async fn read_chunks(
+    store: Arc<dyn Store>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    chunk: TimeDelta,
+    chunks: mpsc::Sender<Result<Chunk, StoreError>>,
+) -> Result<(), StoreError> {
+    let mut start = from;
+    while start < to {
+        let end = (start + chunk).min(to);
+        let rows = store.minute_counts(start, end).await;
+        let failed = rows.is_err();
+        if chunks
+            .send(rows.map(|rows| (start, end, rows)))
+            .await
+            .is_err()
+            || failed
+        {
+            break;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// Clears the stored expectations of `range`, then stores each batch of recomputed ones
+/// `redetect` sends, one transaction each, until the sender is dropped; the first failure
+/// ends it (dropping the receiver tells the sender).
+async fn write_expectations(
+    store: Arc<dyn Store>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    mut batches: mpsc::Receiver<Vec<Expectation>>,
+) -> Result<(), StoreError> {
+    store.clear_expectations(from, to).await?;
+    while let Some(expectations) = batches.recv().await {
+        store.insert_recomputed_expectations(&expectations).await?;
+    }
+    Ok(())
+}
