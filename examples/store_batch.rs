@@ -49,7 +49,10 @@ async fn main() {
                 })
                 .collect();
             let t = Instant::now();
-            store.insert_reports(&batch).await.unwrap();
+            store
+                .insert_reports(&batch, outagewatch::clock::now())
+                .await
+                .unwrap();
             in_store += t.elapsed();
         }
         println!("in store: {:?} per batch", in_store / rounds as u32);

@@ -23,8 +23,9 @@ use crate::store::{self, ConnectOptions, Store};
 use crate::webhooks::deliverer::{self, Deliverer};
 use crate::webhooks::Outbox;
 
-/// How often background upkeep runs: forgetting idle rate-limit buckets and past minutes'
-/// network counts, and reloading the catalog another replica's admin call may have changed.
+/// How often background upkeep runs: settling past minutes' counts, forgetting idle rate-limit
+/// buckets and past minutes' network counts, and reloading the catalog another replica's admin
+/// call may have changed.
 const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// A built service, bound to its port, not yet serving.
@@ -203,7 +204,8 @@ impl App {
         let (stop_deliverer, deliverer_stopped) = watch::channel(false);
         let deliverer =
             deliverer.map(|deliverer| tokio::spawn(deliverer::run(deliverer, deliverer_stopped)));
-        let upkeep = tokio::spawn(upkeep(state.clone(), store));
+        let (stop_upkeep, upkeep_stopped) = watch::channel(false);
+        let upkeep = tokio::spawn(upkeep(state.clone(), store, upkeep_stopped));
         let router = api::router(state);
         tracing::info!(address = %listener.local_addr()?, "serving");
         server::serve(listener, router, &limits, async move {
@@ -212,7 +214,9 @@ impl App {
             let _ = stopping.send(true);
         })
         .await;
-        upkeep.abort();
+        // Upkeep ends between its rounds: a settle of minute counts is not cut off midway.
+        let _ = stop_upkeep.send(true);
+        upkeep.await.context("the upkeep task failed")?;
         detector.stop().await.context("the detector failed")?;
         // After the detector, which may still queue deliveries; what is queued stays in the
         // store for the next start (or another replica) to send.
@@ -227,14 +231,24 @@ impl App {
     }
 }
 
-/// Every `UPKEEP_EVERY`: forget idle rate-limit buckets, delete past minutes' network counts,
-/// and reload the catalog (an admin call on another replica may have changed it).
-async fn upkeep(state: AppState, store: Arc<dyn Store>) {
+/// Every [`UPKEEP_EVERY`] until `stop` turns true: settles the minute counts of past minutes
+/// (Postgres moves them to the table reads are indexed for), forgets idle clients and past
+/// network counts, and reloads the catalog an admin may have changed on another replica.
+async fn upkeep(state: AppState, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(UPKEEP_EVERY);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let now = crate::clock::now();
+        match store.settle_rollups(store::settled_before(now)).await {
+            Ok(moved) => tracing::debug!(moved, "settled minute counts"),
+            // Nothing is lost: the counts stay where ingest put them and the next round moves them.
+            Err(error) => tracing::warn!(%error, "could not settle minute counts"),
+        }
         state.clients.forget_idle();
-        let before = crate::clock::now() - chrono::TimeDelta::minutes(2);
+        let before = now - chrono::TimeDelta::minutes(2);
         if let Err(error) = store.forget_network_counts(before).await {
             tracing::debug!(%error, "cannot delete past network counts now");
         }

@@ -50,12 +50,15 @@ fn expectation(country: &str, city: &str, quarter: i64, expected: f64) -> Expect
 async fn app_with_counts(backend: common::Backend) -> TestApp {
     let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
     app.store
-        .insert_reports(&[
-            report(1, "PK", Some("Lahore"), 1),
-            report(2, "PK", None, 2),
-            report(3, "PK", Some("Lahore"), 16),
-            report(4, "GB", Some("London"), 20),
-        ])
+        .insert_reports(
+            &[
+                report(1, "PK", Some("Lahore"), 1),
+                report(2, "PK", None, 2),
+                report(3, "PK", Some("Lahore"), 16),
+                report(4, "GB", Some("London"), 20),
+            ],
+            outagewatch::clock::now(),
+        )
         .await
         .unwrap();
     app.store
@@ -284,7 +287,10 @@ on_both_backends!(
         for n in 42..45u8 {
             batch.push(recent(n, "US", None));
         }
-        app.store.insert_reports(&batch).await.unwrap();
+        app.store
+            .insert_reports(&batch, outagewatch::clock::now())
+            .await
+            .unwrap();
         // A constant expectation per quarter over the last 26 hours: 24 h hold exactly 96 quarters.
         let first_quarter =
             DateTime::from_timestamp((now.timestamp() - 26 * 3600).div_euclid(900) * 900, 0)
@@ -414,7 +420,7 @@ on_both_backends!(
 
         // New data, new tag: the old one no longer matches.
         app.store
-            .insert_reports(&[report(9, "PK", None, 3)])
+            .insert_reports(&[report(9, "PK", None, 3)], outagewatch::clock::now())
             .await
             .unwrap();
         let changed = app
@@ -526,7 +532,7 @@ on_both_backends!(
         );
 
         app.store
-            .insert_reports(&[report(1, "PK", None, 5)])
+            .insert_reports(&[report(1, "PK", None, 5)], outagewatch::clock::now())
             .await
             .unwrap();
         // The same URL is answered from the cache, so it does not see the new report yet.
@@ -568,7 +574,7 @@ on_both_backends!(
         let json: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(json["buckets"][0]["count"], 1);
         app.store
-            .insert_reports(&[report(2, "PK", None, 6)])
+            .insert_reports(&[report(2, "PK", None, 6)], outagewatch::clock::now())
             .await
             .unwrap();
         assert_eq!(gzipped().await, first_gzip);

@@ -79,7 +79,10 @@ fn rollup_in(minute: DateTime<Utc>, city: &str, count: i64) -> Rollup {
 on_both_backends!(a_new_report_is_stored_and_counted, |backend| async move {
     let (store, _db) = open(backend).await;
     let outcomes = store
-        .insert_reports(&[report(1, 1, Some("Lahore"), 5)])
+        .insert_reports(
+            &[report(1, 1, Some("Lahore"), 5)],
+            outagewatch::clock::now(),
+        )
         .await
         .unwrap();
     assert_eq!((outcomes[0].counted, outcomes[0].replay), (true, false));
@@ -97,11 +100,14 @@ on_both_backends!(
         let (store, _db) = open(backend).await;
         // Same reporter, same service, same 15-minute window (10:00-10:15): in one batch and in a later one.
         let first = store
-            .insert_reports(&[report(1, 9, None, 0), report(2, 9, None, 30)])
+            .insert_reports(
+                &[report(1, 9, None, 0), report(2, 9, None, 30)],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         let later = store
-            .insert_reports(&[report(3, 9, None, 400)])
+            .insert_reports(&[report(3, 9, None, 400)], outagewatch::clock::now())
             .await
             .unwrap();
         let counted: Vec<bool> = first.iter().chain(&later).map(|o| o.counted).collect();
@@ -117,7 +123,10 @@ on_both_backends!(
     |backend| async move {
         let (store, _db) = open(backend).await;
         let outcomes = store
-            .insert_reports(&[report(1, 9, None, 0), report(2, 9, None, 900)])
+            .insert_reports(
+                &[report(1, 9, None, 0), report(2, 9, None, 900)],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -132,15 +141,21 @@ on_both_backends!(
     |backend| async move {
         let (store, _db) = open(backend).await;
         store
-            .insert_reports(&[report(1, 1, None, 0), report(2, 1, None, 1)])
+            .insert_reports(
+                &[report(1, 1, None, 0), report(2, 1, None, 1)],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         let replay = store
-            .insert_reports(&[
-                report(2, 1, None, 1),
-                report(1, 1, None, 0),
-                report(3, 2, None, 2),
-            ])
+            .insert_reports(
+                &[
+                    report(2, 1, None, 1),
+                    report(1, 1, None, 0),
+                    report(3, 2, None, 2),
+                ],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         let got: Vec<(u128, bool, bool)> = replay
@@ -167,9 +182,15 @@ on_both_backends!(
             report(4, 4, None, 70),
             report(5, 4, Some("Lahore"), 80), // reporter 4 again: stored, not counted
         ];
-        store.insert_reports(&batch).await.unwrap();
         store
-            .insert_reports(&[report(6, 5, Some("Lahore"), 75)])
+            .insert_reports(&batch, outagewatch::clock::now())
+            .await
+            .unwrap();
+        store
+            .insert_reports(
+                &[report(6, 5, Some("Lahore"), 75)],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         let rollups = store.rollups("x", at(0), at(120)).await.unwrap();
@@ -196,7 +217,10 @@ on_both_backends!(
     |backend| async move {
         let (store, _db) = open(backend).await;
         store
-            .insert_reports(&[report(1, 1, None, 0), report(2, 2, None, 0)])
+            .insert_reports(
+                &[report(1, 1, None, 0), report(2, 2, None, 0)],
+                outagewatch::clock::now(),
+            )
             .await
             .unwrap();
         let found = store
@@ -244,7 +268,10 @@ on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
     let batch: Vec<NewReport> = (0..2500u128)
         .map(|i| report(i + 1, (i % 200) as u8, None, (i % 60) as i64))
         .collect();
-    let outcomes = store.insert_reports(&batch).await.unwrap();
+    let outcomes = store
+        .insert_reports(&batch, outagewatch::clock::now())
+        .await
+        .unwrap();
     assert_eq!(outcomes.len(), 2500);
     assert_eq!(outcomes.iter().filter(|o| o.counted).count(), 200);
     assert_eq!(store.report_count().await.unwrap(), 2500);
@@ -547,7 +574,10 @@ on_both_backends!(
             report(5, 1, Some("Karachi"), 80),
         ];
         batch[1].problem = Problem::Login;
-        store.insert_reports(&batch).await.unwrap();
+        store
+            .insert_reports(&batch, outagewatch::clock::now())
+            .await
+            .unwrap();
         assert_eq!(store.first_rollup_minute().await.unwrap(), Some(at(0)));
         let minutes = store.minute_counts(at(60), at(120)).await.unwrap();
         let rows: Vec<(i64, &str, &str, i64)> = minutes
@@ -986,7 +1016,10 @@ on_both_backends!(
         ];
         let mut counted = Vec::new();
         for batch in [&first[..], &second[..], &third[..]] {
-            let outcomes = store.insert_reports(batch).await.unwrap();
+            let outcomes = store
+                .insert_reports(batch, outagewatch::clock::now())
+                .await
+                .unwrap();
             counted.extend(outcomes.iter().map(|o| o.counted));
         }
         assert_eq!(
@@ -1002,12 +1035,18 @@ on_both_backends!(
             [rollup(0, "", 5), rollup(0, "Lahore", 1), rollup(60, "", 1)]
         );
         // A replay of an over-quota report keeps its outcome.
-        let replay = store.insert_reports(&second[1..2]).await.unwrap();
+        let replay = store
+            .insert_reports(&second[1..2], outagewatch::clock::now())
+            .await
+            .unwrap();
         assert_eq!((replay[0].counted, replay[0].replay), (false, true));
         // Past minutes' counts can be forgotten; the current minute's stay.
         store.forget_network_counts(at(60)).await.unwrap();
         let fourth = [from_network(report(10, 10, None, 61), 9, 3)];
-        let outcomes = store.insert_reports(&fourth).await.unwrap();
+        let outcomes = store
+            .insert_reports(&fourth, outagewatch::clock::now())
+            .await
+            .unwrap();
         assert!(outcomes[0].counted);
     }
 );
@@ -1161,10 +1200,13 @@ async fn postgres_settling_minutes_changes_no_count() {
     let this_minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
     let minute = |i: i64| this_minute + chrono::TimeDelta::seconds(60 * (i - 1));
     let rollup_at = |i: i64, city: &str, count: i64| rollup_in(minute(i), city, count);
-    pg.insert_reports(&[
-        report_at(1, 1, Some("Lahore"), minute(0)),
-        report_at(2, 2, None, minute(1)),
-    ])
+    pg.insert_reports(
+        &[
+            report_at(1, 1, Some("Lahore"), minute(0)),
+            report_at(2, 2, None, minute(1)),
+        ],
+        outagewatch::clock::now(),
+    )
     .await
     .unwrap();
     assert_eq!(rows_in("rollups_minute").await, []);
@@ -1194,12 +1236,15 @@ async fn postgres_settling_minutes_changes_no_count() {
     );
 
     // A late report for the settled minute: its count is in both tables until the next settle.
-    pg.insert_reports(&[report_at(
-        3,
-        3,
-        Some("Lahore"),
-        minute(0) + chrono::TimeDelta::seconds(10),
-    )])
+    pg.insert_reports(
+        &[report_at(
+            3,
+            3,
+            Some("Lahore"),
+            minute(0) + chrono::TimeDelta::seconds(10),
+        )],
+        outagewatch::clock::now(),
+    )
     .await
     .unwrap();
     let with_late = [
@@ -1242,9 +1287,12 @@ async fn postgres_settling_minutes_changes_no_count() {
     );
 
     // A batch of history (an import) is counted in rollups_minute directly.
-    pg.insert_reports(&[report(4, 4, Some("Lahore"), 0), report(5, 5, None, 60)])
-        .await
-        .unwrap();
+    pg.insert_reports(
+        &[report(4, 4, Some("Lahore"), 0), report(5, 5, None, 60)],
+        outagewatch::clock::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows_in("rollups_live").await, []);
     assert_eq!(
         pg.rollups("x", at(0), at(3600)).await.unwrap(),

@@ -68,15 +68,18 @@ impl BatchWriter {
         }
 
         let started = std::time::Instant::now();
-        let result =
-            match tokio::time::timeout(self.batch_timeout, self.store.insert_reports(&batch)).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "the batch did not commit within {} ms",
-                    self.batch_timeout.as_millis()
-                ))),
-            };
+        let result = match tokio::time::timeout(
+            self.batch_timeout,
+            self.store.insert_reports(&batch, crate::clock::now()),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the batch did not commit within {} ms",
+                self.batch_timeout.as_millis()
+            ))),
+        };
         match result {
             Ok(outcomes) => {
                 METRICS.batch_reports.observe(batch.len() as f64);

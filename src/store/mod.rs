@@ -420,8 +420,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a batch in one transaction: inserts new reports, claims dedup keys and adds the
     /// counted ones to the minute rollups. Ids must be unique within the batch; the outcomes
-    /// come back in the batch's order.
-    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError>;
+    /// come back in the batch's order. `now` is when the batch commits: on Postgres, counts of
+    /// minutes settled by then ([`settled_before`]) go where those minutes went.
+    async fn insert_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Moves the minute counts of minutes before `before` out of the table ingest adds to
+    /// into the one reads are indexed for; answers the rows moved. A late count for a moved
+    /// minute is added to its row there. `serve`'s upkeep does this every few seconds with
+    /// [`settled_before`]; no count a read sees changes. SQLite keeps one table: nothing moves.
+    async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Reads one report by id.
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError>;
@@ -655,6 +666,15 @@ fn region_countries(country: Option<&str>) -> Vec<String> {
 }
 
 /// The minute a moment falls in.
+/// A minute is settled this many minutes after its end: reports stamped in it have long
+/// committed by then (a late one is still added where the minute went).
+const SETTLE_AFTER_MINUTES: i64 = 2;
+
+/// Minutes before this one are settled at `now` (see [`Store::settle_rollups`]).
+pub fn settled_before(now: DateTime<Utc>) -> DateTime<Utc> {
+    minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES)
+}
+
 pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     floor_to(at, 60)
 }

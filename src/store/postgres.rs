@@ -2,8 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -13,11 +12,11 @@ use uuid::Uuid;
 
 use super::{
     dedup_candidates, incident_json, minute_of, network_groups, outcomes, over_quota,
-    region_countries, rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
-    CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction,
-    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
-    Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
-    INCIDENT_UPSERT,
+    region_countries, rollup_increments, settled_before, Attempt, AttemptColumns, Checkpoint,
+    ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation,
+    IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
+    Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
+    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -31,24 +30,6 @@ const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// Unix seconds at which the last [`settle_rollups`] of this process ended, or
-    /// [`SETTLING`] while one runs (so the next waits for it to end).
-    settled_at: Arc<AtomicI64>,
-}
-
-/// [`PostgresStore::settled_at`] while a settle runs: never "at least 10 s ago".
-const SETTLING: i64 = i64::MAX;
-
-/// How long after its last move a writing process moves settled minutes out of `rollups_live`.
-const SETTLE_EVERY_SECONDS: i64 = 10;
-
-/// A minute is settled, and moved, this many minutes after its end: reports stamped in it
-/// have long committed by then (a late one is still added where the minute went).
-const SETTLE_AFTER_MINUTES: i64 = 2;
-
-/// Minutes before this one are settled at `now`: moved to `rollups_minute`, and added to there.
-fn settled_before(now: DateTime<Utc>) -> DateTime<Utc> {
-    minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES)
 }
 
 impl PostgresStore {
@@ -62,45 +43,7 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.application_name("outagewatch"))
             .await?;
-        Ok(PostgresStore {
-            pool,
-            settled_at: Arc::new(AtomicI64::new(0)),
-        })
-    }
-
-    /// Moves the counts of minutes before `before` to `rollups_minute` now (see
-    /// [`settle_rollups`]); answers the rows moved. Ingest does this by itself every few seconds.
-    pub async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        settle_rollups(&self.pool, before).await
-    }
-
-    /// Starts moving settled minutes out of `rollups_live` in the background, one move at a
-    /// time and [`SETTLE_EVERY_SECONDS`] after the last ended; called after each batch, so minutes settle while reports
-    /// arrive (while none do, the live table holds only the last minutes, and the reads add
-    /// them in).
-    fn settle_when_due(&self) {
-        let now = crate::clock::now();
-        let last = self.settled_at.load(Ordering::Relaxed);
-        if last == SETTLING
-            || now.timestamp() - last < SETTLE_EVERY_SECONDS
-            || self
-                .settled_at
-                .compare_exchange(last, SETTLING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let before = settled_before(now);
-        let pool = self.pool.clone();
-        let settled_at = Arc::clone(&self.settled_at);
-        tokio::spawn(async move {
-            match settle_rollups(&pool, before).await {
-                Ok(moved) => tracing::debug!(moved, "settled minute counts"),
-                // Nothing is lost: the counts stay in the live table and the next one moves them.
-                Err(error) => tracing::warn!(%error, "could not settle minute counts"),
-            }
-            settled_at.store(crate::clock::now().timestamp(), Ordering::Relaxed);
-        });
+        Ok(PostgresStore { pool })
     }
 }
 
@@ -564,7 +507,15 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
+    async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        settle_rollups(&self.pool, before).await
+    }
+
+    async fn insert_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let candidates = dedup_candidates(reports);
         let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
         // In dedup-key order: a writer inserting a key another writer's open transaction holds
@@ -574,7 +525,7 @@ impl Store for PostgresStore {
         ordered
             .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
         let capped = reports.iter().any(|r| r.network.is_some());
-        let table = RollupTable::for_batch(reports, crate::clock::now());
+        let table = RollupTable::for_batch(reports, now);
         let (counted, uncounted, previously_stored) = if capped {
             // A network quota is decided on what actually counted, so the un-counting of
             // what is over it follows the inserts in one transaction, and the rollups after.
@@ -608,7 +559,6 @@ impl Store for PostgresStore {
                 stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
             (counted, uncounted, previously_stored)
         };
-        self.settle_when_due();
         Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
     }
 

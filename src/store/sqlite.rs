@@ -364,7 +364,15 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
+    async fn settle_rollups(&self, _before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn insert_reports(
+        &self,
+        reports: &[NewReport],
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.writer.begin().await?;
         // As on Postgres: reporters' first reports try to count (the partial unique key
         // decides), everything else goes in uncounted, and what still conflicts is a replay.

@@ -75,8 +75,16 @@ impl Store for TimedStore {
             .await
     }
 
-    async fn insert_reports(&self, reports: &[NewReport]) -> Result<Vec<Outcome>, StoreError> {
-        self.within(self.inner.insert_reports(reports)).await
+    async fn insert_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.within(self.inner.insert_reports(reports, now)).await
+    }
+
+    async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.within(self.inner.settle_rollups(before)).await
     }
 
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {

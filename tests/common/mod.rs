@@ -304,7 +304,10 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
             network: None,
         });
     });
-    app.store.insert_reports(&reports).await.unwrap();
+    app.store
+        .insert_reports(&reports, outagewatch::clock::now())
+        .await
+        .unwrap();
 }
 
 /// The events the detector core raises over the stored rollups of `[from, to)`, stepping every
