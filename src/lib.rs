@@ -5,7 +5,8 @@
 //! raw address), queued, and group-committed with its dedup claim and minute rollups in one
 //! transaction before it is acknowledged.
 //!
-//! Reading order: [`report`] and [`geo`] (the pure domain) → [`store`] (the narrow trait over
+//! Reading order: [`report`], [`geo`] and [`domain`] (the pure domain: time buckets and the
+//! rules a batch of reports counts by) → [`store`] (the narrow trait over
 //! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
 //! surge-detection core: windows, baselines, surprise test, incident state machine, the
 //! anomaly score and its record view, and the engine that steps every series each minute; the
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
+pub mod domain;
 pub mod events;
 pub mod geo;
 pub mod import;

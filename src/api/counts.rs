@@ -18,11 +18,12 @@ use super::docs::{choice_schema, enum_schema};
 use super::error::Problem;
 use super::export::FormatChoice;
 use super::{ApiError, AppState};
+use crate::domain::buckets::floor_to;
 use crate::geo::{gazetteer, CountryCode};
 use crate::incidents::Status;
 use crate::report::Catalog;
 use crate::report::FieldError;
-use crate::store::{floor_to, IncidentQuery, Store};
+use crate::store::{IncidentQuery, Store};
 
 /// The bucket widths `interval` accepts, in seconds.
 const INTERVALS: [(&str, i64); 5] = [

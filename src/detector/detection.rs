@@ -14,10 +14,11 @@ use super::{DetectError, CHUNK_MINUTES, QUARTER_SECONDS};
 use crate::config::DetectorSettings;
 use crate::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
+use crate::domain::buckets::minute_of;
 use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
-use crate::store::{minute_of, DetectionWrite, Expectation, MinuteCount, Store, StoreError};
+use crate::store::{DetectionWrite, Expectation, MinuteCount, Store, StoreError};
 use crate::webhooks::Outbox;
 
 /// What the runner announces to the read side.

@@ -11,11 +11,10 @@ use uuid::Uuid;
 
 use super::{complete_until, DetectError, Detection, QUARTER_SECONDS};
 use crate::config::DetectorSettings;
+use crate::domain::buckets::{floor_to, minute_of};
 use crate::incidents::{Incident, Status};
 use crate::report::Catalog;
-use crate::store::{
-    floor_to, minute_of, DetectionWrite, Expectation, MinuteCount, Store, StoreError,
-};
+use crate::store::{DetectionWrite, Expectation, MinuteCount, Store, StoreError};
 
 /// Expectation rows `redetect` collects before writing them in one transaction: enough that
 /// commits are rare, few enough that the writer's backlog at the end is short.

@@ -135,9 +135,7 @@ impl Ingest {
 
     /// Start of the dedup window `at` falls in.
     pub fn dedup_window_start(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        let seconds = at.timestamp();
-        DateTime::from_timestamp(seconds - seconds.rem_euclid(self.dedup_window_seconds), 0)
-            .unwrap_or(at)
+        crate::domain::buckets::floor_to(at, self.dedup_window_seconds)
     }
 }
 

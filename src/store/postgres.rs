@@ -11,12 +11,14 @@ use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder,
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, minute_of, network_groups, outcomes, over_quota,
-    region_countries, rollup_increments, settled_before, Attempt, AttemptColumns, Checkpoint,
-    ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation,
-    IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome,
-    Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
+    incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
+    Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite,
+    Expectation, IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
     INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+};
+use crate::domain::counting::{
+    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
 };
 use crate::incidents::{CityCount, Incident};
 

@@ -12,11 +12,14 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    dedup_candidates, incident_json, network_groups, outcomes, over_quota, region_countries,
-    rollup_increments, Attempt, AttemptColumns, Checkpoint, ConnectOptions, CountBucket, Deliver,
-    Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery, IncidentRow,
-    Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord, Store, StoreError,
-    StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    incident_json, region_countries, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
+    CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction,
+    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
+    Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
+    INCIDENT_UPSERT,
+};
+use crate::domain::counting::{
+    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
 };
 use crate::incidents::{CityCount, Incident};
 

@@ -14,10 +14,11 @@ use super::form::problem_label;
 use super::layout::{count, page, respond, time, Extras, PageError};
 use super::map;
 use crate::api::{counts_answer, regions_answer, services_answer, ApiError, AppState, Region};
+use crate::domain::buckets::floor_to;
 use crate::geo::CountryCode;
 use crate::incidents::{Incident, Scope, Status};
 use crate::report::{Problem, Service};
-use crate::store::{floor_to, IncidentQuery};
+use crate::store::IncidentQuery;
 
 /// A region is `elevated` at this ratio and count, as the API's regions say.
 const ELEVATED_RATIO: f64 = 1.5;

@@ -18,8 +18,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::config::{WebhookDeliverySettings, WebhookSettings};
+use crate::domain::buckets::minute_of;
 use crate::incidents::Incident;
-use crate::store::{minute_of, NewDelivery};
+use crate::store::NewDelivery;
 
 /// The event type of an incident that opened or reopened.
 pub const OPENED: &str = "incident.opened";

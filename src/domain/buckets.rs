@@ -1,0 +1,27 @@
+//! Time buckets: the minute a report counts in, and the aligned buckets reads and the detector
+//! group minutes into.
+
+use chrono::{DateTime, Utc};
+
+/// The minute a moment falls in.
+pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    floor_to(at, 60)
+}
+
+/// The start of the `seconds`-long bucket (aligned to the unix epoch) a moment falls in.
+pub fn floor_to(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    let t = at.timestamp();
+    DateTime::from_timestamp(t - t.rem_euclid(seconds), 0).unwrap_or(at)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minute_starts_on_the_minute() {
+        let at = DateTime::from_timestamp(1_741_600_059, 999).unwrap();
+        assert_eq!(minute_of(at).timestamp(), 1_741_600_020);
+    }
+}
