@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache, SharedState};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector::DetectorTask;
-use crate::events::EventBus;
+use crate::events::{EventBus, Relay};
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::pow::ProofOfWork;
 use crate::report::{Catalog, LiveCatalog};
@@ -39,6 +39,7 @@ pub struct App {
     limits: ServerLimits,
     /// None when no webhook is configured.
     deliverer: Option<Deliverer>,
+    relay: Relay,
 }
 
 /// Opens the store named in the settings and applies its migrations.
@@ -118,7 +119,7 @@ impl App {
                 &settings.webhook_delivery,
             )?)
         };
-        let events = EventBus::start(store.clone()).await;
+        let (events, relay) = EventBus::start(store.clone()).await;
         let catalog = Arc::new(LiveCatalog::new(stored_catalog(&store, settings).await?));
         let (stopping, stopping_rx) = watch::channel(false);
         let detector = DetectorTask::new(
@@ -171,6 +172,7 @@ impl App {
                 shutdown_grace: Duration::from_millis(http.shutdown_grace_ms),
             },
             deliverer,
+            relay,
         })
     }
 
@@ -198,6 +200,7 @@ impl App {
             writer,
             limits,
             deliverer,
+            relay,
         } = self;
         let detector = state.detector.clone();
         detector.start().await;
@@ -218,6 +221,8 @@ impl App {
         let _ = stop_upkeep.send(true);
         upkeep.await.context("the upkeep task failed")?;
         detector.stop().await.context("the detector failed")?;
+        // No one is left to hear other replicas' events.
+        relay.stop().await;
         // After the detector, which may still queue deliveries; what is queued stays in the
         // store for the next start (or another replica) to send.
         let _ = stop_deliverer.send(true);

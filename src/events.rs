@@ -6,14 +6,16 @@
 //! the local subscribers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::incidents::Incident;
-use crate::store::Store;
+use crate::store::{Listener, Store};
 
 /// One live event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -61,28 +63,39 @@ pub struct EventBus {
 /// Local subscribers that fall this far behind lose the oldest events (and are told so).
 const LOCAL_CAPACITY: usize = 4096;
 
-impl EventBus {
-    /// A bus over the store; on Postgres it starts relaying other replicas' events.
-    pub async fn start(store: Arc<dyn Store>) -> EventBus {
-        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
-        let bus = EventBus { local, store };
-        let relay = bus.local.clone();
-        let started = bus
-            .store
-            .listen(Box::new(move |payload: &str| {
-                match serde_json::from_str::<LiveEvent>(payload) {
-                    // No subscriber is fine.
-                    Ok(event) => {
-                        let _ = relay.send(event);
-                    }
-                    Err(error) => tracing::warn!(%error, "ignoring an unreadable event"),
-                }
-            }))
-            .await;
-        if let Err(error) = started {
-            tracing::warn!(%error, "cannot listen for other replicas' events; serving local ones only");
+/// The task that relays other replicas' events to this one's subscribers (Postgres), owned by
+/// whoever started the bus and stopped in its shutdown order.
+pub struct Relay {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Stops relaying and waits until the task has ended.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "the event relay failed");
+            }
         }
-        bus
+    }
+}
+
+impl EventBus {
+    /// A bus over the store; on Postgres the returned [`Relay`] relays other replicas' events.
+    pub async fn start(store: Arc<dyn Store>) -> (EventBus, Relay) {
+        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let (stop, stopped) = watch::channel(false);
+        let task = match store.listen().await {
+            Ok(Some(listener)) => Some(tokio::spawn(relay(listener, local.clone(), stopped))),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for other replicas' events; serving local ones only");
+                None
+            }
+        };
+        (EventBus { local, store }, Relay { stop, task })
     }
 
     /// Publishes to every replica (Postgres) or to this process's subscribers (SQLite).
@@ -110,5 +123,34 @@ impl EventBus {
     /// A new subscription to this replica's events.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.local.subscribe()
+    }
+}
+
+/// Hands every payload `listener` hears to `local`'s subscribers until `stop` turns true; a
+/// lost connection is retried a second later (events published meanwhile are lost).
+async fn relay(
+    mut listener: Box<dyn Listener>,
+    local: broadcast::Sender<LiveEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let heard = tokio::select! {
+            heard = listener.recv() => heard,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        match heard.map(|payload| serde_json::from_str::<LiveEvent>(&payload)) {
+            // No subscriber is fine.
+            Ok(Ok(event)) => {
+                let _ = local.send(event);
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "ignoring an unreadable event"),
+            Err(error) => {
+                tracing::warn!(%error, "event listener lost its connection");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+            }
+        }
     }
 }

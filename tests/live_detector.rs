@@ -435,7 +435,7 @@ on_both_backends!(
         let store = app.store.clone();
         let catalog = Arc::new(app::catalog(&settings));
         let first = store.first_rollup_minute().await.unwrap().unwrap();
-        let events = EventBus::start(store.clone()).await;
+        let (events, relay) = EventBus::start(store.clone()).await;
         let mut heard = events.subscribe();
         let context = LiveContext {
             store: store.clone(),
@@ -510,6 +510,7 @@ on_both_backends!(
                 .map(|m| scenario.end() - TimeDelta::minutes(m))
                 .collect::<Vec<_>>()
         );
+        relay.stop().await;
         app.stop().await;
     }
 );

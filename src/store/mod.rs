@@ -298,8 +298,13 @@ pub struct IncidentQuery {
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// What [`Store::listen`] calls with each published payload.
-pub type Deliver = Box<dyn Fn(&str) + Send + Sync + 'static>;
+/// A subscription to the payloads every process publishes with [`Store::notify`].
+#[async_trait]
+pub trait Listener: Send {
+    /// The next payload. An error means the connection was lost: the next call reconnects,
+    /// and what was published meanwhile is not heard.
+    async fn recv(&mut self) -> Result<String, StoreError>;
+}
 
 /// The right to run the detector, held until dropped (Postgres: a session advisory lock on a
 /// dedicated connection).
@@ -526,10 +531,10 @@ pub trait Store: Send + Sync + 'static {
     /// way (Postgres `NOTIFY`), false when the backend has no such channel (SQLite).
     async fn notify(&self, payload: &str) -> Result<bool, StoreError>;
 
-    /// From now on, calls `deliver` with every payload any process publishes (Postgres
-    /// `LISTEN`, on a connection of its own that reconnects when lost); false when the backend
-    /// has no such channel.
-    async fn listen(&self, deliver: Deliver) -> Result<bool, StoreError>;
+    /// Subscribes to every payload any process publishes from now on (Postgres `LISTEN`, on a
+    /// connection of its own); None when the backend has no such channel. The store spawns
+    /// nothing: the caller reads the subscription in a task it owns.
+    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError>;
 
     /// Tries to become the one process that runs the detector; None while another holds it.
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError>;

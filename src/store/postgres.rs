@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{
     incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
-    Checkpoint, ConnectOptions, CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite,
-    Expectation, IncidentAction, IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport,
+    Checkpoint, ConnectOptions, CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation,
+    IncidentAction, IncidentQuery, IncidentRow, Leadership, Listener, MinuteCount, NewReport,
     Outcome, Rollup, ServiceRecord, Store, StoreError, StoredReport, DELIVERY_COLUMNS,
     INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
@@ -1081,22 +1081,10 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn listen(&self, deliver: Deliver) -> Result<bool, StoreError> {
+    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
-        tokio::spawn(async move {
-            loop {
-                match listener.recv().await {
-                    Ok(notification) => deliver(notification.payload()),
-                    Err(error) => {
-                        // recv reconnects on the next call; events sent meanwhile are lost.
-                        tracing::warn!(%error, "event listener lost its connection");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-        Ok(true)
+        Ok(Some(Box::new(Notifications(listener))))
     }
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
@@ -1329,4 +1317,15 @@ fn qualified_delivery_columns() -> String {
         .map(|column| format!("d.{column}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The events channel as [`Store::listen`] answers it.
+struct Notifications(PgListener);
+
+#[async_trait]
+impl Listener for Notifications {
+    async fn recv(&mut self) -> Result<String, StoreError> {
+        // PgListener::recv reconnects on the call after a lost connection.
+        Ok(self.0.recv().await?.payload().to_owned())
+    }
 }

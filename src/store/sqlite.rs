@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     incident_json, region_countries, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
-    CountBucket, Deliver, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction,
-    IncidentQuery, IncidentRow, Leadership, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
+    CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery,
+    IncidentRow, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
     Store, StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
     INCIDENT_UPSERT,
 };
@@ -904,8 +904,8 @@ impl Store for SqliteStore {
         Ok(false)
     }
 
-    async fn listen(&self, _deliver: Deliver) -> Result<bool, StoreError> {
-        Ok(false)
+    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
+        Ok(None)
     }
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {

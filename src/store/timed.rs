@@ -15,9 +15,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Attempt, Checkpoint, CountBucket, Deliver, Delivery, DetectionWrite, Expectation,
-    IncidentAction, IncidentQuery, Leadership, MinuteCount, NewReport, Outcome, Rollup,
-    ServiceRecord, Store, StoreError, StoredReport,
+    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction,
+    IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
+    Store, StoreError, StoredReport,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -233,8 +233,8 @@ impl Store for TimedStore {
         self.within(self.inner.notify(payload)).await
     }
 
-    async fn listen(&self, deliver: Deliver) -> Result<bool, StoreError> {
-        self.inner.listen(deliver).await
+    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
+        self.inner.listen().await
     }
 
     async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
