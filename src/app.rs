@@ -1,6 +1,7 @@
 //! Wiring: builds the store, the ingest writer, the detector, the webhook deliverer and the router from settings, serves them, and shuts them down in order.
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -292,13 +293,17 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests and committing the queue");
 }
 
-/// Sets up logging: pretty or JSON lines, filtered by `RUST_LOG` or the configured level.
+/// Sets up logging on stderr: pretty or JSON lines, filtered by `RUST_LOG` or the configured
+/// level, coloured only when stderr is a terminal.
 pub fn init_tracing(settings: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour is for a person at a terminal; in a file or a pipe (journald, a log shipper)
+        // the escape codes are noise in every line.
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match settings.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -14,7 +15,12 @@ use serde::Deserialize;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Every setting of the service.
+///
+/// Every settings struct refuses keys it does not have (`deny_unknown_fields`), so a misspelt
+/// key in a file or an environment variable stops the start instead of leaving the default in
+/// force; `unknown_key` names where it came from.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -36,6 +42,7 @@ pub struct Settings {
 
 /// Limits on how much one network can count, so a single source cannot fake an outage.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AbuseSettings {
     /// Counted reports one network (/24 IPv4, /48 IPv6) adds per service per minute; 0 = no cap.
     pub max_counted_per_network_per_minute: u32,
@@ -43,6 +50,7 @@ pub struct AbuseSettings {
 
 /// The optional proof-of-work challenge (ALTCHA-compatible) the report form asks for under surge.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProofOfWorkSettings {
     pub mode: ProofOfWorkMode,
     /// HMAC key signing challenges; replicas must share it. Unset: a random key per process.
@@ -108,6 +116,7 @@ pub struct WebhookSettings {
 
 /// How webhook deliveries are worked off: polling, timeouts, retries and giving up.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookDeliverySettings {
     pub poll_interval_ms: u64,
     pub batch_size: u32,
@@ -122,6 +131,7 @@ pub struct WebhookDeliverySettings {
 
 /// The background surge detector: how it runs, and (`model`) the detection thresholds.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DetectorSettings {
     pub enabled: bool,
     pub settle_seconds: u64,
@@ -136,6 +146,7 @@ pub struct DetectorSettings {
 
 /// The HTTP listener and how client addresses are read.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "networks")]
@@ -152,6 +163,7 @@ pub struct HttpSettings {
 
 /// Where reports are stored.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// May hold a password, so it never appears in logs or `Debug` output.
     pub url: SecretString,
@@ -162,6 +174,7 @@ pub struct DatabaseSettings {
 
 /// The ingest queue and the batch writer.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     pub queue_capacity: usize,
     pub writers: usize,
@@ -173,6 +186,7 @@ pub struct IngestSettings {
 
 /// Per-client rate limiting of reports.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub per_ip_per_minute: u32,
     pub burst: u32,
@@ -181,6 +195,7 @@ pub struct RateLimitSettings {
 
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
@@ -196,6 +211,7 @@ pub enum LogFormat {
 
 /// One entry of the service catalog.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceSettings {
     pub slug: String,
     pub name: String,
@@ -206,13 +222,192 @@ pub struct ServiceSettings {
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
+    /// A key in a file, or an `OUTAGEWATCH__…` variable, that names no setting.
+    #[error("configuration: {0}")]
+    Unknown(String),
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+/// What the environment variables that set a key start with.
+const ENV_PREFIX: &str = "OUTAGEWATCH__";
+/// What separates a variable's section from its key (`OUTAGEWATCH__HTTP__LISTEN`).
+const ENV_SEPARATOR: &str = "__";
+
+/// One `OUTAGEWATCH__SECTION__KEY` variable (or `DATABASE_URL`) as a figment layer of its own.
+///
+/// Instead of figment's `Env`, which reads the whole process environment into one layer: with a
+/// layer per variable an unknown key's error names the variable that set it, and the variables
+/// come in as an argument, so tests pass theirs without changing the environment every test
+/// thread shares. Keys and values are read as `Env` reads them (lowercased keys, values parsed
+/// as TOML-like literals), except that a key with an empty part is refused, not skipped.
+struct EnvVar {
+    name: String,
+    /// The dotted key path (`http.listen`).
+    key: String,
+    value: String,
+}
+
+impl EnvVar {
+    /// The variables of `env` that set keys, in a stable order (`DATABASE_URL` last, so it wins).
+    fn settings_of(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<EnvVar>, ConfigError> {
+        let mut vars = Vec::new();
+        let mut database_url = None;
+        for (name, value) in env {
+            let name = name.trim().to_owned();
+            if name == "DATABASE_URL" {
+                database_url = Some(value);
+                continue;
+            }
+            let Some(rest) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                .map(|_| &name[ENV_PREFIX.len()..])
+            else {
+                continue;
+            };
+            let parts: Vec<String> = rest
+                .split(ENV_SEPARATOR)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if parts.iter().any(String::is_empty) {
+                return Err(ConfigError::Unknown(format!(
+                    "environment variable {name} names no setting"
+                )));
+            }
+            let key = parts.join(".");
+            vars.push(EnvVar { name, key, value });
+        }
+        vars.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(value) = database_url {
+            vars.push(EnvVar {
+                name: "DATABASE_URL".into(),
+                key: "database.url".into(),
+                value,
+            });
+        }
+        Ok(vars)
+    }
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment variable {}", self.name))
+            .source(Source::Custom(self.name.clone()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let value: Value = match self.value.parse() {
+            Ok(value) => value,
+            Err(never) => match never {},
+        };
+        match figment::util::nest(&self.key, value).into_dict() {
+            Some(dict) => Ok(Profile::Default.collect(dict)),
+            None => Err(figment::Error::from(format!(
+                "{} names no setting",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// The message for a key that names no setting, when `error` is one: the file (or variable)
+/// it came from, the key, and the nearest known key when one is close.
+fn unknown_key(error: &figment::Error) -> Option<ConfigError> {
+    let figment::error::Kind::UnknownField(found, known) = &error.kind else {
+        return None;
+    };
+    let nearest = known
+        .iter()
+        .map(|candidate| {
+            (
+                strsim::normalized_damerau_levenshtein(found, candidate),
+                candidate,
+            )
+        })
+        .filter(|(similarity, _)| *similarity >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| *candidate);
+    let metadata = error.metadata.as_ref()?;
+    let message = match &metadata.source {
+        Some(Source::Custom(variable)) => {
+            let mut message = format!("environment variable {variable} names no setting");
+            if let Some(nearest) = nearest {
+                // The variable with the unknown part replaced (the key's parts are the
+                // variable's, so they line up with the error's path).
+                let mut parts: Vec<String> = variable[ENV_PREFIX.len().min(variable.len())..]
+                    .split(ENV_SEPARATOR)
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(part) = parts.get_mut(error.path.len().saturating_sub(1)) {
+                    *part = nearest.to_ascii_uppercase();
+                    let suggestion = format!("{ENV_PREFIX}{}", parts.join(ENV_SEPARATOR));
+                    message.push_str(&format!(" (did you mean {suggestion}?)"));
+                }
+            }
+            message
+        }
+        source => {
+            let origin = match source {
+                Some(Source::File(path)) => path.display().to_string(),
+                _ => metadata.name.to_string(),
+            };
+            let mut message = format!("{origin}: {} names no setting", key_path(&error.path));
+            if let Some(nearest) = nearest {
+                let mut path = error.path.clone();
+                if let Some(last) = path.last_mut() {
+                    *last = nearest.to_owned();
+                }
+                message.push_str(&format!(" (did you mean {}?)", key_path(&path)));
+            }
+            message
+        }
+    };
+    Some(ConfigError::Unknown(message))
+}
+
+/// A key path as the messages write it: `http.listen`, `webhooks[0].name`.
+fn key_path(path: &[String]) -> String {
+    let mut written = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            written.push_str(&format!("[{part}]"));
+        } else {
+            if !written.is_empty() {
+                written.push('.');
+            }
+            written.push_str(part);
+        }
+    }
+    written
+}
+
+/// Extracts the settings, naming the origin of a key that names no setting.
+fn extract(figment: &Figment) -> Result<Settings, ConfigError> {
+    figment
+        .extract()
+        .map_err(|error| unknown_key(&error).unwrap_or_else(|| ConfigError::Load(Box::new(error))))
 }
 
 impl Settings {
     /// Loads defaults, then `file` if given, then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        });
+        Settings::load_with_env(file, env)
+    }
+
+    /// [`Settings::load`] with these environment variables instead of the process's.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -223,14 +418,10 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment
-            .merge(Env::prefixed("OUTAGEWATCH__").split("__"))
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            );
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        for var in EnvVar::settings_of(env)? {
+            figment = figment.merge(var);
+        }
+        let settings = extract(&figment)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -241,7 +432,7 @@ impl Settings {
             Figment::from(Toml::string(DEFAULT_TOML)),
             |figment, layer| figment.merge(Toml::string(layer)),
         );
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let settings = extract(&figment)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -537,6 +728,119 @@ secret = "s3cret-key"
             Settings::from_toml(&[&twice]).unwrap_err().to_string(),
             "configuration: webhooks[1].name \"ops-slack\" is used twice"
         );
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn env_error(name: &str, value: &str) -> String {
+        Settings::load_with_env(None, env(&[(name, value)]))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_environment_variable_that_names_no_setting_stops_the_start_naming_it() {
+        assert_eq!(
+            env_error("OUTAGEWATCH__HTTP__LISTN", "127.0.0.1:18090"),
+            "configuration: environment variable OUTAGEWATCH__HTTP__LISTN names no setting \
+             (did you mean OUTAGEWATCH__HTTP__LISTEN?)"
+        );
+        assert_eq!(
+            env_error("OUTAGEWATCH__RETENTION__REPORTS_DAYS", "-1"),
+            "configuration: environment variable OUTAGEWATCH__RETENTION__REPORTS_DAYS names no \
+             setting"
+        );
+        assert_eq!(
+            env_error("OUTAGEWATCH__HTTPP__LISTEN", "127.0.0.1:18090"),
+            "configuration: environment variable OUTAGEWATCH__HTTPP__LISTEN names no setting \
+             (did you mean OUTAGEWATCH__HTTP__LISTEN?)"
+        );
+        assert_eq!(
+            env_error("OUTAGEWATCH__DETECTOR__MODEL__WINDOW_MINUTE", "10"),
+            "configuration: environment variable OUTAGEWATCH__DETECTOR__MODEL__WINDOW_MINUTE \
+             names no setting (did you mean OUTAGEWATCH__DETECTOR__MODEL__WINDOW_MINUTES?)"
+        );
+        // figment's own reader skipped these silently.
+        assert_eq!(
+            env_error("OUTAGEWATCH__HTTP____LISTEN", "127.0.0.1:18090"),
+            "configuration: environment variable OUTAGEWATCH__HTTP____LISTEN names no setting"
+        );
+    }
+
+    #[test]
+    fn a_config_file_key_that_names_no_setting_stops_the_start_naming_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outagewatch.toml");
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Settings::load_with_env(Some(&path), Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let file = path.display();
+        assert_eq!(
+            error("[http]\nlistn = \"127.0.0.1:18090\"\n"),
+            format!(
+                "configuration: {file}: http.listn names no setting (did you mean http.listen?)"
+            )
+        );
+        assert_eq!(
+            error("[retention]\nreports_days = 30\n"),
+            format!("configuration: {file}: retention names no setting")
+        );
+        assert_eq!(
+            error("[[services]]\nslug = \"x\"\nname = \"X\"\nnmae = \"X\"\n"),
+            format!(
+                "configuration: {file}: services[0].nmae names no setting (did you mean \
+                 services[0].name?)"
+            )
+        );
+    }
+
+    #[test]
+    fn known_keys_from_a_file_and_the_environment_load_lists_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outagewatch.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:18090\"\n[detector.model]\nwindow_minutes = 10\n\
+                 [[admin.tokens]]\nname = \"ops\"\ntoken = \"a plain token of enough length\"\n\
+                 {HOOKS}"
+            ),
+        )
+        .unwrap();
+        let settings = Settings::load_with_env(
+            Some(&path),
+            env(&[
+                ("OUTAGEWATCH__LOG__LEVEL", "warn"),
+                ("OUTAGEWATCH__HTTP__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+                ("OUTAGEWATCH__DATABASE__URL", "sqlite://ignored.db"),
+                ("DATABASE_URL", "postgres://db/ow"),
+                // Not settings: another prefix, and one underscore.
+                ("OUTAGEWATCH_TEST_POSTGRES_URL", "postgres://elsewhere"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.listen.to_string(), "127.0.0.1:18090");
+        assert_eq!(settings.detector.model.window_minutes, 10);
+        assert_eq!(settings.admin.tokens[0].name, "ops");
+        assert_eq!(settings.webhooks[0].name, "ops-slack");
+        assert_eq!(settings.log.level, "warn");
+        assert_eq!(settings.http.trusted_proxies.len(), 1);
+        assert_eq!(settings.database.url.expose_secret(), "postgres://db/ow");
+        // The environment overrides the file.
+        let settings = Settings::load_with_env(
+            Some(&path),
+            env(&[("OUTAGEWATCH__HTTP__LISTEN", "127.0.0.1:18091")]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.listen.to_string(), "127.0.0.1:18091");
     }
 
     #[test]

@@ -588,11 +588,11 @@ async fn the_docs_page_is_html_under_a_strict_policy_with_embedded_assets() {
     assert!(policy.starts_with("default-src 'self'; "), "{policy}");
     assert!(!policy.contains("unsafe-inline"), "{policy}");
     assert!(policy.ends_with("frame-ancestors 'none'"), "{policy}");
-    // The page headers every HTML answer gets (src/api/security.rs).
+    // The headers every answer gets (src/api/security.rs).
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
     ] {
         assert_eq!(page.headers()[name], value, "{name}");

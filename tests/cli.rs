@@ -288,6 +288,59 @@ on_both_backends!(
     sigterm_under_load
 );
 
+#[tokio::test]
+async fn serve_logs_without_colour_codes_when_stderr_is_not_a_terminal() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut serve = outagewatch(&db);
+    serve
+        .arg("serve")
+        .env(
+            "OUTAGEWATCH__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("OUTAGEWATCH__LOG__LEVEL", "info")
+        .env("OUTAGEWATCH__DETECTOR__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = {
+        use tokio::io::AsyncBufReadExt;
+        tokio::io::BufReader::new(stderr).lines()
+    };
+    let mut logged = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let serving = line.contains("serving");
+            logged.push(line);
+            if serving {
+                return;
+            }
+        }
+        panic!("serve exited before it logged \"serving\": {logged:?}");
+    })
+    .await
+    .expect("serve logs \"serving\" within 60 s");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Its shutdown lines too, up to the end of its stderr.
+    while let Some(line) = lines.next_line().await.unwrap() {
+        logged.push(line);
+    }
+    assert!(child.wait().await.unwrap().success());
+    assert!(
+        logged.iter().any(|line| line.contains("stopped")),
+        "{logged:?}"
+    );
+    for line in &logged {
+        assert!(!line.contains("\x1b["), "{line:?}");
+    }
+}
+
 /// A `serve` process whose stderr lines arrive on `lines` tagged with `name`.
 fn spawn_serve(
     db: &TestDb,

@@ -273,6 +273,28 @@ on_both_backends!(
     }
 );
 
+#[tokio::test]
+async fn the_event_stream_sends_a_comment_line_as_soon_as_it_opens() {
+    let app = TestApp::spawn_with(common::Backend::Sqlite, "[detector]\nenabled = false\n").await;
+    let mut response = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // No event comes (the detector is off) and the first keep-alive is 15 s away, so only a
+    // line sent on opening arrives within this bound.
+    let first = tokio::time::timeout(Duration::from_secs(2), response.chunk())
+        .await
+        .expect("a first line within 2 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&first), ": connected\n\n");
+    drop(response);
+    app.stop().await;
+}
+
 /// Three days of X in Pakistan from Monday 3 March 2025 and, on the last afternoon, two surges
 /// 65 minutes apart: the second begins within the hour after the first resolves.
 fn resurge_scenario() -> outagewatch::scenario::Scenario {

@@ -213,6 +213,32 @@ async fn pages_carry_a_strict_policy_and_hold_no_inline_script_or_style() {
 }
 
 #[tokio::test]
+async fn an_api_answer_and_a_page_carry_the_same_security_headers() {
+    let app = app("").await;
+    let names = [
+        "referrer-policy",
+        "x-content-type-options",
+        "x-frame-options",
+        "cross-origin-opener-policy",
+        "permissions-policy",
+    ];
+    let page = get(&app, "/status").await;
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
+    for path in ["/api/v1/services", "/api/v1/nothing/here", "/api/docs"] {
+        let answer = get(&app, path).await;
+        for name in names {
+            assert_eq!(
+                answer.headers().get(name),
+                page.headers().get(name),
+                "{path}: {name}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_incident_timeline_shows_when_it_started_and_when_it_was_detected() {
     let app = app("").await;
     let started_at = "2025-03-10T09:52:00Z".parse().unwrap();

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -105,8 +105,9 @@ pub async fn get_openapi(Extension(document): Extension<Document>) -> Result<Res
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// The docs page's policy: everything from this origin and nothing inline; Swagger UI's icons
-/// are `data:` images in its stylesheet.
+/// The docs page's own policy, which the security layer (`super::security`) keeps instead of
+/// its default: everything from this origin and nothing inline, but Swagger UI's icons are
+/// `data:` images in its stylesheet, and the page has no form.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// How an asset is embedded.
@@ -181,12 +182,6 @@ const PAGE: &str = include_str!(concat!(
     "/assets/docs/index.html"
 ));
 
-/// Headers every docs answer carries.
-const NOSNIFF: (HeaderName, HeaderValue) = (
-    header::X_CONTENT_TYPE_OPTIONS,
-    HeaderValue::from_static("nosniff"),
-);
-
 /// `GET /api/docs`
 #[utoipa::path(
     get,
@@ -211,11 +206,6 @@ pub async fn get_docs_page() -> Response {
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            NOSNIFF,
         ],
         PAGE,
     )
@@ -267,7 +257,6 @@ pub async fn get_docs_asset(
                     header::CACHE_CONTROL,
                     HeaderValue::from_static(asset.cache_control),
                 ),
-                NOSNIFF,
             ],
             bytes,
         )
@@ -304,7 +293,6 @@ pub(crate) fn send_gzipped(
                 HeaderValue::from_static(cache_control),
             ),
             (header::VARY, HeaderValue::from_static("accept-encoding")),
-            NOSNIFF,
         ],
         body,
     )

@@ -15,10 +15,13 @@ use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::events::LiveEvent;
 
-/// `GET /api/v1/events[?service=x]`: events named `incident` (data: `{"type":"incident",
-/// "kind":"opened|updated|resolved|reopened","incident":{…}}`) and `counts` (data:
-/// `{"type":"counts","service","minute","count"}`); `lagged` (data: how many were skipped)
-/// when this client fell behind.
+/// The comment every stream opens with (`: connected`); clients ignore comments.
+const OPENED: &str = "connected";
+
+/// `GET /api/v1/events[?service=x]`: the `: connected` comment at once, then events named
+/// `incident` (data: `{"type":"incident","kind":"opened|updated|resolved|reopened",
+/// "incident":{…}}`) and `counts` (data: `{"type":"counts","service","minute","count"}`);
+/// `lagged` (data: how many were skipped) when this client fell behind.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -27,7 +30,8 @@ use crate::events::LiveEvent;
     description = "Server-Sent Events: `incident` events (kind `opened`, `updated`, `resolved` or \
         `reopened`, with the whole incident) and, for each minute the detector processes, the \
         service's worldwide `counts`. A client more than 4,096 events behind gets a `lagged` event \
-        whose data is how many it missed. The stream ends when the service shuts down.",
+        whose data is how many it missed. The stream opens with the comment line `: connected` \
+        at once (clients ignore comments) and ends when the service shuts down.",
     params(("service" = Option<String>, Query, description = "Only this service's events (a catalog slug).", example = "x")),
     responses(
         (status = 200, description = "The event stream; each event's `data` is one JSON event.",
@@ -71,5 +75,8 @@ pub async fn stream_events(
                 .event("lagged")
                 .data(skipped.to_string()))),
         });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    // A comment first, so the client (and any proxy between) sees the stream open at once,
+    // not at the first event or the first keep-alive 15 s later.
+    let opened = tokio_stream::once(Ok(Event::default().comment(OPENED)));
+    Ok(Sse::new(opened.chain(stream)).keep_alive(KeepAlive::default()))
 }

@@ -111,7 +111,7 @@ fn open_cors() -> CorsLayer {
         .allow_methods([Method::GET, Method::HEAD])
 }
 
-/// Every route of the service, with request ids and tracing.
+/// Every route of the service, with request ids, tracing and the security headers.
 pub fn router(state: AppState) -> Router {
     // Routes are registered only through `routes!`, which reads each handler's
     // `#[utoipa::path]`: the OpenAPI document and the router come from the same registrations.
@@ -185,7 +185,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     // The document exists only once every route is registered, so it reaches its handler as
     // an extension rather than through the state.
-    routes
+    let router = routes
         .layer(Extension(docs::Document(Arc::new(document))))
         // The pages are for people, not part of the JSON API or its document.
         .merge(crate::web::pages(state.clone()))
@@ -196,7 +196,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)
-        .layer(middleware::from_fn(security::security_headers))
         // A panic answers a bare 500 problem (logged), never the panic's message.
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::Internal("a handler panicked".into()).into_response()
@@ -218,7 +217,9 @@ pub fn router(state: AppState) -> Router {
                 // A 503 is an answer we chose and already logged once with its cause.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    // Outermost, so every answer has them: pages, the JSON API, panics and the 404 fallback.
+    security::with_security_headers(router)
 }
 
 /// Abandons an answer that is not ready within `timeout` with 503 and `Retry-After`, so no

@@ -1,4 +1,4 @@
-//! The pages people use: the report form, the status pages and the incident page, server-rendered HTML with embedded assets under a strict Content-Security-Policy.
+//! The pages people use: the report form, the status pages and the incident page, server-rendered HTML with embedded assets under the strict Content-Security-Policy every answer gets (`crate::api::security`).
 //!
 //! Pages are plain axum routes merged into the router beside the JSON API, not part of its
 //! OpenAPI document. They read through the same functions as the API (`counts_answer`,
@@ -12,19 +12,12 @@ mod locale;
 mod map;
 mod status;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
 use crate::api::AppState;
-
-/// Same origin only and nothing inline: scripts and styles are the embedded files; uPlot styles
-/// its elements through the CSSOM, which this policy allows.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Every page and asset route.
 pub fn pages(state: AppState) -> Router<AppState> {
@@ -40,28 +33,6 @@ pub fn pages(state: AppState) -> Router<AppState> {
         .route("/incidents/{id}", get(status::show_incident))
         .route("/assets/{file}", get(assets::get_asset))
         .merge(report)
-        .layer(middleware::from_fn(security_headers))
         // The assets are sent as they are embedded, gzipped, and the layer leaves those alone.
         .layer(CompressionLayer::new())
-}
-
-/// The headers every page answer carries: the policy above, no MIME sniffing, no referrer to
-/// other origins.
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
 }
