@@ -3,6 +3,10 @@
 
 mod common;
 
+use outagewatch::store::CoordinationStore;
+use outagewatch::store::DetectionStore;
+use outagewatch::store::ReadStore;
+use outagewatch::store::ReportStore;
 use std::sync::Arc;
 use std::time::Duration;
 

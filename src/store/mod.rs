@@ -1,21 +1,24 @@
 //! The store: one narrow trait over Postgres (production) and SQLite (embedded default), spoken in domain terms.
 
 mod postgres;
+mod roles;
 mod sqlite;
 mod timed;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::geo::CountryCode;
-use crate::incidents::{CityCount, Incident, Scope, Status};
+use crate::incidents::{Incident, Scope, Status};
 
 pub use postgres::PostgresStore;
+pub use roles::{
+    CatalogStore, CoordinationStore, DetectionStore, OutboxStore, ReadStore, ReportStore, Store,
+};
 pub use sqlite::SqliteStore;
 pub use timed::with_timeout;
 // The counting rules' types are the domain's; the store is spoken in them.
@@ -366,244 +369,6 @@ fn is_unavailability(code: &str) -> bool {
         || code == "3D000"
         || code == "5"
         || code == "6"
-}
-
-/// Durable storage of reports, counts and secrets.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
-    /// Checks that the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Returns the fingerprint secret of `day`, storing `candidate` if the day has none yet,
-    /// and deletes secrets more than a day older than `day`.
-    async fn reporter_secret(
-        &self,
-        day: NaiveDate,
-        candidate: [u8; 32],
-    ) -> Result<[u8; 32], StoreError>;
-
-    /// Stores a batch in one transaction: inserts new reports, claims dedup keys and adds the
-    /// counted ones to the minute rollups. Ids must be unique within the batch; the outcomes
-    /// come back in the batch's order. `now` is when the batch commits: on Postgres, counts of
-    /// minutes settled by then ([`settled_before`]) go where those minutes went.
-    async fn insert_reports(
-        &self,
-        reports: &[NewReport],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError>;
-
-    /// Moves the minute counts of minutes before `before` out of the table ingest adds to
-    /// into the one reads are indexed for; answers the rows moved. A late count for a moved
-    /// minute is added to its row there. `serve`'s upkeep does this every few seconds with
-    /// [`settled_before`]; no count a read sees changes. SQLite keeps one table: nothing moves.
-    async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Reads one report by id.
-    async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError>;
-
-    /// Which of `ids` are stored.
-    async fn stored_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError>;
-
-    /// How many reports are stored in all.
-    async fn report_count(&self) -> Result<u64, StoreError>;
-
-    /// The minute rollups of one service in `[from, to)`, ordered by minute, country, city.
-    async fn rollups(
-        &self,
-        service: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<Rollup>, StoreError>;
-
-    /// The first minute with any rollup, if any.
-    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-
-    /// Every service's rollups in `[from, to)`, ordered by minute, service, country, city.
-    async fn minute_counts(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteCount>, StoreError>;
-
-    /// The cities of one service (in one country, or all) with most counted reports in
-    /// `[from, to)`, most first (ties by country and name), at most `limit`.
-    async fn top_cities(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<CityCount>, StoreError>;
-
-    /// Counted reports per problem kind of one series (a city needs its country) in
-    /// `[from, to)`, ordered by kind.
-    async fn problem_counts(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError>;
-
-    /// Counted reports of one series (the service worldwide, a country, or a city of a
-    /// country) in `[from, to)`, summed into buckets of `bucket_seconds` aligned to the unix
-    /// epoch; only non-empty buckets, in order.
-    async fn counts(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket_seconds: i64,
-    ) -> Result<Vec<CountBucket>, StoreError>;
-
-    /// Counted reports per region of one service in `[from, to)`: per country (their totals)
-    /// or, with `cities`, per city (of `country` if given); as (country, city, count), city
-    /// empty for countries.
-    async fn region_counts(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        cities: bool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, i64)>, StoreError>;
-
-    /// The quarter-hour expectations of the given regions, as (country, city) with city empty
-    /// for a country, with quarters in `[from, to)`: (country, city, quarter, expected).
-    ///
-    /// By region rather than by level, so each is a primary-key range (no index beyond the key
-    /// slows the detector's writes).
-    async fn region_expectations(
-        &self,
-        service: &str,
-        regions: &[(String, String)],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError>;
-
-    /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.
-    async fn expectations(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError>;
-
-    /// Deletes the stored expectations of quarters in `[from, to)`; returns how many. For
-    /// `redetect`, which recomputes a whole range and then stores it with
-    /// [`Store::insert_recomputed_expectations`].
-    async fn clear_expectations(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
-
-    /// Stores expectations of quarters just cleared with [`Store::clear_expectations`], in
-    /// one transaction: a bulk load (COPY on Postgres) rather than an upsert per row, so one
-    /// already stored is an error.
-    async fn insert_recomputed_expectations(
-        &self,
-        expectations: &[Expectation],
-    ) -> Result<(), StoreError>;
-
-    /// Where the detector stands, if it has ever run.
-    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
-
-    /// Stores detector output in one transaction.
-    async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError>;
-
-    /// Lists incidents, newest first.
-    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
-
-    /// Reads one incident by id.
-    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError>;
-
-    /// Publishes `payload` to every process listening on this database: true when sent that
-    /// way (Postgres `NOTIFY`), false when the backend has no such channel (SQLite).
-    async fn notify(&self, payload: &str) -> Result<bool, StoreError>;
-
-    /// Subscribes to every payload any process publishes from now on (Postgres `LISTEN`, on a
-    /// connection of its own); None when the backend has no such channel. The store spawns
-    /// nothing: the caller reads the subscription in a task it owns.
-    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError>;
-
-    /// Tries to become the one process that runs the detector; None while another holds it.
-    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError>;
-
-    /// Claims up to `limit` pending webhook deliveries to `endpoints` that are due at `now`,
-    /// oldest due first, leasing each until `lease_until` (when it is due again unless an
-    /// attempt is recorded first). Processes claiming at once never get the same row.
-    async fn claim_webhook_deliveries(
-        &self,
-        endpoints: &[String],
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Records an attempt made at `at` at a pending delivery (a finished one is left as it is).
-    async fn record_webhook_attempt(
-        &self,
-        event_id: Uuid,
-        endpoint: &str,
-        at: DateTime<Utc>,
-        attempt: &Attempt,
-    ) -> Result<(), StoreError>;
-
-    /// Gives up (at `now`) on the pending deliveries enqueued before `give_up_before`, and
-    /// deletes the finished ones that finished before `forget_before`; returns how many it
-    /// gave up on.
-    async fn expire_webhook_deliveries(
-        &self,
-        give_up_before: DateTime<Utc>,
-        forget_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
-
-    /// Webhook deliveries, oldest event first (for tests and operators), at most `limit`.
-    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError>;
-
-    /// How many webhook deliveries are pending.
-    async fn pending_webhook_deliveries(&self) -> Result<u64, StoreError>;
-
-    /// Adds the services that are not stored yet (enabled, after the stored ones); stored ones
-    /// keep their name and state.
-    async fn seed_services(
-        &self,
-        services: &[(String, String)],
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
-    /// The stored catalog, in catalog order (enabled and disabled).
-    async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError>;
-
-    /// Stores a service's name and state at `at`; true when it was not stored before.
-    async fn put_service(
-        &self,
-        service: &ServiceRecord,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
-    /// Annotates or resolves an incident at `at`; the incident as it now stands, or None if
-    /// there is no such incident.
-    async fn act_on_incident(
-        &self,
-        id: Uuid,
-        action: &IncidentAction<'_>,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Incident>, StoreError>;
-
-    /// Deletes the per-network counts of minutes before `before` (they only cap the current minute).
-    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// Connection settings shared by both backends.

@@ -15,9 +15,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction,
-    IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
-    Store, StoreError, StoredReport,
+    Attempt, CatalogStore, Checkpoint, CoordinationStore, CountBucket, Delivery, DetectionStore,
+    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
+    NewReport, OutboxStore, Outcome, ReadStore, ReportStore, Rollup, ServiceRecord, Store,
+    StoreError, StoredReport,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -56,16 +57,7 @@ async fn within<T>(
 }
 
 #[async_trait]
-impl Store for TimedStore {
-    // Migrations and the long-lived connections (listener, detector lock) are not request work.
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.within(self.inner.ping()).await
-    }
-
+impl ReportStore for TimedStore {
     async fn reporter_secret(
         &self,
         day: NaiveDate,
@@ -99,6 +91,13 @@ impl Store for TimedStore {
         self.within(self.inner.report_count()).await
     }
 
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        self.within(self.inner.forget_network_counts(before)).await
+    }
+}
+
+#[async_trait]
+impl ReadStore for TimedStore {
     async fn rollups(
         &self,
         service: &str,
@@ -106,18 +105,6 @@ impl Store for TimedStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         self.within(self.inner.rollups(service, from, to)).await
-    }
-
-    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.within(self.inner.first_rollup_minute()).await
-    }
-
-    async fn minute_counts(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteCount>, StoreError> {
-        self.within(self.inner.minute_counts(from, to)).await
     }
 
     async fn top_cities(
@@ -195,6 +182,29 @@ impl Store for TimedStore {
             .await
     }
 
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        self.within(self.inner.incidents(query)).await
+    }
+
+    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
+        self.within(self.inner.incident(id)).await
+    }
+}
+
+#[async_trait]
+impl DetectionStore for TimedStore {
+    async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.within(self.inner.first_rollup_minute()).await
+    }
+
+    async fn minute_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        self.within(self.inner.minute_counts(from, to)).await
+    }
+
     // Redetect's bulk work is not request work either: no request-sized timeout.
     async fn clear_expectations(
         &self,
@@ -220,27 +230,10 @@ impl Store for TimedStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         self.within(self.inner.write_detection(write)).await
     }
+}
 
-    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        self.within(self.inner.incidents(query)).await
-    }
-
-    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        self.within(self.inner.incident(id)).await
-    }
-
-    async fn notify(&self, payload: &str) -> Result<bool, StoreError> {
-        self.within(self.inner.notify(payload)).await
-    }
-
-    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
-        self.inner.listen().await
-    }
-
-    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
-        self.inner.try_lead_detector().await
-    }
-
+#[async_trait]
+impl OutboxStore for TimedStore {
     async fn claim_webhook_deliveries(
         &self,
         endpoints: &[String],
@@ -289,7 +282,10 @@ impl Store for TimedStore {
     async fn pending_webhook_deliveries(&self) -> Result<u64, StoreError> {
         self.within(self.inner.pending_webhook_deliveries()).await
     }
+}
 
+#[async_trait]
+impl CatalogStore for TimedStore {
     async fn seed_services(
         &self,
         services: &[(String, String)],
@@ -319,9 +315,29 @@ impl Store for TimedStore {
         self.within(self.inner.act_on_incident(id, action, at))
             .await
     }
+}
 
-    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
-        self.within(self.inner.forget_network_counts(before)).await
+#[async_trait]
+impl CoordinationStore for TimedStore {
+    // Migrations and the long-lived connections (listener, detector lock) are not request work.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.within(self.inner.ping()).await
+    }
+
+    async fn notify(&self, payload: &str) -> Result<bool, StoreError> {
+        self.within(self.inner.notify(payload)).await
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
+        self.inner.listen().await
+    }
+
+    async fn try_lead_detector(&self) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        self.inner.try_lead_detector().await
     }
 }
 

@@ -1,0 +1,497 @@
+//! The Postgres store: production backend; each batch of reports is one `UNNEST` statement.
+
+mod catalog;
+mod coordination;
+mod detection;
+mod outbox;
+mod reads;
+mod reports;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
+use uuid::Uuid;
+
+use super::{
+    incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
+    Checkpoint, ConnectOptions, CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation,
+    IncidentAction, IncidentQuery, IncidentRow, Leadership, Listener, MinuteCount, NewReport,
+    Outcome, Rollup, ServiceRecord, StoreError, StoredReport, DELIVERY_COLUMNS,
+    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+};
+use crate::domain::counting::{
+    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
+};
+use crate::incidents::{CityCount, Incident};
+
+/// The NOTIFY channel live events travel on.
+const EVENTS_CHANNEL: &str = "outagewatch_events";
+
+/// The advisory lock key the detector leader holds ("outagewa" as an integer).
+const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
+
+/// Reports, rollups and secrets in Postgres.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects a pool; fails fast when the server cannot be reached.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<PostgresStore, StoreError> {
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.application_name("outagewatch"))
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
+/// of its tables when a report for a minute came after the minute was settled, and in key
+/// order those rows are adjacent.
+fn sum_adjacent<K: PartialEq>(
+    rows: impl IntoIterator<Item = (K, i64)>,
+) -> impl Iterator<Item = (K, i64)> {
+    let mut summed: Vec<(K, i64)> = Vec::new();
+    for (key, count) in rows {
+        match summed.last_mut() {
+            Some((last, total)) if *last == key => *total += count,
+            _ => summed.push((key, count)),
+        }
+    }
+    summed.into_iter()
+}
+
+/// Moves the counts of minutes before `before` from `rollups_live`, where ingest adds to
+/// them, to `rollups_minute`, where the reads' covering indexes are; answers the rows moved.
+/// Rows are locked in key order, as the writers lock them, so the two never deadlock; a row a
+/// writer holds is moved once its batch has committed. A late count for a minute already
+/// moved is added to its row there.
+async fn settle_rollups(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    let moved = sqlx::query(
+        "with due as (
+             select service, country, city, minute from rollups_live where minute < $1
+             order by service, country, city, minute
+             for update
+         ),
+         moved as (
+             delete from rollups_live l using due d
+             where l.service = d.service and l.country = d.country and l.city = d.city
+               and l.minute = d.minute
+             returning l.service, l.country, l.city, l.minute, l.count
+         )
+         insert into rollups_minute (service, country, city, minute, count)
+         select service, country, city, minute, count from moved
+         order by service, country, city, minute
+         on conflict (service, country, city, minute)
+         do update set count = rollups_minute.count + excluded.count",
+    )
+    .bind(before)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected())
+}
+
+/// Reads the stored `counted` of each id that exists.
+async fn stored_outcomes<'e>(
+    executor: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, bool>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, bool)> =
+        sqlx::query_as("select id, counted from reports where id = any($1)")
+            .bind(ids)
+            .fetch_all(executor)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The ids of a batch that neither insert took: retries of stored reports.
+fn replays(reports: &[NewReport], counted: &HashSet<Uuid>, uncounted: &HashSet<Uuid>) -> Vec<Uuid> {
+    reports
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| !counted.contains(id) && !uncounted.contains(id))
+        .collect()
+}
+
+/// Splits what [`insert_batch`] returned into the counted and the uncounted ids.
+fn split_stored(stored: Vec<(Uuid, bool)>) -> (HashSet<Uuid>, HashSet<Uuid>) {
+    let mut counted = HashSet::with_capacity(stored.len());
+    let mut uncounted = HashSet::new();
+    for (id, was_counted) in stored {
+        if was_counted {
+            counted.insert(id);
+        } else {
+            uncounted.insert(id);
+        }
+    }
+    (counted, uncounted)
+}
+
+/// The reports of a batch, as one statement of data-modifying CTEs: the ones that may count
+/// first (the unique key on (window, fingerprint, service) admits only a reporter's first,
+/// and a conflict on it or on the id inserts nothing), then every other one uncounted (what
+/// still conflicts is an id already stored). Answers (id, counted) for each row inserted.
+const INSERT_BATCH: &str = "with input as (
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
+             as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
+                  minute, candidate)
+     ),
+     counted as (
+         insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
+         from input where candidate
+         on conflict do nothing
+         returning id
+     ),
+     uncounted as (
+         insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
+         from input where id not in (select id from counted)
+         on conflict do nothing
+         returning id
+     )";
+
+/// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
+/// rollups (city row and country total) in `table`, locked in key order so two writers never
+/// deadlock.
+fn insert_rollups_cte(table: &str) -> String {
+    format!(
+        ",
+     places as (
+         select i.service, i.country, i.city, i.minute from input i join counted c using (id) where i.city <> ''
+         union all
+         select i.service, i.country, '', i.minute from input i join counted c using (id)
+     ),
+     rolled as (
+         insert into {table} (service, country, city, minute, count)
+         select service, country, city, minute, count(*) from places
+         group by service, country, city, minute
+         order by service, country, city, minute
+         on conflict (service, country, city, minute)
+         do update set count = {table}.count + excluded.count
+     )"
+    )
+}
+
+/// The table a batch's minute counts are added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RollupTable {
+    /// `rollups_live`: every report of the batch is in a minute not yet settled.
+    Live,
+    /// `rollups_minute`: the batch holds a minute already settled (an import of history, a
+    /// late report), so its counts go where that minute went. A whole batch goes to one
+    /// table, so a writer locks rows of one table only and the settler, which locks live
+    /// rows and then settled ones, can never wait on it in a cycle.
+    Settled,
+}
+
+impl RollupTable {
+    /// Where the counts of `reports` go at `now`.
+    fn for_batch(reports: &[NewReport], now: DateTime<Utc>) -> Self {
+        let live_from = settled_before(now);
+        if reports.iter().all(|r| r.received_at >= live_from) {
+            RollupTable::Live
+        } else {
+            RollupTable::Settled
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RollupTable::Live => "rollups_live",
+            RollupTable::Settled => "rollups_minute",
+        }
+    }
+
+    /// The batch statement ([`insert_batch`]) with this table's rollups, or with none.
+    fn batch_statement(table: Option<Self>) -> &'static str {
+        /// Built once: without rollups, with `rollups_live`, with `rollups_minute`.
+        static STATEMENTS: LazyLock<[String; 3]> = LazyLock::new(|| {
+            let with = |rollups: &str| {
+                format!(
+                    "{INSERT_BATCH}{rollups}
+         select id, true from counted
+         union all
+         select id, false from uncounted"
+                )
+            };
+            [
+                with(""),
+                with(&insert_rollups_cte(RollupTable::Live.name())),
+                with(&insert_rollups_cte(RollupTable::Settled.name())),
+            ]
+        });
+        &STATEMENTS[table.map_or(0, |t| 1 + t as usize)]
+    }
+
+    /// The upsert of [`add_to_rollups`] into this table.
+    fn add_statement(self) -> &'static str {
+        static STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+            [RollupTable::Live, RollupTable::Settled].map(|table| {
+                let table = table.name();
+                format!(
+                    "insert into {table} (service, country, city, minute, count)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
+         on conflict (service, country, city, minute)
+         do update set count = {table}.count + excluded.count"
+                )
+            })
+        });
+        &STATEMENTS[self as usize]
+    }
+}
+
+/// Inserts a batch (in `ordered`, dedup-key order) with [`INSERT_BATCH`], and with its
+/// rollups in the given table too; answers (id, counted) for each row inserted.
+async fn insert_batch<'e>(
+    executor: impl PgExecutor<'e>,
+    ordered: &[&NewReport],
+    candidates: &HashSet<Uuid>,
+    rollups: Option<RollupTable>,
+) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    Ok(sqlx::query_as(RollupTable::batch_statement(rollups))
+        .bind(ordered.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(ordered.iter().map(|r| r.received_at).collect::<Vec<_>>())
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.service.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.country.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.city.unwrap_or(""))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.problem.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| Uuid::from_bytes(r.fingerprint.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| r.dedup_window_start)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| minute_of(r.received_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|r| candidates.contains(&r.id))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(executor)
+        .await?)
+}
+
+/// Adds counted reports to their minute rollups: the city row and the country total.
+async fn add_to_rollups<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    table: RollupTable,
+    counted: impl Iterator<Item = &'a NewReport>,
+) -> Result<(), StoreError> {
+    let increments = rollup_increments(counted);
+    if increments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(table.add_statement())
+        .bind(
+            increments
+                .iter()
+                .map(|((s, _, _, _), _)| *s)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, c, _, _), _)| *c)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, _, city, _), _)| *city)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            increments
+                .iter()
+                .map(|((_, _, _, m), _)| *m)
+                .collect::<Vec<_>>(),
+        )
+        .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends `field` to COPY text, escaping what the format gives a meaning to.
+fn copy_text(text: &mut String, field: &str) {
+    for c in field.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '\t' => text.push_str("\\t"),
+            '\n' => text.push_str("\\n"),
+            '\r' => text.push_str("\\r"),
+            c => text.push(c),
+        }
+    }
+}
+
+/// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
+/// network quota to their network's (service, minute) count, un-counts those beyond the quota,
+/// and returns their ids. The count rows' locks make it hold across replicas.
+async fn cap_networks(
+    tx: &mut Transaction<'_, Postgres>,
+    candidates: &[&NewReport],
+    counted: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let groups = network_groups(
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| counted.contains(&r.id)),
+    );
+    if groups.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(String, Uuid, DateTime<Utc>, i64)> = sqlx::query_as(
+        "insert into network_minute_counts (service, network, minute, count)
+         select * from unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::int8[])
+         on conflict (service, network, minute)
+         do update set count = network_minute_counts.count + excluded.count
+         returning service, network, minute, count",
+    )
+    .bind(groups.iter().map(|g| g.service).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| Uuid::from_bytes(g.network.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(groups.iter().map(|g| g.minute).collect::<Vec<_>>())
+    .bind(
+        groups
+            .iter()
+            .map(|g| g.ids.len() as i64)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let totals: HashMap<(String, Uuid, DateTime<Utc>), i64> = rows
+        .into_iter()
+        .map(|(service, network, minute, count)| ((service, network, minute), count))
+        .collect();
+    let over: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| {
+            let key = (
+                group.service.to_owned(),
+                Uuid::from_bytes(group.network.0),
+                group.minute,
+            );
+            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
+            over_quota(group, total).iter().copied()
+        })
+        .collect();
+    if !over.is_empty() {
+        sqlx::query("update reports set counted = false where id = any($1)")
+            .bind(&over)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(over.into_iter().collect())
+}
+
+/// The detector lock, held by a connection of its own for as long as this value lives.
+struct PgLeadership {
+    connection: Option<PgConnection>,
+}
+
+#[async_trait]
+impl Leadership for PgLeadership {
+    async fn still_held(&mut self) -> bool {
+        let Some(connection) = self.connection.as_mut() else {
+            return false;
+        };
+        let alive = tokio::time::timeout(std::time::Duration::from_secs(5), connection.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !alive {
+            // The session (and with it the lock) is gone or unusable: never trust it again.
+            self.connection = None;
+        }
+        alive
+    }
+
+    async fn release(self: Box<Self>) {
+        if let Some(mut connection) = self.connection {
+            // Unlock first and wait for the answer: the server ends a closed session's locks
+            // only once it has noticed the close, so a standby asking right after could still
+            // find the lock taken. Closing then ends the session (and any lock left with it).
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::query("select pg_advisory_unlock($1)")
+                    .bind(DETECTOR_LOCK)
+                    .execute(&mut connection),
+            )
+            .await;
+            let _ = connection.close().await;
+        }
+    }
+}
+
+/// [`DELIVERY_COLUMNS`] of the updated row `d` (the claim's subquery names the same columns).
+fn qualified_delivery_columns() -> String {
+    DELIVERY_COLUMNS
+        .split(", ")
+        .map(|column| format!("d.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The events channel as [`Store::listen`] answers it.
+struct Notifications(PgListener);
+
+#[async_trait]
+impl Listener for Notifications {
+    async fn recv(&mut self) -> Result<String, StoreError> {
+        // PgListener::recv reconnects on the call after a lost connection.
+        Ok(self.0.recv().await?.payload().to_owned())
+    }
+}

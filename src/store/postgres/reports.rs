@@ -1,0 +1,135 @@
+//! [`ReportStore`] on Postgres: reports in: the batch insert, the reporter secret, reports by id and the upkeep of counts.
+
+use super::*;
+use crate::store::ReportStore;
+
+#[async_trait]
+impl ReportStore for PostgresStore {
+    async fn reporter_secret(
+        &self,
+        day: NaiveDate,
+        candidate: [u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("insert into reporter_secrets (day, secret) values ($1, $2) on conflict (day) do nothing")
+            .bind(day)
+            .bind(&candidate[..])
+            .execute(&mut *tx)
+            .await?;
+        let secret: Vec<u8> =
+            sqlx::query_scalar("select secret from reporter_secrets where day = $1")
+                .bind(day)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("delete from reporter_secrets where day < $1::date - 1")
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        secret.try_into().map_err(|_| {
+            StoreError::Unavailable("stored reporter secret has the wrong length".into())
+        })
+    }
+
+    async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        settle_rollups(&self.pool, before).await
+    }
+
+    async fn insert_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let candidates = dedup_candidates(reports);
+        let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
+        // In dedup-key order: a writer inserting a key another writer's open transaction holds
+        // waits for it, so two batches holding each other's keys in opposite orders would
+        // deadlock (Postgres breaks that after a second by failing one of them).
+        let mut ordered: Vec<&NewReport> = reports.iter().collect();
+        ordered
+            .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
+        let capped = reports.iter().any(|r| r.network.is_some());
+        let table = RollupTable::for_batch(reports, now);
+        let (counted, uncounted, previously_stored) = if capped {
+            // A network quota is decided on what actually counted, so the un-counting of
+            // what is over it follows the inserts in one transaction, and the rollups after.
+            let mut tx = self.pool.begin().await?;
+            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, None).await?;
+            let (mut counted, mut uncounted) = split_stored(stored);
+            let previously_stored =
+                stored_outcomes(&mut *tx, &replays(reports, &counted, &uncounted)).await?;
+            let over = cap_networks(&mut tx, &candidates, &counted).await?;
+            counted.retain(|id| !over.contains(id));
+            uncounted.extend(over);
+            add_to_rollups(
+                &mut tx,
+                table,
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|r| counted.contains(&r.id)),
+            )
+            .await?;
+            tx.commit().await?;
+            (counted, uncounted, previously_stored)
+        } else {
+            // No quota: the whole batch, rollups included, is one statement, so one implicit
+            // transaction and one round trip (six, as separate statements, left the writer
+            // waiting on the service a quarter of the time).
+            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, Some(table)).await?;
+            let (counted, uncounted) = split_stored(stored);
+            // Committed by now: a conflicting insert waits for the other transaction to end.
+            let previously_stored =
+                stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
+            (counted, uncounted, previously_stored)
+        };
+        Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
+    }
+
+    async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
+        let row: Option<(Uuid, DateTime<Utc>, String, String, Option<String>, String, bool)> = sqlx::query_as(
+            "select id, received_at, service, country, city, problem, counted from reports where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(id, received_at, service, country, city, problem, counted)| StoredReport {
+                id,
+                received_at,
+                service,
+                country,
+                city,
+                problem,
+                counted,
+            },
+        ))
+    }
+
+    async fn stored_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+        let mut found = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(50_000) {
+            let rows: Vec<Uuid> = sqlx::query_scalar("select id from reports where id = any($1)")
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    async fn report_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("select count(*) from reports")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("delete from network_minute_counts where minute < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

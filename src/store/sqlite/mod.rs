@@ -1,0 +1,332 @@
+//! The SQLite store: the zero-setup embedded default; one writer connection, batches as chunked multi-row inserts.
+
+mod catalog;
+mod coordination;
+mod detection;
+mod outbox;
+mod reads;
+mod reports;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{
+    incident_json, region_countries, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
+    CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery,
+    IncidentRow, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
+    StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
+    INCIDENT_UPSERT,
+};
+use crate::domain::counting::{
+    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
+};
+use crate::incidents::{CityCount, Incident};
+
+/// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Reports, rollups and secrets in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// SQLite has one writer at a time; one connection serialises our writes instead of
+    /// letting them fail with SQLITE_BUSY.
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file a `sqlite://PATH` URL names.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<SqliteStore, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we acknowledge it, as with Postgres.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = Path::new(connect.get_filename()).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Url(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A JSON array of strings, for `json_each` lists in queries.
+fn json_list(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+fn from_seconds(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or_default()
+}
+
+/// An incident as SQLite returns it (times in unix seconds).
+#[derive(sqlx::FromRow)]
+struct SqliteIncident {
+    id: Uuid,
+    service: String,
+    scope: String,
+    country: Option<String>,
+    city: Option<String>,
+    status: String,
+    started_at: i64,
+    detected_at: i64,
+    peak_at: i64,
+    peak_count: f64,
+    expected_at_peak: f64,
+    start_count: f64,
+    excess_reports: f64,
+    resolved_at: Option<i64>,
+    top_cities: String,
+    problems: String,
+    parent_id: Option<Uuid>,
+    summary: String,
+    updated_at: i64,
+    note: Option<String>,
+    resolved_by: Option<String>,
+}
+
+impl SqliteIncident {
+    fn into_incident(self) -> Result<Incident, StoreError> {
+        IncidentRow {
+            id: self.id,
+            service: self.service,
+            scope: self.scope,
+            country: self.country,
+            city: self.city,
+            status: self.status,
+            started_at: from_seconds(self.started_at),
+            detected_at: from_seconds(self.detected_at),
+            peak_at: from_seconds(self.peak_at),
+            peak_count: self.peak_count,
+            expected_at_peak: self.expected_at_peak,
+            start_count: self.start_count,
+            excess_reports: self.excess_reports,
+            resolved_at: self.resolved_at.map(from_seconds),
+            top_cities: self.top_cities,
+            problems: self.problems,
+            parent_id: self.parent_id,
+            summary: self.summary,
+            updated_at: from_seconds(self.updated_at),
+            note: self.note,
+            resolved_by: self.resolved_by,
+        }
+        .into_incident()
+    }
+}
+
+/// A webhook delivery as SQLite returns it (times in unix seconds).
+#[derive(sqlx::FromRow)]
+struct SqliteDelivery {
+    event_id: Uuid,
+    endpoint: String,
+    event_type: String,
+    incident_id: Uuid,
+    occurred_at: i64,
+    payload: String,
+    status: String,
+    attempts: i64,
+    created_at: i64,
+    next_attempt_at: i64,
+    last_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    finished_at: Option<i64>,
+}
+
+impl SqliteDelivery {
+    fn into_delivery(self) -> Result<Delivery, StoreError> {
+        DeliveryRow {
+            event_id: self.event_id,
+            endpoint: self.endpoint,
+            event_type: self.event_type,
+            incident_id: self.incident_id,
+            occurred_at: from_seconds(self.occurred_at),
+            payload: self.payload,
+            status: self.status,
+            attempts: i32::try_from(self.attempts).unwrap_or(i32::MAX),
+            created_at: from_seconds(self.created_at),
+            next_attempt_at: from_seconds(self.next_attempt_at),
+            last_attempt_at: self.last_attempt_at.map(from_seconds),
+            last_error: self.last_error,
+            finished_at: self.finished_at.map(from_seconds),
+        }
+        .into_delivery()
+    }
+}
+
+/// SQLite serves one process, so that process always leads the detector.
+struct SoleProcess;
+
+#[async_trait]
+impl Leadership for SoleProcess {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+
+    async fn release(self: Box<Self>) {}
+}
+
+/// Reads the stored `counted` of each id that exists.
+async fn stored_outcomes(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, bool>, StoreError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("select id, counted from reports where id in (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        let rows: Vec<(Uuid, bool)> = query.build_query_as().fetch_all(&mut **tx).await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// Inserts reports with `counted` set as given, skipping any that conflict; returns the ids inserted.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[&NewReport],
+    counted: bool,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted) ",
+        );
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(millis(r.received_at))
+                .push_bind(r.service.as_str())
+                .push_bind(r.country.as_str())
+                .push_bind(r.city)
+                .push_bind(r.problem.as_str())
+                .push_bind(&r.fingerprint.0[..])
+                .push_bind(r.dedup_window_start.timestamp())
+                .push_bind(counted);
+        });
+        query.push(" on conflict do nothing returning id");
+        let ids: Vec<Uuid> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+        inserted.extend(ids);
+    }
+    Ok(inserted)
+}
+
+/// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
+/// network quota to their network's (service, minute) count, un-counts those beyond the quota,
+/// and returns their ids.
+async fn cap_networks(
+    tx: &mut Transaction<'_, Sqlite>,
+    candidates: &[&NewReport],
+    counted: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let groups = network_groups(
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| counted.contains(&r.id)),
+    );
+    let mut totals: HashMap<(String, Vec<u8>, i64), i64> = HashMap::with_capacity(groups.len());
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "insert into network_minute_counts (service, network, minute, count) ",
+        );
+        query.push_values(chunk, |mut row, group| {
+            row.push_bind(group.service)
+                .push_bind(&group.network.0[..])
+                .push_bind(group.minute.timestamp())
+                .push_bind(group.ids.len() as i64);
+        });
+        query.push(
+            " on conflict (service, network, minute) do update \
+             set count = network_minute_counts.count + excluded.count \
+             returning service, network, minute, count",
+        );
+        let rows: Vec<(String, Vec<u8>, i64, i64)> =
+            query.build_query_as().fetch_all(&mut **tx).await?;
+        totals.extend(
+            rows.into_iter()
+                .map(|(service, network, minute, count)| ((service, network, minute), count)),
+        );
+    }
+    let over: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| {
+            let key = (
+                group.service.to_owned(),
+                group.network.0.to_vec(),
+                group.minute.timestamp(),
+            );
+            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
+            over_quota(group, total).iter().copied()
+        })
+        .collect();
+    for chunk in over.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("update reports set counted = 0 where id in (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build().execute(&mut **tx).await?;
+    }
+    Ok(over.into_iter().collect())
+}
+
+/// Inserts expectations in chunks under the bind limit, each statement ending with
+/// `on_conflict` (empty: a conflict is an error).
+async fn insert_expectations(
+    tx: &mut Transaction<'_, Sqlite>,
+    expectations: &[Expectation],
+    on_conflict: &str,
+) -> Result<(), StoreError> {
+    for chunk in expectations.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into expectations_quarter (service, country, city, quarter, expected) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(&e.service)
+                .push_bind(&e.country)
+                .push_bind(&e.city)
+                .push_bind(e.quarter.timestamp())
+                .push_bind(e.expected);
+        });
+        insert.push(on_conflict);
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
