@@ -262,7 +262,11 @@ on_both_backends!(
         let minute: DateTime<Utc> = counts["minute"].as_str().unwrap().parse().unwrap();
         let stored = app
             .store
-            .counts("x", None, None, minute, minute + TimeDelta::minutes(1), 60)
+            .counts(
+                &SeriesKey::global("x"),
+                outagewatch::store::TimeRange::new(minute, minute + TimeDelta::minutes(1)),
+                60,
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -3,10 +3,6 @@
 
 mod common;
 
-use outagewatch::store::CoordinationStore;
-use outagewatch::store::DetectionStore;
-use outagewatch::store::ReadStore;
-use outagewatch::store::ReportStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +12,11 @@ use outagewatch::incidents::{self, CityCount, Incident, Scope, Status};
 use outagewatch::report::{Catalog, Problem};
 use outagewatch::store::{
     self, Attempt, Checkpoint, ConnectOptions, DeliveryStatus, DetectionWrite, Fingerprint,
-    IncidentAction, IncidentQuery, NetworkQuota, NewDelivery, NewReport, Rollup, ServiceRecord,
-    Store,
+    IncidentAction, IncidentQuery, NetworkQuota, NewDelivery, NewReport, Rollup, SeriesKey,
+    ServiceRecord, Store, TimeRange,
 };
+// The Postgres-only tests call a concrete PostgresStore: its roles must be in scope.
+use outagewatch::store::{CoordinationStore, DetectionStore, ReadStore, ReportStore};
 use uuid::Uuid;
 
 async fn open(backend: common::Backend) -> (Arc<dyn Store>, common::TestDb) {
@@ -78,6 +76,19 @@ fn rollup_in(minute: DateTime<Utc>, city: &str, count: i64) -> Rollup {
         city: city.into(),
         count,
     }
+}
+
+/// Problem counts as (kind, count) pairs, to compare with literals.
+fn problem_pairs(counts: Vec<store::ProblemCount>) -> Vec<(String, i64)> {
+    counts.into_iter().map(|p| (p.problem, p.count)).collect()
+}
+
+/// Expectations as (quarter, expected) pairs, to compare with literals.
+fn quarter_pairs(quarters: Vec<store::QuarterExpectation>) -> Vec<(DateTime<Utc>, f64)> {
+    quarters
+        .into_iter()
+        .map(|q| (q.quarter, q.expected))
+        .collect()
 }
 
 on_both_backends!(a_new_report_is_stored_and_counted, |backend| async move {
@@ -604,14 +615,18 @@ on_both_backends!(
             ]
         );
         let cities = store
-            .top_cities("x", Some("PK"), at(0), at(120), 5)
+            .top_cities(
+                &SeriesKey::country("x", "PK"),
+                TimeRange::new(at(0), at(120)),
+                5,
+            )
             .await
             .unwrap();
         let cities: Vec<(&str, i64)> = cities.iter().map(|c| (c.city.as_str(), c.count)).collect();
         assert_eq!(cities, [("Lahore", 2), ("Karachi", 1)]);
         assert_eq!(
             store
-                .top_cities("x", None, at(0), at(120), 1)
+                .top_cities(&SeriesKey::global("x"), TimeRange::new(at(0), at(120)), 1)
                 .await
                 .unwrap()
                 .len(),
@@ -619,15 +634,23 @@ on_both_backends!(
         );
         assert_eq!(
             store
-                .problem_counts("x", Some("PK"), None, at(0), at(120))
+                .problem_counts(
+                    &SeriesKey::country("x", "PK"),
+                    TimeRange::new(at(0), at(120))
+                )
                 .await
+                .map(problem_pairs)
                 .unwrap(),
             [("app".to_owned(), 3), ("login".to_owned(), 1)]
         );
         assert_eq!(
             store
-                .problem_counts("x", Some("PK"), Some("Lahore"), at(60), at(120))
+                .problem_counts(
+                    &SeriesKey::city("x", "PK", "Lahore"),
+                    TimeRange::new(at(60), at(120))
+                )
                 .await
+                .map(problem_pairs)
                 .unwrap(),
             [("login".to_owned(), 1)]
         );
@@ -672,8 +695,12 @@ on_both_backends!(
             .unwrap();
         assert_eq!(
             store
-                .expectations("x", Some("PK"), None, at(0), at(3600))
+                .expectations(
+                    &SeriesKey::country("x", "PK"),
+                    TimeRange::new(at(0), at(3600))
+                )
                 .await
+                .map(quarter_pairs)
                 .unwrap(),
             [(at(900), 2.5)]
         );
@@ -715,22 +742,34 @@ on_both_backends!(
             .unwrap();
         assert_eq!(
             store
-                .expectations("x", Some("PK"), None, at(0), at(3600))
+                .expectations(
+                    &SeriesKey::country("x", "PK"),
+                    TimeRange::new(at(0), at(3600))
+                )
                 .await
+                .map(quarter_pairs)
                 .unwrap(),
             [(at(0), 1.0), (at(900), 2.25), (at(1800), 3.0)]
         );
         assert_eq!(
             store
-                .expectations("x", Some("PK"), Some("Lahore"), at(0), at(3600))
+                .expectations(
+                    &SeriesKey::city("x", "PK", "Lahore"),
+                    TimeRange::new(at(0), at(3600))
+                )
                 .await
+                .map(quarter_pairs)
                 .unwrap(),
             []
         );
         assert_eq!(
             store
-                .expectations("x", Some("PK"), Some(odd), at(0), at(3600))
+                .expectations(
+                    &SeriesKey::city("x", "PK", odd),
+                    TimeRange::new(at(0), at(3600))
+                )
                 .await
+                .map(quarter_pairs)
                 .unwrap(),
             [(at(900), 0.75)]
         );
@@ -1262,9 +1301,13 @@ async fn postgres_settling_minutes_changes_no_count() {
     };
     assert_eq!(
         series(
-            pg.counts("x", Some("PK"), None, minute(0), minute(2), 60)
-                .await
-                .unwrap()
+            pg.counts(
+                &SeriesKey::country("x", "PK"),
+                TimeRange::new(minute(0), minute(2)),
+                60
+            )
+            .await
+            .unwrap()
         ),
         [(minute(0), 2), (minute(1), 1)]
     );

@@ -18,7 +18,8 @@ use super::docs::{choice_schema, enum_schema};
 use super::error::Problem;
 use super::export::FormatChoice;
 use super::{ApiError, AppState};
-use crate::domain::buckets::floor_to;
+use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::series::SeriesKey;
 use crate::geo::{gazetteer, CountryCode};
 use crate::incidents::Status;
 use crate::report::Catalog;
@@ -346,27 +347,22 @@ pub async fn counts_answer(
     }
     let service = service.unwrap_or_default();
     let (country_text, city_text) = (country.map(|c| c.as_str().to_owned()), city.clone());
+    let series = SeriesKey {
+        service: service.clone(),
+        country: country_text.clone(),
+        city: city_text.clone(),
+    };
     let counts = store
-        .counts(
-            &service,
-            country_text.as_deref(),
-            city_text.as_deref(),
-            from,
-            to,
-            bucket_seconds,
-        )
+        .counts(&series, TimeRange::new(from, to), bucket_seconds)
         .await
         .map_err(ApiError::from_store)?;
-    let quarters = store
-        .expectations(
-            &service,
-            country_text.as_deref(),
-            city_text.as_deref(),
-            floor_to(from, QUARTER),
-            to,
-        )
+    let quarters: Vec<(DateTime<Utc>, f64)> = store
+        .expectations(&series, TimeRange::new(floor_to(from, QUARTER), to))
         .await
-        .map_err(ApiError::from_store)?;
+        .map_err(ApiError::from_store)?
+        .into_iter()
+        .map(|q| (q.quarter, q.expected))
+        .collect();
     let counts: Vec<(DateTime<Utc>, i64)> = counts.iter().map(|b| (b.start, b.count)).collect();
     Ok(Counts {
         buckets: fill_buckets(from, to, bucket_seconds, &counts, &quarters),
@@ -464,7 +460,11 @@ pub async fn services_answer(
     for service in catalog.services() {
         let slug = service.slug.as_str();
         let day = store
-            .counts(slug, None, None, now - TimeDelta::days(1), now, 86_400 * 2)
+            .counts(
+                &SeriesKey::global(slug),
+                TimeRange::new(now - TimeDelta::days(1), now),
+                86_400 * 2,
+            )
             .await
             .map_err(ApiError::from_store)?;
         let open_incidents = open.iter().filter(|i| i.service == slug).count();
@@ -798,15 +798,24 @@ pub async fn regions_answer(
     let to = crate::clock::now();
     let from = to - TimeDelta::seconds(window_seconds);
     let counts = store
-        .region_counts(&service, country_text.as_deref(), cities, from, to)
+        .region_counts(
+            &service,
+            country_text.as_deref(),
+            cities,
+            TimeRange::new(from, to),
+        )
         .await
         .map_err(ApiError::from_store)?;
     let regions: Vec<(String, String)> = counts
         .iter()
-        .map(|(country, city, _)| (country.clone(), city.clone()))
+        .map(|r| (r.country.clone(), r.city.clone()))
         .collect();
     let quarters = store
-        .region_expectations(&service, &regions, floor_to(from, QUARTER), to)
+        .region_expectations(
+            &service,
+            &regions,
+            TimeRange::new(floor_to(from, QUARTER), to),
+        )
         .await
         .map_err(ApiError::from_store)?;
     let open = store
@@ -836,15 +845,15 @@ pub async fn regions_answer(
         })
         .collect();
     let mut expected_of: HashMap<RegionKey, Vec<(DateTime<Utc>, f64)>> = HashMap::new();
-    for (country, city, quarter, expected) in quarters {
+    for q in quarters {
         expected_of
-            .entry((country, city))
+            .entry((q.country, q.city))
             .or_default()
-            .push((quarter, expected));
+            .push((q.quarter, q.expected));
     }
     let mut regions: BTreeMap<(String, String), i64> = counts
         .into_iter()
-        .map(|(country, city, count)| ((country, city), count))
+        .map(|r| ((r.country, r.city), r.count))
         .collect();
     for key in incident_of.keys() {
         regions.entry(key.clone()).or_insert(0);

@@ -12,49 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::series::{ParentHint, SeriesDetector};
 use super::{DetectorConfig, IncidentEvent, IncidentSummary};
-
-/// Which series: a service worldwide (`country` None), in a country, or in a city of a country.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SeriesKey {
-    pub service: String,
-    pub country: Option<String>,
-    pub city: Option<String>,
-}
-
-impl SeriesKey {
-    pub fn global(service: &str) -> Self {
-        Self {
-            service: service.to_owned(),
-            country: None,
-            city: None,
-        }
-    }
-
-    pub fn country(service: &str, country: &str) -> Self {
-        Self {
-            service: service.to_owned(),
-            country: Some(country.to_owned()),
-            city: None,
-        }
-    }
-
-    pub fn city(service: &str, country: &str, city: &str) -> Self {
-        Self {
-            service: service.to_owned(),
-            country: Some(country.to_owned()),
-            city: Some(city.to_owned()),
-        }
-    }
-
-    /// The series this one is part of: a city's country, a country's globe.
-    pub fn parent(&self) -> Option<SeriesKey> {
-        match (&self.country, &self.city) {
-            (Some(country), Some(_)) => Some(Self::country(&self.service, country)),
-            (Some(_), None) => Some(Self::global(&self.service)),
-            (None, _) => None,
-        }
-    }
-}
+pub use crate::domain::series::SeriesKey;
 
 /// One minute's count of one place, as stored in the rollups: `city` empty for the country total.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

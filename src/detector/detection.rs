@@ -14,7 +14,7 @@ use super::{DetectError, CHUNK_MINUTES, QUARTER_SECONDS};
 use crate::config::DetectorSettings;
 use crate::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
-use crate::domain::buckets::minute_of;
+use crate::domain::buckets::{minute_of, TimeRange};
 use crate::geo::CountryCode;
 use crate::incidents::{self, Incident, Names, Scope, Status};
 use crate::report::Catalog;
@@ -309,10 +309,11 @@ impl Detection {
         let mut top_cities = self
             .store
             .top_cities(
-                &key.service,
-                key.country.as_deref(),
-                started_at,
-                end,
+                &SeriesKey {
+                    city: None,
+                    ..key.clone()
+                },
+                TimeRange::new(started_at, end),
                 if scope == Scope::City {
                     u32::MAX
                 } else {
@@ -331,14 +332,11 @@ impl Detection {
             None => incidents::problem_shares(
                 &self
                     .store
-                    .problem_counts(
-                        &key.service,
-                        key.country.as_deref(),
-                        key.city.as_deref(),
-                        started_at,
-                        end,
-                    )
-                    .await?,
+                    .problem_counts(key, TimeRange::new(started_at, end))
+                    .await?
+                    .into_iter()
+                    .map(|p| (p.problem, p.count))
+                    .collect::<Vec<_>>(),
             ),
         };
         let detected_at = match event.event {

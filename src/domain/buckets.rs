@@ -3,6 +3,19 @@
 
 use chrono::{DateTime, Utc};
 
+/// A half-open range of time, `[from, to)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl TimeRange {
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> TimeRange {
+        TimeRange { from, to }
+    }
+}
+
 /// The minute a moment falls in.
 pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     floor_to(at, 60)

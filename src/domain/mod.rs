@@ -1,6 +1,7 @@
-//! The domain's pure rules that the store and ingest share: time buckets, and how a batch of
+//! The domain's pure rules that the store and ingest share: series, time buckets, and how a batch of
 //! reports counts (dedup candidates, network quotas, rollup increments, outcomes). No I/O, no
 //! clock: time is an argument.
 
 pub mod buckets;
 pub mod counting;
+pub mod series;

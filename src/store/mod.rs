@@ -22,8 +22,9 @@ pub use roles::{
 pub use sqlite::SqliteStore;
 pub use timed::with_timeout;
 // The counting rules' types are the domain's; the store is spoken in them.
-pub use crate::domain::buckets::{floor_to, minute_of};
+pub use crate::domain::buckets::{floor_to, minute_of, TimeRange};
 pub use crate::domain::counting::{Fingerprint, NetworkQuota, NewReport, Outcome};
+pub use crate::domain::series::SeriesKey;
 
 /// One service of the stored catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +85,70 @@ pub struct Expectation {
     pub city: String,
     pub quarter: DateTime<Utc>,
     pub expected: f64,
+}
+
+/// Counted reports of one problem kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProblemCount {
+    pub problem: String,
+    pub count: i64,
+}
+
+impl From<(String, i64)> for ProblemCount {
+    fn from((problem, count): (String, i64)) -> Self {
+        ProblemCount { problem, count }
+    }
+}
+
+/// Counted reports of one region: a country's total (`city` empty) or a city of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionCount {
+    pub country: String,
+    pub city: String,
+    pub count: i64,
+}
+
+impl From<(String, String, i64)> for RegionCount {
+    fn from((country, city, count): (String, String, i64)) -> Self {
+        RegionCount {
+            country,
+            city,
+            count,
+        }
+    }
+}
+
+/// The detector's expected count of one series for one quarter hour.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuarterExpectation {
+    pub quarter: DateTime<Utc>,
+    pub expected: f64,
+}
+
+impl From<(DateTime<Utc>, f64)> for QuarterExpectation {
+    fn from((quarter, expected): (DateTime<Utc>, f64)) -> Self {
+        QuarterExpectation { quarter, expected }
+    }
+}
+
+/// The expected count of one region (`city` empty for a country) for one quarter hour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionExpectation {
+    pub country: String,
+    pub city: String,
+    pub quarter: DateTime<Utc>,
+    pub expected: f64,
+}
+
+impl From<(String, String, DateTime<Utc>, f64)> for RegionExpectation {
+    fn from((country, city, quarter, expected): (String, String, DateTime<Utc>, f64)) -> Self {
+        RegionExpectation {
+            country,
+            city,
+            quarter,
+            expected,
+        }
+    }
 }
 
 /// One bucket of a counts series.

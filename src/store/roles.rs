@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::{
     Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction,
-    IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
-    StoreError, StoredReport,
+    IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome, ProblemCount,
+    QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey, ServiceRecord,
+    StoreError, StoredReport, TimeRange,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -83,10 +84,8 @@ pub trait ReadStore: Send + Sync + 'static {
     /// `[from, to)`, most first (ties by country and name), at most `limit`.
     async fn top_cities(
         &self,
-        service: &str,
-        country: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError>;
 
@@ -94,23 +93,17 @@ pub trait ReadStore: Send + Sync + 'static {
     /// `[from, to)`, ordered by kind.
     async fn problem_counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError>;
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<ProblemCount>, StoreError>;
 
     /// Counted reports of one series (the service worldwide, a country, or a city of a
     /// country) in `[from, to)`, summed into buckets of `bucket_seconds` aligned to the unix
     /// epoch; only non-empty buckets, in order.
     async fn counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError>;
 
@@ -122,9 +115,8 @@ pub trait ReadStore: Send + Sync + 'static {
         service: &str,
         country: Option<&str>,
         cities: bool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, i64)>, StoreError>;
+        range: TimeRange,
+    ) -> Result<Vec<RegionCount>, StoreError>;
 
     /// The quarter-hour expectations of the given regions, as (country, city) with city empty
     /// for a country, with quarters in `[from, to)`: (country, city, quarter, expected).
@@ -135,19 +127,15 @@ pub trait ReadStore: Send + Sync + 'static {
         &self,
         service: &str,
         regions: &[(String, String)],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError>;
+        range: TimeRange,
+    ) -> Result<Vec<RegionExpectation>, StoreError>;
 
     /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.
     async fn expectations(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError>;
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<QuarterExpectation>, StoreError>;
 
     /// Lists incidents, newest first.
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;

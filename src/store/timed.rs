@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::{
     Attempt, CatalogStore, Checkpoint, CoordinationStore, CountBucket, Delivery, DetectionStore,
     DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
-    NewReport, OutboxStore, Outcome, ReadStore, ReportStore, Rollup, ServiceRecord, Store,
-    StoreError, StoredReport,
+    NewReport, OutboxStore, Outcome, ProblemCount, QuarterExpectation, ReadStore, RegionCount,
+    RegionExpectation, ReportStore, Rollup, SeriesKey, ServiceRecord, Store, StoreError,
+    StoredReport, TimeRange,
 };
 use crate::incidents::{CityCount, Incident};
 
@@ -109,42 +110,30 @@ impl ReadStore for TimedStore {
 
     async fn top_cities(
         &self,
-        service: &str,
-        country: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
-        self.within(self.inner.top_cities(service, country, from, to, limit))
+        self.within(self.inner.top_cities(series, range, limit))
             .await
     }
 
     async fn problem_counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.within(self.inner.problem_counts(service, country, city, from, to))
-            .await
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<ProblemCount>, StoreError> {
+        self.within(self.inner.problem_counts(series, range)).await
     }
 
     async fn counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
-        self.within(
-            self.inner
-                .counts(service, country, city, from, to, bucket_seconds),
-        )
-        .await
+        self.within(self.inner.counts(series, range, bucket_seconds))
+            .await
     }
 
     async fn region_counts(
@@ -152,10 +141,9 @@ impl ReadStore for TimedStore {
         service: &str,
         country: Option<&str>,
         cities: bool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        self.within(self.inner.region_counts(service, country, cities, from, to))
+        range: TimeRange,
+    ) -> Result<Vec<RegionCount>, StoreError> {
+        self.within(self.inner.region_counts(service, country, cities, range))
             .await
     }
 
@@ -163,23 +151,18 @@ impl ReadStore for TimedStore {
         &self,
         service: &str,
         regions: &[(String, String)],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
-        self.within(self.inner.region_expectations(service, regions, from, to))
+        range: TimeRange,
+    ) -> Result<Vec<RegionExpectation>, StoreError> {
+        self.within(self.inner.region_expectations(service, regions, range))
             .await
     }
 
     async fn expectations(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
-        self.within(self.inner.expectations(service, country, city, from, to))
-            .await
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<QuarterExpectation>, StoreError> {
+        self.within(self.inner.expectations(series, range)).await
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

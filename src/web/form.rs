@@ -1,5 +1,7 @@
 //! The report form (`/`, `/report/{service}`), its plain form POST (`/report`, through the API's rate limit, validation and ingest path, answered 303 → `/report/thanks`), and the thank-you page with the current count for that service and place.
 
+use crate::domain::buckets::TimeRange;
+use crate::domain::series::SeriesKey;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -278,11 +280,12 @@ async fn reports_last_hour(
     let buckets = state
         .store
         .counts(
-            service,
-            Some(country.as_str()),
-            city,
-            now - TimeDelta::hours(1),
-            now + TimeDelta::seconds(1),
+            &SeriesKey {
+                service: service.to_owned(),
+                country: Some(country.as_str().to_owned()),
+                city: city.map(str::to_owned),
+            },
+            TimeRange::new(now - TimeDelta::hours(1), now + TimeDelta::seconds(1)),
             // Buckets longer than the range: at most two, which together are the hour.
             7200,
         )

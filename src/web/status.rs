@@ -14,11 +14,12 @@ use super::form::problem_label;
 use super::layout::{count, page, respond, time, Extras, PageError};
 use super::map;
 use crate::api::{counts_answer, regions_answer, services_answer, ApiError, AppState, Region};
-use crate::domain::buckets::floor_to;
+use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::series::SeriesKey;
 use crate::geo::CountryCode;
 use crate::incidents::{Incident, Scope, Status};
 use crate::report::{Problem, Service};
-use crate::store::IncidentQuery;
+use crate::store::{IncidentQuery, ProblemCount};
 
 /// A region is `elevated` at this ratio and count, as the API's regions say.
 const ELEVATED_RATIO: f64 = 1.5;
@@ -114,14 +115,21 @@ pub(super) async fn show_status(
     .map_err(PageError)?;
     let now = crate::clock::now();
     let last_15m: i64 = store
-        .counts(slug, None, None, now - TimeDelta::minutes(15), now, 1800)
+        .counts(
+            &SeriesKey::global(slug),
+            TimeRange::new(now - TimeDelta::minutes(15), now),
+            1800,
+        )
         .await
         .map_err(|e| PageError(ApiError::from_store(e)))?
         .iter()
         .map(|b| b.count)
         .sum();
     let problems = store
-        .problem_counts(slug, None, None, now - TimeDelta::days(1), now)
+        .problem_counts(
+            &SeriesKey::global(slug),
+            TimeRange::new(now - TimeDelta::days(1), now),
+        )
         .await
         .map_err(|e| PageError(ApiError::from_store(e)))?;
     let incidents = |status: Option<Status>, since: Option<DateTime<Utc>>| IncidentQuery {
@@ -261,14 +269,14 @@ fn incident_list(incidents: &[Incident]) -> Markup {
 }
 
 /// Each problem kind's share, as a bar (an SVG rectangle: no inline style needed).
-fn problem_mix(problems: &[(String, i64)]) -> Markup {
-    let total: i64 = problems.iter().map(|(_, n)| n).sum();
+fn problem_mix(problems: &[ProblemCount]) -> Markup {
+    let total: i64 = problems.iter().map(|p| p.count).sum();
     html! {
         @if total == 0 {
             p { "No reports in the last 24 hours." }
         } @else {
             ul.mix {
-                @for (kind, n) in problems {
+                @for ProblemCount { problem: kind, count: n } in problems {
                     @let share = *n as f64 * 100.0 / total as f64;
                     @let label: &str = match Problem::parse(kind) { Ok(p) => problem_label(p), Err(_) => kind };
                     li data-problem=(kind) {
@@ -434,10 +442,13 @@ fn chart_range(incident: &Incident) -> (DateTime<Utc>, DateTime<Utc>) {
 }
 
 /// The incident's problem shares in thousandths, so they draw like counts.
-fn shares_as_counts(problems: &BTreeMap<String, f64>) -> Vec<(String, i64)> {
+fn shares_as_counts(problems: &BTreeMap<String, f64>) -> Vec<ProblemCount> {
     problems
         .iter()
-        .map(|(kind, share)| (kind.clone(), (share * 1000.0).round() as i64))
+        .map(|(kind, share)| ProblemCount {
+            problem: kind.clone(),
+            count: (share * 1000.0).round() as i64,
+        })
         .collect()
 }
 
@@ -456,9 +467,10 @@ mod tests {
     #[test]
     fn problem_shares_become_thousandths() {
         let shares = BTreeMap::from([("app".to_owned(), 0.558), ("login".to_owned(), 0.0084)]);
-        assert_eq!(
-            shares_as_counts(&shares),
-            [("app".to_owned(), 558), ("login".to_owned(), 8)]
-        );
+        let counts: Vec<(String, i64)> = shares_as_counts(&shares)
+            .into_iter()
+            .map(|p| (p.problem, p.count))
+            .collect();
+        assert_eq!(counts, [("app".to_owned(), 558), ("login".to_owned(), 8)]);
     }
 }

@@ -21,8 +21,9 @@ use super::{
     incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
     Checkpoint, ConnectOptions, CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation,
     IncidentAction, IncidentQuery, IncidentRow, Leadership, Listener, MinuteCount, NewReport,
-    Outcome, Rollup, ServiceRecord, StoreError, StoredReport, DELIVERY_COLUMNS,
-    INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
+    ServiceRecord, StoreError, StoredReport, TimeRange, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS,
+    INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::domain::counting::{
     dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,

@@ -36,12 +36,12 @@ impl ReadStore for PostgresStore {
 
     async fn top_cities(
         &self,
-        service: &str,
-        country: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
+        let (service, country, _) = series.parts();
+        let TimeRange { from, to } = range;
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "select country, city, sum(count)::int8 as n from rollups
              where service = $1 and ($2::text is null or country = $2) and city <> ''
@@ -69,13 +69,12 @@ impl ReadStore for PostgresStore {
 
     async fn problem_counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<ProblemCount>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "select problem, count(*) from reports
              where received_at >= $1 and received_at < $2 and service = $3 and counted
                and ($4::text is null or country = $4) and ($5::text is null or city = $5)
@@ -88,18 +87,18 @@ impl ReadStore for PostgresStore {
         .bind(country)
         .bind(city)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
         // The global series is the sum of the country totals; a country's is its total row.
         // One statement each, with literal city predicates, so every plan of each prepared
         // statement can use its index: `($2 is null or country = $2)` or `city = $3` cannot
@@ -157,9 +156,9 @@ impl ReadStore for PostgresStore {
         service: &str,
         country: Option<&str>,
         cities: bool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        range: TimeRange,
+    ) -> Result<Vec<RegionCount>, StoreError> {
+        let TimeRange { from, to } = range;
         // Literal city predicates, so the partial region indexes match any plan of the
         // prepared statement; the country list keeps the city index a range scan per country.
         let sql = if cities {
@@ -172,27 +171,28 @@ impl ReadStore for PostgresStore {
              where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
              group by country"
         };
-        Ok(sqlx::query_as(sql)
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
             .bind(service)
             .bind(from)
             .bind(to)
             .bind(region_countries(country))
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn region_expectations(
         &self,
         service: &str,
         regions: &[(String, String)],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
+        range: TimeRange,
+    ) -> Result<Vec<RegionExpectation>, StoreError> {
+        let TimeRange { from, to } = range;
         let (countries, cities): (Vec<&str>, Vec<&str>) = regions
             .iter()
             .map(|(country, city)| (country.as_str(), city.as_str()))
             .unzip();
-        Ok(sqlx::query_as(
+        let rows: Vec<(String, String, DateTime<Utc>, f64)> = sqlx::query_as(
             "select e.country, e.city, e.quarter, e.expected
              from unnest($2::text[], $3::text[]) as r(country, city)
              join expectations_quarter e
@@ -205,18 +205,18 @@ impl ReadStore for PostgresStore {
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn expectations(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
-        Ok(sqlx::query_as(
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<QuarterExpectation>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
+        let rows: Vec<(DateTime<Utc>, f64)> = sqlx::query_as(
             "select quarter, expected from expectations_quarter
              where service = $1 and country = coalesce($2::text, '') and city = coalesce($3::text, '')
                and quarter >= $4 and quarter < $5
@@ -228,7 +228,8 @@ impl ReadStore for PostgresStore {
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

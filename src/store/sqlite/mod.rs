@@ -21,9 +21,10 @@ use uuid::Uuid;
 use super::{
     incident_json, region_countries, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
     CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery,
-    IncidentRow, Leadership, Listener, MinuteCount, NewReport, Outcome, Rollup, ServiceRecord,
-    StoreError, StoredReport, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS, INCIDENT_COLUMNS,
-    INCIDENT_UPSERT,
+    IncidentRow, Leadership, Listener, MinuteCount, NewReport, Outcome, ProblemCount,
+    QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey, ServiceRecord,
+    StoreError, StoredReport, TimeRange, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS,
+    INCIDENT_COLUMNS, INCIDENT_UPSERT,
 };
 use crate::domain::counting::{
     dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,

@@ -34,12 +34,12 @@ impl ReadStore for SqliteStore {
 
     async fn top_cities(
         &self,
-        service: &str,
-        country: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
+        let (service, country, _) = series.parts();
+        let TimeRange { from, to } = range;
         // An incident's range is short: the minute index beats any country's whole history.
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "select country, city, sum(count) as n
@@ -69,13 +69,12 @@ impl ReadStore for SqliteStore {
 
     async fn problem_counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<ProblemCount>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "select problem, count(*) from reports
              where received_at >= ?1 and received_at < ?2 and service = ?3 and counted
                and (?4 is null or country = ?4) and (?5 is null or city = ?5)
@@ -88,18 +87,18 @@ impl ReadStore for SqliteStore {
         .bind(country)
         .bind(city)
         .fetch_all(&self.reader)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn counts(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        series: &SeriesKey,
+        range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
         // The global series is the sum of the country totals; a country's is its total row.
         // One statement each, with literal city predicates so the partial country-series
         // index applies: a city's series is a primary-key range, a country's a range of the
@@ -155,9 +154,9 @@ impl ReadStore for SqliteStore {
         service: &str,
         country: Option<&str>,
         cities: bool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        range: TimeRange,
+    ) -> Result<Vec<RegionCount>, StoreError> {
+        let TimeRange { from, to } = range;
         // Literal city predicates, so the partial region indexes apply.
         let sql = if cities {
             "select country, city, sum(count) from rollups_minute
@@ -170,22 +169,23 @@ impl ReadStore for SqliteStore {
                and minute >= ?2 and minute < ?3
              group by country"
         };
-        Ok(sqlx::query_as(sql)
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
             .bind(service)
             .bind(from.timestamp())
             .bind(to.timestamp())
             .bind(json_list(&region_countries(country)))
             .fetch_all(&self.reader)
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn region_expectations(
         &self,
         service: &str,
         regions: &[(String, String)],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, f64)>, StoreError> {
+        range: TimeRange,
+    ) -> Result<Vec<RegionExpectation>, StoreError> {
+        let TimeRange { from, to } = range;
         let pairs = serde_json::Value::from(
             regions
                 .iter()
@@ -213,17 +213,17 @@ impl ReadStore for SqliteStore {
             .map(|(country, city, quarter, expected)| {
                 (country, city, from_seconds(quarter), expected)
             })
+            .map(Into::into)
             .collect())
     }
 
     async fn expectations(
         &self,
-        service: &str,
-        country: Option<&str>,
-        city: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<QuarterExpectation>, StoreError> {
+        let (service, country, city) = series.parts();
+        let TimeRange { from, to } = range;
         let rows: Vec<(i64, f64)> = sqlx::query_as(
             "select quarter, expected from expectations_quarter
              where service = ?1 and country = coalesce(?2, '') and city = coalesce(?3, '')
@@ -240,6 +240,7 @@ impl ReadStore for SqliteStore {
         Ok(rows
             .into_iter()
             .map(|(quarter, expected)| (from_seconds(quarter), expected))
+            .map(Into::into)
             .collect())
     }
 
