@@ -16,9 +16,9 @@ use super::client::ClientAddr;
 use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::clock;
+use crate::domain::counting::Outcome;
 use crate::ingest::{NetworkQuota, NewReport};
 use crate::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
-use crate::store::Outcome;
 
 /// Most reports in one batch body.
 pub const MAX_BATCH: usize = 1000;
