@@ -17,7 +17,8 @@
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
 //! accept loop and its limits) → [`app`] (wiring and shutdown) →
-//! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
+//! [`import`] and [`loadgen`] (CLI tools) and [`metrics`]. The scenario generator is a crate of
+//! its own (crates/scenario), beside the service.
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
@@ -39,8 +40,6 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pow;
 pub mod report;
-/// Deterministic report scenarios (TOML → import CSV), and seeded families of them, for detection tests.
-pub mod scenario;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -64,16 +64,6 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ColumnKind::Auto)]
         kind: ColumnKind,
     },
-    /// Generate the report rows of a scenario file (ordinary traffic plus surges) as CSV in
-    /// the format `import` reads.
-    Simulate {
-        /// The scenario (TOML; see tests/scenarios/).
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Where to write the CSV ("-" for standard output).
-        #[arg(long, default_value = "-")]
-        output: PathBuf,
-    },
     /// Recompute the incidents of a time range from the stored minute rollups (replacing the
     /// stored ones that started in it), with the live detector's code, and print a summary.
     Redetect {
@@ -242,21 +232,6 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&output, scored)
                     .with_context(|| format!("cannot write {}", output.display()))?;
             }
-            Ok(())
-        }
-        Command::Simulate { scenario, output } => {
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("cannot read {}", scenario.display()))?;
-            let parsed = outagewatch::scenario::Scenario::from_toml(&text)
-                .with_context(|| format!("invalid scenario {}", scenario.display()))?;
-            let rows = if output.as_os_str() == "-" {
-                outagewatch::scenario::write_csv(&parsed, std::io::stdout().lock())?
-            } else {
-                let file = std::fs::File::create(&output)
-                    .with_context(|| format!("cannot write {}", output.display()))?;
-                outagewatch::scenario::write_csv(&parsed, std::io::BufWriter::new(file))?
-            };
-            eprintln!("simulate: {rows} rows");
             Ok(())
         }
         Command::Redetect { from, to } => {
