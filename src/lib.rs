@@ -17,8 +17,8 @@
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
 //! accept loop and its limits) → [`app`] (wiring and shutdown) →
-//! [`import`] and [`loadgen`] (CLI tools) and [`metrics`]. The scenario generator is a crate of
-//! its own (crates/scenario), beside the service.
+//! [`import`] (a CLI tool) and [`metrics`]. The load and scenario generators are not part of the
+//! service: they are crates of their own (crates/loadgen, crates/scenario) beside it.
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
@@ -36,7 +36,6 @@ pub mod geo;
 pub mod import;
 pub mod incidents;
 pub mod ingest;
-pub mod loadgen;
 pub mod metrics;
 pub mod pow;
 pub mod report;

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use outagewatch::app;
 use outagewatch::config::Settings;
 
+mod loadgen;
 mod simulate;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +31,8 @@ enum Command {
     /// Generate the report rows of a scenario file (ordinary traffic plus surges) as CSV in
     /// the format `outagewatch import` reads.
     Simulate(simulate::SimulateArgs),
+    /// Post valid, varied reports to a running service and report throughput and latency.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[tokio::main]
@@ -36,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
     app::init_tracing(&settings.log);
     match cli.command {
         Command::Simulate(args) => simulate::run(&args),
+        Command::Loadgen(args) => loadgen::run(args, &settings).await,
     }
 }

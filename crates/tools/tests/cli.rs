@@ -1,4 +1,4 @@
-//! Black-box tests of the `outagewatch-tools` binary: what `simulate` writes.
+//! Black-box tests of the `outagewatch-tools` binary: what `simulate` writes, and what `loadgen` refuses before it sends anything.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -49,6 +49,20 @@ fn simulate_names_the_file_it_cannot_read() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains("cannot read no/such/scenario.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn loadgen_refuses_to_verify_reads() {
+    let output = tools()
+        .args(["loadgen", "--verify", "--get", "/healthz"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("--verify checks posted reports; it cannot be combined with --get"),
         "{stderr}"
     );
 }
