@@ -17,8 +17,14 @@
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
 //! accept loop and its limits) → [`app`] (wiring and shutdown) →
-//! [`import`] (a CLI tool) and [`metrics`]. The load and scenario generators are not part of the
-//! service: they are crates of their own (crates/loadgen, crates/scenario) beside it.
+//! [`import`] (loading history, behind `outagewatch import`) and [`metrics`]. The `outagewatch`
+//! binary is the face over all of these: src/main.rs lists its commands, src/cli/ holds their
+//! bodies.
+//!
+//! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load
+//! generator), crates/scenario (deterministic report scenarios for the detection tests; it uses
+//! this library's gazetteer and problem kinds) and crates/tools (the `outagewatch-tools` binary:
+//! `loadgen`, `simulate`). The service binary links none of them.
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
