@@ -3,6 +3,8 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs clippy.toml ./
 COPY src ./src
+# Every workspace member's manifest (and sources) must be here for Cargo to load the workspace.
+COPY crates ./crates
 COPY migrations ./migrations
 COPY config ./config
 COPY assets ./assets

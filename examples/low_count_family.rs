@@ -9,7 +9,7 @@
 mod family_measure;
 
 use anyhow::{bail, Context};
-use outagewatch::scenario::Family;
+use outagewatch_scenario::Family;
 
 /// The family file, as the test reads it.
 const FAMILY: &str = include_str!("../tests/scenarios/low-count.toml");

@@ -4,7 +4,7 @@
 //! (defaults 30 days, 10 services, 50 countries, 20 cities per country); with TARGETS_DIR it
 //! also writes the read benchmark's request targets there (`counts.txt`, `regions.txt`:
 //! one country's last 7 days at 15m; countries and one country's cities over the last
-//! hour), for `outagewatch loadgen --get-file`. The traffic is
+//! hour), for `outagewatch-tools loadgen --get-file`. The traffic is
 //! made up but shaped like the real thing: a diurnal curve in each country's local time,
 //! bigger services and countries reporting more, three of four reports naming one of the
 //! country's most populous cities, and a row only for a minute with reports (as the ingest

@@ -19,7 +19,14 @@
 //! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
 //! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
 //! accept loop and its limits) → [`app`] (wiring and shutdown) →
-//! [`import`], [`scenario`] and [`loadgen`] (CLI tools) and [`metrics`].
+//! [`import`] (loading history, behind `outagewatch import`) and [`metrics`]. The `outagewatch`
+//! binary is the face over all of these: src/main.rs lists its commands, src/cli/ holds their
+//! bodies.
+//!
+//! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load
+//! generator), crates/scenario (deterministic report scenarios for the detection tests; it uses
+//! this library's gazetteer and problem kinds) and crates/tools (the `outagewatch-tools` binary:
+//! `loadgen`, `simulate`). The service binary links none of them.
 //!
 //! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
 //! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
@@ -37,12 +44,9 @@ pub mod geo;
 pub mod import;
 pub mod incidents;
 pub mod ingest;
-pub mod loadgen;
 pub mod metrics;
 pub mod pow;
 pub mod report;
-/// Deterministic report scenarios (TOML → import CSV), and seeded families of them, for detection tests.
-pub mod scenario;
 pub mod server;
 pub mod store;
 pub mod web;

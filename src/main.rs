@@ -1,17 +1,15 @@
 //! The `outagewatch` command: a table of contents of what the service can do.
+//!
+//! Each command's body is in src/cli/; the tools that exercise the service (the load and
+//! scenario generators) are the separate `outagewatch-tools` binary (crates/tools).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-
-use std::collections::BTreeMap;
-
-use outagewatch::api;
 use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
-use outagewatch::{detect, detector, import, loadgen};
+
+mod cli;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,14 +28,6 @@ struct Cli {
     command: Command,
 }
 
-/// How `detect` models its column.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ColumnKind {
-    Auto,
-    Counts,
-    Metric,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (migrates the database first).
@@ -45,165 +35,17 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Load historical reports from a CSV or NDJSON file.
-    Import {
-        /// The file: CSV with a header row, or NDJSON (.ndjson/.jsonl).
-        file: PathBuf,
-    },
+    Import(cli::import::ImportArgs),
     /// Score one series offline: a CSV of `timestamp,value` rows at any regular interval in,
     /// the same rows with `anomaly_score` (0 to 1) and the incident state out.
-    Detect {
-        /// The input CSV.
-        #[arg(long)]
-        input: PathBuf,
-        /// Where to write the scored CSV ("-" for standard output).
-        #[arg(long, default_value = "-")]
-        output: PathBuf,
-        /// How to model the column: `counts` (as the live detector does), `metric`, or `auto`
-        /// (decided from the warm-up rows: non-negative integers at least as noisy as Poisson
-        /// are counts).
-        #[arg(long, value_enum, default_value_t = ColumnKind::Auto)]
-        kind: ColumnKind,
-    },
-    /// Generate the report rows of a scenario file (ordinary traffic plus surges) as CSV in
-    /// the format `import` reads.
-    Simulate {
-        /// The scenario (TOML; see tests/scenarios/).
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Where to write the CSV ("-" for standard output).
-        #[arg(long, default_value = "-")]
-        output: PathBuf,
-    },
+    Detect(cli::detect::DetectArgs),
     /// Recompute the incidents of a time range from the stored minute rollups (replacing the
     /// stored ones that started in it), with the live detector's code, and print a summary.
-    Redetect {
-        /// Start of the range (RFC 3339, e.g. 2025-03-10T00:00:00Z); default: the first rollup.
-        #[arg(long)]
-        from: Option<chrono::DateTime<chrono::Utc>>,
-        /// End of the range (exclusive); default: the last complete minute.
-        #[arg(long)]
-        to: Option<chrono::DateTime<chrono::Utc>>,
-    },
+    Redetect(cli::redetect::RedetectArgs),
     /// Print a service's counts (the query behind GET /api/v1/counts).
-    Counts {
-        #[arg(long)]
-        service: String,
-        #[arg(long)]
-        country: Option<String>,
-        /// A city of --country, in any spelling.
-        #[arg(long)]
-        city: Option<String>,
-        /// Bucket width: 1m, 5m, 15m, 1h or 1d.
-        #[arg(long, default_value = "15m")]
-        interval: String,
-        /// How far back from now, e.g. 90m, 24h, 7d (when --from is not given).
-        #[arg(long, default_value = "24h")]
-        last: String,
-        /// Start (RFC 3339); overrides --last.
-        #[arg(long)]
-        from: Option<String>,
-        /// End (RFC 3339, exclusive); default: the end of the current bucket.
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Counts(cli::ops::CountsArgs),
     /// List incidents, newest first (the query behind GET /api/v1/incidents).
-    Incidents {
-        /// Only open incidents.
-        #[arg(long)]
-        open: bool,
-        #[arg(long)]
-        service: Option<String>,
-        #[arg(long)]
-        country: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Post valid, varied reports to a running service and report throughput and latency.
-    Loadgen {
-        /// Base URL of the service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Keep-alive connections, each with one request in flight.
-        #[arg(long, default_value_t = 256)]
-        connections: usize,
-        /// Measured seconds.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Unmeasured warm-up seconds before.
-        #[arg(long, default_value_t = 2)]
-        warmup_seconds: u64,
-        /// Reports per request (1 = single-report bodies).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Distinct reporters (user agents) to spread reports over.
-        #[arg(long, default_value_t = 100_000)]
-        reporters: u32,
-        /// Afterwards, check in the configured database that every acknowledged id is stored.
-        #[arg(long)]
-        verify: bool,
-        /// GET this path (with its query) instead of posting reports; repeat for several,
-        /// one is picked at random per request.
-        #[arg(long = "get", value_name = "PATH")]
-        reads: Vec<String>,
-        /// Read GET paths from this file, one per line (added to --get).
-        #[arg(long, value_name = "FILE")]
-        get_file: Option<std::path::PathBuf>,
-        /// With --get: ask for gzip-compressed answers, as browsers do.
-        #[arg(long)]
-        gzip: bool,
-        /// Open loop: send this many requests a second in all, each connection at an even
-        /// pace, instead of each connection sending back to back.
-        #[arg(long, value_name = "PER_SECOND")]
-        rate: Option<f64>,
-    },
-}
-
-/// How the ops commands print.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Format {
-    Table,
-    Csv,
-    Json,
-}
-
-/// Prints an answer in the chosen format.
-fn print_answer(answer: &serde_json::Value, format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Table => print!("{}", api::to_table(answer)),
-        Format::Csv => print!("{}", String::from_utf8(api::to_csv(answer)?)?),
-        Format::Json => println!("{}", serde_json::to_string_pretty(answer)?),
-    }
-    Ok(())
-}
-
-/// Explains a rejected query parameter by parameter.
-fn explain(error: api::ApiError) -> anyhow::Error {
-    match error {
-        api::ApiError::InvalidParameters(errors) => anyhow::anyhow!(errors
-            .iter()
-            .map(|e| format!("--{}: {}", e.field.replace('_', "-"), e.message))
-            .collect::<Vec<_>>()
-            .join("\n")),
-        other => anyhow::anyhow!("{other}"),
-    }
-}
-
-/// "90m", "24h", "7d" → a duration.
-fn parse_last(text: &str) -> anyhow::Result<chrono::TimeDelta> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--last: expected a number and m, h or d, e.g. 24h"))?;
-    match unit {
-        "m" => Ok(chrono::TimeDelta::minutes(n)),
-        "h" => Ok(chrono::TimeDelta::hours(n)),
-        "d" => Ok(chrono::TimeDelta::days(n)),
-        _ => anyhow::bail!("--last: expected a number and m, h or d, e.g. 24h"),
-    }
+    Incidents(cli::ops::IncidentsArgs),
 }
 
 #[tokio::main]
@@ -221,237 +63,10 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Import { file } => run_import(&settings, &file).await,
-        Command::Detect {
-            input,
-            output,
-            kind,
-        } => {
-            let text = std::fs::read_to_string(&input)
-                .with_context(|| format!("cannot read {}", input.display()))?;
-            let kind = match kind {
-                ColumnKind::Auto => None,
-                ColumnKind::Counts => Some(detect::SeriesKind::Counts),
-                ColumnKind::Metric => Some(detect::SeriesKind::Metric),
-            };
-            let scored = detect::detect_csv(&text, &settings.detector.model, kind)
-                .with_context(|| format!("cannot score {}", input.display()))?;
-            if output.as_os_str() == "-" {
-                print!("{scored}");
-            } else {
-                std::fs::write(&output, scored)
-                    .with_context(|| format!("cannot write {}", output.display()))?;
-            }
-            Ok(())
-        }
-        Command::Simulate { scenario, output } => {
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("cannot read {}", scenario.display()))?;
-            let parsed = outagewatch::scenario::Scenario::from_toml(&text)
-                .with_context(|| format!("invalid scenario {}", scenario.display()))?;
-            let rows = if output.as_os_str() == "-" {
-                outagewatch::scenario::write_csv(&parsed, std::io::stdout().lock())?
-            } else {
-                let file = std::fs::File::create(&output)
-                    .with_context(|| format!("cannot write {}", output.display()))?;
-                outagewatch::scenario::write_csv(&parsed, std::io::BufWriter::new(file))?
-            };
-            eprintln!("simulate: {rows} rows");
-            Ok(())
-        }
-        Command::Redetect { from, to } => {
-            let store = app::open_store(&settings).await?;
-            let catalog = app::stored_catalog(&store, &settings).await?;
-            let started = std::time::Instant::now();
-            let summary = detector::redetect(
-                store,
-                std::sync::Arc::new(catalog),
-                &settings.detector,
-                from,
-                to,
-                outagewatch::clock::now(),
-            )
-            .await?;
-            let range = match (summary.from, summary.to) {
-                (Some(from), Some(to)) => format!("{} to {}", from.to_rfc3339(), to.to_rfc3339()),
-                _ => "nothing: no rollups stored".to_owned(),
-            };
-            println!(
-                "redetect: {range}; {} minutes replayed over {} series in {:.2} s; {} incidents ({} open)",
-                summary.minutes,
-                summary.series,
-                started.elapsed().as_secs_f64(),
-                summary.incidents,
-                summary.open
-            );
-            Ok(())
-        }
-        Command::Counts {
-            service,
-            country,
-            city,
-            interval,
-            last,
-            from,
-            to,
-            format,
-        } => {
-            let from = match from {
-                Some(from) => from,
-                None => (outagewatch::clock::now() - parse_last(&last)?).to_rfc3339(),
-            };
-            let params: BTreeMap<String, String> = [
-                ("service", Some(service)),
-                ("country", country),
-                ("city", city),
-                ("interval", Some(interval)),
-                ("from", Some(from)),
-                ("to", to),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-            .collect();
-            let store = app::open_store(&settings).await?;
-            let catalog = app::stored_catalog(&store, &settings).await?;
-            let answer = api::counts_answer(&store, &catalog, &params)
-                .await
-                .map_err(explain)?;
-            print_answer(&serde_json::to_value(answer)?, format)
-        }
-        Command::Incidents {
-            open,
-            service,
-            country,
-            limit,
-            format,
-        } => {
-            let params: BTreeMap<String, String> = [
-                ("status", Some(if open { "open" } else { "all" }.to_owned())),
-                ("service", service),
-                ("country", country),
-                ("limit", Some(limit.to_string())),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-            .collect();
-            let store = app::open_store(&settings).await?;
-            let catalog = app::stored_catalog(&store, &settings).await?;
-            let page = api::incidents_page(&store, &catalog, &params)
-                .await
-                .map_err(explain)?;
-            let mut answer = serde_json::to_value(page)?;
-            if matches!(format, Format::Table) {
-                // The table keeps what fits a terminal; csv and json have every field.
-                if let Some(list) = answer["incidents"].as_array_mut() {
-                    for incident in list.iter_mut() {
-                        if let Some(fields) = incident.as_object_mut() {
-                            fields.retain(|k, _| {
-                                matches!(
-                                    k.as_str(),
-                                    "started_at"
-                                        | "service"
-                                        | "scope"
-                                        | "country"
-                                        | "city"
-                                        | "status"
-                                        | "peak_count"
-                                        | "resolved_at"
-                                        | "summary"
-                                )
-                            });
-                        }
-                    }
-                }
-            }
-            print_answer(&answer, format)
-        }
-        Command::Loadgen {
-            url,
-            connections,
-            seconds,
-            warmup_seconds,
-            batch,
-            reporters,
-            verify,
-            mut reads,
-            get_file,
-            gzip,
-            rate,
-        } => {
-            if let Some(file) = get_file {
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                reads.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned),
-                );
-            }
-            anyhow::ensure!(
-                !verify || reads.is_empty(),
-                "--verify checks posted reports; it cannot be combined with --get"
-            );
-            let options = loadgen::LoadgenOptions {
-                url,
-                connections,
-                duration: Duration::from_secs(seconds),
-                warmup: Duration::from_secs(warmup_seconds),
-                batch,
-                distinct_reporters: reporters,
-                reads,
-                gzip,
-                rate_per_second: rate,
-                services: settings.services.iter().map(|s| s.slug.clone()).collect(),
-                ..loadgen::LoadgenOptions::default()
-            };
-            let summary = loadgen::run(options).await?;
-            println!("{}", summary.table());
-            if verify {
-                let store = app::open_store(&settings).await?;
-                let stored = store.stored_ids(&summary.acknowledged_ids).await?;
-                let rejected_stored = store.stored_ids(&summary.rejected_ids).await?;
-                // Every id is acknowledged once: an id answered twice would mean a retry that
-                // was taken for a new report.
-                let distinct: std::collections::HashSet<_> =
-                    summary.acknowledged_ids.iter().collect();
-                let twice = summary.acknowledged_ids.len() - distinct.len();
-                println!(
-                    "verify: {} of {} acknowledged ids stored; {} rejected ids stored; {} acknowledged twice",
-                    stored.len(),
-                    distinct.len(),
-                    rejected_stored.len(),
-                    twice
-                );
-                anyhow::ensure!(
-                    stored.len() == distinct.len() && rejected_stored.is_empty() && twice == 0,
-                    "verification failed"
-                );
-            }
-            Ok(())
-        }
+        Command::Import(args) => cli::import::run(&settings, &args).await,
+        Command::Detect(args) => cli::detect::run(&settings, &args),
+        Command::Redetect(args) => cli::redetect::run(&settings, &args).await,
+        Command::Counts(args) => cli::ops::counts(&settings, args).await,
+        Command::Incidents(args) => cli::ops::incidents(&settings, args).await,
     }
-}
-
-async fn run_import(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
-    let store = app::open_store(settings).await?;
-    let catalog = app::stored_catalog(&store, settings).await?;
-    let (ingest, writer) = app::start_ingest(store, settings);
-    let started = std::time::Instant::now();
-    let summary = import::import_file(file, &ingest, &catalog, |line| eprintln!("{line}"))
-        .await
-        .with_context(|| format!("import of {} stopped", file.display()))?;
-    drop(ingest);
-    writer.await?;
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{} rows in {seconds:.2} s ({:.0} rows/s): {} stored ({} counted), {} already stored, {} rejected",
-        summary.rows,
-        summary.rows as f64 / seconds.max(1e-9),
-        summary.stored,
-        summary.counted,
-        summary.already_stored,
-        summary.rejected
-    );
-    Ok(())
 }

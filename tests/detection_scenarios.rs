@@ -12,8 +12,8 @@ use outagewatch::config::Settings;
 use outagewatch::detector;
 use outagewatch::import::{self, ImportSummary};
 use outagewatch::incidents::{Incident, Scope, Status};
-use outagewatch::scenario::{self, Scenario};
 use outagewatch::store::{IncidentQuery, Store};
+use outagewatch_scenario::{self as scenario, Scenario};
 
 fn time(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()

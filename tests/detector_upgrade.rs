@@ -17,9 +17,9 @@ use outagewatch::detect::{DetectorConfig, Engine, PlaceCount, SeriesKey};
 use outagewatch::detector::Detection;
 use outagewatch::incidents::{Incident, Scope, Status};
 use outagewatch::report::Catalog;
-use outagewatch::scenario::Scenario;
 use outagewatch::store::{DeliveryStatus, DetectionWrite, IncidentAction, IncidentQuery, Store};
 use outagewatch::webhooks::{self, Outbox};
+use outagewatch_scenario::Scenario;
 use uuid::Uuid;
 
 fn time(text: &str) -> DateTime<Utc> {

@@ -301,8 +301,8 @@ async fn the_event_stream_sends_a_comment_line_as_soon_as_it_opens() {
 
 /// Three days of X in Pakistan from Monday 3 March 2025 and, on the last afternoon, two surges
 /// 65 minutes apart: the second begins within the hour after the first resolves.
-fn resurge_scenario() -> outagewatch::scenario::Scenario {
-    outagewatch::scenario::Scenario::from_toml(
+fn resurge_scenario() -> outagewatch_scenario::Scenario {
+    outagewatch_scenario::Scenario::from_toml(
         r#"
 name = "re-surge"
 start = "2025-03-03T00:00:00Z"

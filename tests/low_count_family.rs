@@ -11,7 +11,7 @@ mod family_measure;
 
 use chrono::{DateTime, Duration, Utc};
 use outagewatch::incidents::{Incident, Scope};
-use outagewatch::scenario::Family;
+use outagewatch_scenario::Family;
 
 fn family() -> Family {
     Family::from_toml(include_str!("scenarios/low-count.toml")).unwrap()

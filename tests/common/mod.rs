@@ -9,8 +9,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
 use outagewatch::import;
-use outagewatch::scenario::{self, Scenario};
 use outagewatch::store::Store;
+use outagewatch_scenario::{self as scenario, Scenario};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -25,8 +25,8 @@ use outagewatch::config::Settings;
 use outagewatch::detector;
 use outagewatch::import::{self, ImportSummary};
 use outagewatch::incidents::{Incident, Scope};
-use outagewatch::scenario::{self, Drawn, DrawnSurge, Family, CSV_HEADER};
 use outagewatch::store::{IncidentQuery, Store};
+use outagewatch_scenario::{self as scenario, Drawn, DrawnSurge, Family, CSV_HEADER};
 
 /// A surge is found when a country incident of its series is detected at most this many
 /// minutes after the surge starts.

@@ -250,9 +250,9 @@ pub async fn fake_network(cluster: &Cluster, _scale: Scale) -> Row {
     let dir = std::env::temp_dir().join(format!("outagewatch-faults-bg-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let csv = dir.join("background.csv");
-    let scenario = outagewatch::scenario::Scenario::from_toml(&background(now)).expect("scenario");
+    let scenario = outagewatch_scenario::Scenario::from_toml(&background(now)).expect("scenario");
     let file = std::fs::File::create(&csv).expect("csv file");
-    outagewatch::scenario::write_csv(&scenario, file).expect("write csv");
+    outagewatch_scenario::write_csv(&scenario, file).expect("write csv");
     if let Err(error) = run_command(&url, &["import", &csv.display().to_string()]) {
         return Row {
             test: "1,000 fake reporters from one /24 vs an honest surge from 2,000 networks",

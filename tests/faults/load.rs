@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outagewatch::loadgen::{self, Answer, LoadgenOptions, LoadgenSummary};
+use outagewatch_loadgen::{self as loadgen, Answer, LoadgenOptions, LoadgenSummary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cluster::Cluster;

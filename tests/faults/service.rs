@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outagewatch::loadgen::LoadgenSummary;
 use outagewatch::store::{self, ConnectOptions, Store};
+use outagewatch_loadgen::LoadgenSummary;
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_outagewatch");

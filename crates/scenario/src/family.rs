@@ -67,12 +67,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use super::{
-    city_shares, country, invalid, problem_mix, service, whole_minute, Scenario, ScenarioError,
-    Surge, Traffic, MAX_DAYS,
-};
-use crate::geo::CountryCode;
-use crate::report::Problem;
+use outagewatch::geo::CountryCode;
+use outagewatch::report::Problem;
+
+use crate::checks::{city_shares, country, invalid, problem_mix, service, whole_minute};
+use crate::model::{Scenario, ScenarioError, Surge, Traffic, MAX_DAYS};
 
 /// The ChaCha8 stream the family's draws come from: far from the scenario's own streams (traffic
 /// entries from 0, surges from 2³²), so they never share numbers with the reports drawn later.
@@ -501,7 +500,7 @@ impl TryFrom<FamilyFile> for Family {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::scenario::{generate, write_csv};
+    use crate::{generate, write_csv};
 
     /// A small family: two days, a surge on the second, one neighbour.
     const SMALL: &str = r#"
@@ -759,9 +758,9 @@ mod tests {
     #[test]
     fn the_shipped_low_count_family_draws_its_stated_ranges_with_catalog_services() {
         let family =
-            Family::from_toml(include_str!("../../tests/scenarios/low-count.toml")).unwrap();
+            Family::from_toml(include_str!("../../../tests/scenarios/low-count.toml")).unwrap();
         assert_eq!(family.name(), "low-count country surges");
-        let settings = crate::config::Settings::from_toml(&[]).unwrap();
+        let settings = outagewatch::config::Settings::from_toml(&[]).unwrap();
         let catalog: Vec<&str> = settings.services.iter().map(|s| s.slug.as_str()).collect();
         let start = at("2025-02-03T00:00:00Z");
         for seed in 1..=40 {
@@ -788,9 +787,10 @@ mod tests {
 
     #[test]
     fn the_busy_global_variant_draws_what_the_low_count_family_draws_plus_x_in_the_us() {
-        let low = Family::from_toml(include_str!("../../tests/scenarios/low-count.toml")).unwrap();
+        let low =
+            Family::from_toml(include_str!("../../../tests/scenarios/low-count.toml")).unwrap();
         let busy = Family::from_toml(include_str!(
-            "../../tests/scenarios/low-count-busy-global.toml"
+            "../../../tests/scenarios/low-count-busy-global.toml"
         ))
         .unwrap();
         for seed in 1..=40 {
