@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use outagewatch::geo::{gazetteer, CountryCode};
+use outagewatch::domain::geo::{gazetteer, CountryCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
@@ -63,7 +63,7 @@ async fn main() {
         .await
         .expect("connect");
 
-    let now = outagewatch::clock::now();
+    let now = outagewatch::runtime::clock::now();
     let end =
         DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(900), 0).unwrap();
     let start = end - TimeDelta::days(days as i64);

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use outagewatch::geo::CountryCode;
-use outagewatch::report::{Catalog, Problem};
+use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::report::{Catalog, Problem};
 use outagewatch::store::{self, ConnectOptions, Fingerprint, NewReport};
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ async fn main() {
     let store = store::connect(&url, &options).await.unwrap();
     store.migrate().await.unwrap();
     let catalog = Catalog::new([("x", "X")]);
-    let now = outagewatch::clock::now();
+    let now = outagewatch::runtime::clock::now();
     let window =
         DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(900), 0).unwrap();
     let mut n = 0u64;
@@ -50,7 +50,7 @@ async fn main() {
                 .collect();
             let t = Instant::now();
             store
-                .insert_reports(&batch, outagewatch::clock::now())
+                .insert_reports(&batch, outagewatch::runtime::clock::now())
                 .await
                 .unwrap();
             in_store += t.elapsed();

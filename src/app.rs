@@ -12,17 +12,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::pow::ProofOfWork;
 use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache, SharedState};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector::DetectorTask;
-use crate::events::{EventBus, Relay};
+use crate::domain::report::{Catalog, LiveCatalog};
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
-use crate::pow::ProofOfWork;
-use crate::report::{Catalog, LiveCatalog};
-use crate::server::{self, ServerLimits};
+use crate::runtime::events::{EventBus, Relay};
+use crate::runtime::server::{self, ServerLimits};
+use crate::runtime::webhooks::deliverer::{self, Deliverer};
+use crate::runtime::webhooks::Outbox;
 use crate::store::{self, ConnectOptions, Store};
-use crate::webhooks::deliverer::{self, Deliverer};
-use crate::webhooks::Outbox;
 
 /// How often background upkeep runs: settling past minutes' counts, forgetting idle rate-limit
 /// buckets and past minutes' network counts, and reloading the catalog another replica's admin
@@ -68,7 +68,7 @@ pub async fn stored_catalog(
         .map(|s| (s.slug.trim().to_ascii_lowercase(), s.name.clone()))
         .collect();
     store
-        .seed_services(&seed, crate::clock::now())
+        .seed_services(&seed, crate::runtime::clock::now())
         .await
         .context("cannot store the service catalog")?;
     let records = store
@@ -109,7 +109,7 @@ impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         let store = open_store(settings).await?;
         // The gazetteer is parsed on first use; do it now rather than in the first request.
-        tokio::task::spawn_blocking(|| crate::geo::gazetteer().len()).await?;
+        tokio::task::spawn_blocking(|| crate::domain::geo::gazetteer().len()).await?;
         let (ingest, writer) = start_ingest(store.clone(), settings);
         let deliverer = if settings.webhooks.is_empty() {
             None
@@ -247,7 +247,7 @@ async fn upkeep(state: AppState, store: Arc<dyn Store>, mut stop: watch::Receive
             _ = every.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let now = crate::clock::now();
+        let now = crate::runtime::clock::now();
         match store.settle_rollups(store::settled_before(now)).await {
             Ok(moved) => tracing::debug!(moved, "settled minute counts"),
             // Nothing is lost: the counts stay where ingest put them and the next round moves them.

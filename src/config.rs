@@ -593,7 +593,7 @@ impl Settings {
                 }
             }
             for country in &webhook.countries {
-                if let Err(e) = crate::geo::CountryCode::parse(country) {
+                if let Err(e) = crate::domain::geo::CountryCode::parse(country) {
                     return invalid(format!("webhooks.{name}.countries: {e}"));
                 }
             }

@@ -1,53 +1,63 @@
 //! outagewatch: crowdsourced outage reports in, durable per-minute counts out.
 //!
-//! People report "X is down for me, in Lahore, Pakistan" (JSON API); each report is validated
-//! against the service catalog and the city gazetteer, fingerprinted (a keyed hash, never the
-//! raw address), queued, and group-committed with its dedup claim and minute rollups in one
-//! transaction before it is acknowledged.
+//! People report "X is down for me, in Lahore, Pakistan" (JSON API or the web form); each report
+//! is validated against the service catalog and the city gazetteer, fingerprinted (a keyed
+//! hash, never the raw address), queued, and group-committed with its dedup claim and minute
+//! rollups in one transaction before it is acknowledged. A detector turns the minute counts
+//! into incidents, which the API, the pages, a live event stream and webhooks serve.
 //!
-//! Reading order: [`report`], [`geo`] and [`domain`] (the pure domain: time buckets and the
-//! rules a batch of reports counts by) → [`store`] (the narrow trait over
-//! Postgres and SQLite) → [`ingest`] (queue and batch writer) → [`detect`] (the pure
-//! surge-detection core: windows, baselines, surprise test, incident state machine, the
-//! anomaly score and its record view, and the engine that steps every series each minute; the
-//! same model scores a count CSV offline) → [`incidents`] (naming and summarising incidents) →
-//! [`detector`] (the runner: `detection` steps the engine over rollups and names incidents,
-//! `live` does one minute's work per `tick(now)`, `task` is the leader loop around it (the
-//! only clock reader) and what an admin's redetect pauses, `redetect` recomputes a range,
-//! `rebuild` restores the state after an upgrade) → [`events`]
-//! (live events across replicas) → [`webhooks`] (incident events queued in the store and
-//! POSTed to configured endpoints) → [`api`] (HTTP, the admin API, [`pow`] challenges) →
-//! [`web`] (the pages people use: the report form and the status pages) → [`server`] (the
-//! accept loop and its limits) → [`app`] (wiring and shutdown) →
-//! [`import`] (loading history, behind `outagewatch import`) and [`metrics`]. The `outagewatch`
-//! binary is the face over all of these: src/main.rs lists its commands, src/cli/ holds their
-//! bodies.
+//! The parts, one folder each (`docs/architecture.md` draws the arrows between them):
+//! - [`domain`]: the pure domain: [`domain::report`] (a report, parsed), [`domain::geo`]
+//!   (countries and the city gazetteer), [`domain::incidents`] (naming and summarising
+//!   incidents), [`domain::series`], [`domain::buckets`] and [`domain::counting`] (how a batch
+//!   of reports counts). No I/O, no clock.
+//! - [`detect`]: the pure surge-detection core (windows, baselines, surprise test, incident
+//!   state machine, the engine that steps every series each minute; the same model scores a
+//!   count CSV offline).
+//! - [`store`]: six role traits over Postgres and SQLite, a folder per backend.
+//! - [`ingest`]: the queue and the group-commit writer; [`ingest::import`] loads history.
+//! - [`detector`]: the runner around [`detect`]: a live tick per minute, the leader loop,
+//!   `redetect`, the rebuild after an upgrade.
+//! - [`api`] (HTTP in and out, problem+json, the admin API, proof-of-work challenges) and
+//!   [`web`] (the pages people use).
+//! - [`runtime`]: the accept loop, the clock, live events across replicas, webhooks, metrics.
+//! - [`app`] wires them and shuts them down in order; [`config`] is every setting. The
+//!   `outagewatch` binary is a table of contents (src/main.rs) over src/cli/.
+//!
+//! A report, by file:
+//! 1. `POST /api/v1/reports` → `api/reports.rs` (`create_reports`): the body is parsed into
+//!    `domain/report.rs` types, the city checked against `domain/geo/`, the sender
+//!    fingerprinted (`ingest/fingerprint.rs`).
+//! 2. `ingest/mod.rs` queues it; `ingest/writer.rs` batches it and calls the store's
+//!    `insert_reports` (`store/postgres/reports.rs` or `store/sqlite/reports.rs`), which applies
+//!    `domain/counting.rs` (dedup candidates, network quotas, rollup increments) and commits
+//!    the report and its minute counts in one transaction; only then is it acknowledged.
+//! 3. Each minute `detector/task.rs` (the leader) calls `detector/live.rs`'s `tick(now)`: it
+//!    reads the minute rollups (`store/*/detection.rs`), steps `detect/engine.rs`, and
+//!    `detector/detection.rs` names what opened, grew or resolved (`domain/incidents.rs`).
+//! 4. The incidents, their webhook deliveries (`runtime/webhooks/mod.rs`) and the watermark
+//!    are written in one transaction; the changes go out as live events
+//!    (`runtime/events.rs` → `api/events.rs`, Server-Sent Events), and
+//!    `runtime/webhooks/deliverer.rs` POSTs the queued deliveries.
+//! 5. Reads come back through `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the
+//!    pages in `web/`.
 //!
 //! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load
 //! generator), crates/scenario (deterministic report scenarios for the detection tests; it uses
 //! this library's gazetteer and problem kinds) and crates/tools (the `outagewatch-tools` binary:
 //! `loadgen`, `simulate`). The service binary links none of them.
 //!
-//! Dependency rule: arrows point inward. `report`, `geo` and `detect` do no I/O and never read
-//! the clock (only [`clock`] does); `store` knows the domain but not HTTP; `api` and `web` know all but
-//! `app`; `app` wires everything.
+//! Dependency rule: arrows point inward. `domain` and `detect` do no I/O and never read the
+//! clock (only `runtime/clock.rs` does); `store` knows the domain but not HTTP and reads no
+//! clock; `app` wires everything. `tests/architecture.rs` holds the tree to these rules.
 
 pub mod api;
 pub mod app;
-pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod detector;
 pub mod domain;
-pub mod events;
-pub mod geo;
-pub mod import;
-pub mod incidents;
 pub mod ingest;
-pub mod metrics;
-pub mod pow;
-pub mod report;
-pub mod server;
+pub mod runtime;
 pub mod store;
 pub mod web;
-pub mod webhooks;

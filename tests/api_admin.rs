@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp};
+use outagewatch::api::pow::{self, Challenge, PowError, ProofOfWork};
 use outagewatch::config::Settings;
-use outagewatch::pow::{self, Challenge, PowError, ProofOfWork};
 use outagewatch::store::DetectionWrite;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,7 +219,7 @@ async fn a_redetect_runs_with_the_live_detector_paused_and_reports_its_summary()
     .await;
     assert_eq!(report_status(&app, "x").await, 201);
     // Up to a few minutes ahead: the minute just reported in is not complete yet.
-    let to = (outagewatch::clock::now() + chrono::TimeDelta::minutes(5)).to_rfc3339();
+    let to = (outagewatch::runtime::clock::now() + chrono::TimeDelta::minutes(5)).to_rfc3339();
     let (status, body) = call(
         &app,
         "POST",
@@ -271,13 +271,14 @@ async fn network_cap(backend: Backend) {
     let mut rounds = 0;
     let counted = loop {
         rounds += 1;
-        let minute = outagewatch::store::minute_of(outagewatch::clock::now());
+        let minute = outagewatch::store::minute_of(outagewatch::runtime::clock::now());
         let mut counted = Vec::new();
         for i in 0..5 {
             let client = format!("203.0.{rounds}.{}", 10 + i);
             counted.push(counted_from(&app, &client, rounds * 10 + i).await);
         }
-        let same_minute = outagewatch::store::minute_of(outagewatch::clock::now()) == minute;
+        let same_minute =
+            outagewatch::store::minute_of(outagewatch::runtime::clock::now()) == minute;
         if same_minute || rounds == 3 {
             break counted;
         }
@@ -314,13 +315,13 @@ async fn a_challenge_from_the_api_is_solved_and_accepted_once() {
     // What the form handler will do: verify with the same settings (the same key).
     let settings = Settings::from_toml(&[config]).unwrap();
     let verifier = ProofOfWork::new(&settings.proof_of_work);
-    assert!(verifier.required(outagewatch::clock::now()));
+    assert!(verifier.required(outagewatch::runtime::clock::now()));
     assert_eq!(
-        verifier.verify(&solution, outagewatch::clock::now()),
+        verifier.verify(&solution, outagewatch::runtime::clock::now()),
         Ok(())
     );
     assert_eq!(
-        verifier.verify(&solution, outagewatch::clock::now()),
+        verifier.verify(&solution, outagewatch::runtime::clock::now()),
         Err(PowError::Replayed)
     );
     app.stop().await;

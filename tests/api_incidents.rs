@@ -5,7 +5,7 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::TestApp;
-use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
 use outagewatch::store::DetectionWrite;
 use serde_json::Value;
 

@@ -5,9 +5,9 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::TestApp;
-use outagewatch::geo::CountryCode;
-use outagewatch::incidents::{incident_id, Incident, Scope, Status};
-use outagewatch::report::{Catalog, Problem};
+use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
+use outagewatch::domain::report::{Catalog, Problem};
 use outagewatch::store::{DetectionWrite, Expectation, Fingerprint, NewReport};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -57,7 +57,7 @@ async fn app_with_counts(backend: common::Backend) -> TestApp {
                 report(3, "PK", Some("Lahore"), 16),
                 report(4, "GB", Some("London"), 20),
             ],
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -263,7 +263,7 @@ on_both_backends!(
     regions_rank_by_count_with_expectation_ratio_and_status,
     |backend| async move {
         let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
-        let now = outagewatch::clock::now();
+        let now = outagewatch::runtime::clock::now();
         let catalog = Catalog::new([("x", "X")]);
         let recent = |n: u8, country: &str, city: Option<&'static str>| NewReport {
             id: Uuid::from_u128(1000 + u128::from(n)),
@@ -288,7 +288,7 @@ on_both_backends!(
             batch.push(recent(n, "US", None));
         }
         app.store
-            .insert_reports(&batch, outagewatch::clock::now())
+            .insert_reports(&batch, outagewatch::runtime::clock::now())
             .await
             .unwrap();
         // A constant expectation per quarter over the last 26 hours: 24 h hold exactly 96 quarters.
@@ -420,7 +420,10 @@ on_both_backends!(
 
         // New data, new tag: the old one no longer matches.
         app.store
-            .insert_reports(&[report(9, "PK", None, 3)], outagewatch::clock::now())
+            .insert_reports(
+                &[report(9, "PK", None, 3)],
+                outagewatch::runtime::clock::now(),
+            )
             .await
             .unwrap();
         let changed = app
@@ -532,7 +535,10 @@ on_both_backends!(
         );
 
         app.store
-            .insert_reports(&[report(1, "PK", None, 5)], outagewatch::clock::now())
+            .insert_reports(
+                &[report(1, "PK", None, 5)],
+                outagewatch::runtime::clock::now(),
+            )
             .await
             .unwrap();
         // The same URL is answered from the cache, so it does not see the new report yet.
@@ -574,7 +580,10 @@ on_both_backends!(
         let json: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(json["buckets"][0]["count"], 1);
         app.store
-            .insert_reports(&[report(2, "PK", None, 6)], outagewatch::clock::now())
+            .insert_reports(
+                &[report(2, "PK", None, 6)],
+                outagewatch::runtime::clock::now(),
+            )
             .await
             .unwrap();
         assert_eq!(gzipped().await, first_gzip);

@@ -30,7 +30,7 @@ fn fields_of(problem: &Value) -> Vec<String> {
 
 /// Sum of the country-total rollup rows of `service` over the last hour and next minute.
 async fn counted_total(app: &TestApp, service: &str) -> i64 {
-    let now = outagewatch::clock::now();
+    let now = outagewatch::runtime::clock::now();
     let rows = app
         .store
         .rollups(

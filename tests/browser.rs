@@ -12,7 +12,7 @@ use chrono::TimeDelta;
 use common::{Backend, TestApp};
 use driver::{Browser, Options};
 use fantoccini::key::Key;
-use outagewatch::incidents::{Incident, Scope, Status};
+use outagewatch::domain::incidents::{Incident, Scope, Status};
 use outagewatch::store::{IncidentQuery, Store};
 use serde_json::json;
 
@@ -38,7 +38,7 @@ const SLOW_MACHINE: &str = "[database]\nquery_timeout_ms = 10000\n";
 /// An app whose store holds three days of X traffic in Pakistan ending with a Lahore-led surge
 /// that is still going on, and whose detector has caught up over it: the open Pakistan incident.
 async fn surge_app() -> (TestApp, Incident) {
-    let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 11, 90, 0);
+    let scenario = common::pakistan_surge_scenario(outagewatch::runtime::clock::now(), 11, 90, 0);
     let quiet = form_app().await;
     common::insert_scenario_at_once(&quiet, &scenario).await;
     let db = quiet.stop_keeping_db().await;

@@ -15,10 +15,10 @@ use outagewatch::config::{DetectorSettings, Settings};
 use outagewatch::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
 use outagewatch::detect::{DetectorConfig, Engine, PlaceCount, SeriesKey};
 use outagewatch::detector::Detection;
-use outagewatch::incidents::{Incident, Scope, Status};
-use outagewatch::report::Catalog;
+use outagewatch::domain::incidents::{Incident, Scope, Status};
+use outagewatch::domain::report::Catalog;
+use outagewatch::runtime::webhooks::{self, Outbox};
 use outagewatch::store::{DeliveryStatus, DetectionWrite, IncidentAction, IncidentQuery, Store};
-use outagewatch::webhooks::{self, Outbox};
 use outagewatch_scenario::Scenario;
 use uuid::Uuid;
 
@@ -224,7 +224,7 @@ impl Upgraded {
             self.catalog.clone(),
             self.detector(),
             outbox,
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -454,7 +454,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -465,7 +465,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -539,7 +539,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &outbox,
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -590,7 +590,7 @@ on_both_backends!(
             db.catalog.clone(),
             &settings,
             &Outbox::default(),
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::TestApp;
 use outagewatch::detect::SeriesKey;
-use outagewatch::incidents::{Incident, Scope};
+use outagewatch::domain::incidents::{Incident, Scope};
 use outagewatch::store::{IncidentQuery, Store};
 use outagewatch::{app, detector};
 
@@ -43,7 +43,7 @@ const LIVE: &str =
 on_both_backends!(
     the_live_detector_catches_up_restarts_and_agrees_with_redetect,
     |backend| async move {
-        let now = outagewatch::clock::now();
+        let now = outagewatch::runtime::clock::now();
         let scenario = common::pakistan_surge_scenario(now, 7, 90, 30);
         let last = scenario.end() - TimeDelta::minutes(1);
 
@@ -219,7 +219,8 @@ on_both_backends!(
 
         // One transaction: the detector's next tick sees the whole import, never a part of it
         // (reports landing behind its watermark would need `redetect`).
-        let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 7, 90, 30);
+        let scenario =
+            common::pakistan_surge_scenario(outagewatch::runtime::clock::now(), 7, 90, 30);
         common::insert_scenario_at_once(&app, &scenario).await;
 
         // The detector picks the import up at its next minute and catches up over it.
@@ -409,7 +410,7 @@ on_both_backends!(
             catalog.clone(),
             &settings.detector,
             &Default::default(),
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -450,7 +451,7 @@ on_both_backends!(
     a_tick_takes_the_time_and_catches_up_an_hour_at_a_time,
     |backend| async move {
         use outagewatch::detector::{Detection, LiveContext, LiveDetector, Tick};
-        use outagewatch::events::{EventBus, LiveEvent};
+        use outagewatch::runtime::events::{EventBus, LiveEvent};
 
         let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
         let scenario = resurge_scenario();

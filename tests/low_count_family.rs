@@ -10,7 +10,7 @@ mod common;
 mod family_measure;
 
 use chrono::{DateTime, Duration, Utc};
-use outagewatch::incidents::{Incident, Scope};
+use outagewatch::domain::incidents::{Incident, Scope};
 use outagewatch_scenario::Family;
 
 fn family() -> Family {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use outagewatch::geo::CountryCode;
-use outagewatch::incidents::{self, CityCount, Incident, Scope, Status};
-use outagewatch::report::{Catalog, Problem};
+use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::incidents::{self, CityCount, Incident, Scope, Status};
+use outagewatch::domain::report::{Catalog, Problem};
 use outagewatch::store::{
     self, Attempt, Checkpoint, ConnectOptions, DeliveryStatus, DetectionWrite, Fingerprint,
     IncidentAction, IncidentQuery, NetworkQuota, NewDelivery, NewReport, Rollup, SeriesKey,
@@ -96,7 +96,7 @@ on_both_backends!(a_new_report_is_stored_and_counted, |backend| async move {
     let outcomes = store
         .insert_reports(
             &[report(1, 1, Some("Lahore"), 5)],
-            outagewatch::clock::now(),
+            outagewatch::runtime::clock::now(),
         )
         .await
         .unwrap();
@@ -117,12 +117,15 @@ on_both_backends!(
         let first = store
             .insert_reports(
                 &[report(1, 9, None, 0), report(2, 9, None, 30)],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
         let later = store
-            .insert_reports(&[report(3, 9, None, 400)], outagewatch::clock::now())
+            .insert_reports(
+                &[report(3, 9, None, 400)],
+                outagewatch::runtime::clock::now(),
+            )
             .await
             .unwrap();
         let counted: Vec<bool> = first.iter().chain(&later).map(|o| o.counted).collect();
@@ -140,7 +143,7 @@ on_both_backends!(
         let outcomes = store
             .insert_reports(
                 &[report(1, 9, None, 0), report(2, 9, None, 900)],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
@@ -158,7 +161,7 @@ on_both_backends!(
         store
             .insert_reports(
                 &[report(1, 1, None, 0), report(2, 1, None, 1)],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
@@ -169,7 +172,7 @@ on_both_backends!(
                     report(1, 1, None, 0),
                     report(3, 2, None, 2),
                 ],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
@@ -198,13 +201,13 @@ on_both_backends!(
             report(5, 4, Some("Lahore"), 80), // reporter 4 again: stored, not counted
         ];
         store
-            .insert_reports(&batch, outagewatch::clock::now())
+            .insert_reports(&batch, outagewatch::runtime::clock::now())
             .await
             .unwrap();
         store
             .insert_reports(
                 &[report(6, 5, Some("Lahore"), 75)],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
@@ -234,7 +237,7 @@ on_both_backends!(
         store
             .insert_reports(
                 &[report(1, 1, None, 0), report(2, 2, None, 0)],
-                outagewatch::clock::now(),
+                outagewatch::runtime::clock::now(),
             )
             .await
             .unwrap();
@@ -284,7 +287,7 @@ on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
         .map(|i| report(i + 1, (i % 200) as u8, None, (i % 60) as i64))
         .collect();
     let outcomes = store
-        .insert_reports(&batch, outagewatch::clock::now())
+        .insert_reports(&batch, outagewatch::runtime::clock::now())
         .await
         .unwrap();
     assert_eq!(outcomes.len(), 2500);
@@ -590,7 +593,7 @@ on_both_backends!(
         ];
         batch[1].problem = Problem::Login;
         store
-            .insert_reports(&batch, outagewatch::clock::now())
+            .insert_reports(&batch, outagewatch::runtime::clock::now())
             .await
             .unwrap();
         assert_eq!(store.first_rollup_minute().await.unwrap(), Some(at(0)));
@@ -1060,7 +1063,7 @@ on_both_backends!(
         let mut counted = Vec::new();
         for batch in [&first[..], &second[..], &third[..]] {
             let outcomes = store
-                .insert_reports(batch, outagewatch::clock::now())
+                .insert_reports(batch, outagewatch::runtime::clock::now())
                 .await
                 .unwrap();
             counted.extend(outcomes.iter().map(|o| o.counted));
@@ -1079,7 +1082,7 @@ on_both_backends!(
         );
         // A replay of an over-quota report keeps its outcome.
         let replay = store
-            .insert_reports(&second[1..2], outagewatch::clock::now())
+            .insert_reports(&second[1..2], outagewatch::runtime::clock::now())
             .await
             .unwrap();
         assert_eq!((replay[0].counted, replay[0].replay), (false, true));
@@ -1087,7 +1090,7 @@ on_both_backends!(
         store.forget_network_counts(at(60)).await.unwrap();
         let fourth = [from_network(report(10, 10, None, 61), 9, 3)];
         let outcomes = store
-            .insert_reports(&fourth, outagewatch::clock::now())
+            .insert_reports(&fourth, outagewatch::runtime::clock::now())
             .await
             .unwrap();
         assert!(outcomes[0].counted);
@@ -1239,7 +1242,7 @@ async fn postgres_settling_minutes_changes_no_count() {
     let pair = |city: &str, count: i64| (city.to_string(), count);
 
     // Current minutes (the one before this one, and this one) are counted in rollups_live.
-    let now = outagewatch::clock::now();
+    let now = outagewatch::runtime::clock::now();
     let this_minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
     let minute = |i: i64| this_minute + chrono::TimeDelta::seconds(60 * (i - 1));
     let rollup_at = |i: i64, city: &str, count: i64| rollup_in(minute(i), city, count);
@@ -1248,7 +1251,7 @@ async fn postgres_settling_minutes_changes_no_count() {
             report_at(1, 1, Some("Lahore"), minute(0)),
             report_at(2, 2, None, minute(1)),
         ],
-        outagewatch::clock::now(),
+        outagewatch::runtime::clock::now(),
     )
     .await
     .unwrap();
@@ -1286,7 +1289,7 @@ async fn postgres_settling_minutes_changes_no_count() {
             Some("Lahore"),
             minute(0) + chrono::TimeDelta::seconds(10),
         )],
-        outagewatch::clock::now(),
+        outagewatch::runtime::clock::now(),
     )
     .await
     .unwrap();
@@ -1336,7 +1339,7 @@ async fn postgres_settling_minutes_changes_no_count() {
     // A batch of history (an import) is counted in rollups_minute directly.
     pg.insert_reports(
         &[report(4, 4, Some("Lahore"), 0), report(5, 5, None, 60)],
-        outagewatch::clock::now(),
+        outagewatch::runtime::clock::now(),
     )
     .await
     .unwrap();

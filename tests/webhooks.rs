@@ -17,12 +17,13 @@ use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::TestApp;
 use hmac::{Hmac, Mac};
-use outagewatch::incidents::{Incident, Status};
+use outagewatch::app;
+use outagewatch::domain::incidents::{Incident, Status};
+use outagewatch::runtime::webhooks;
+use outagewatch::runtime::webhooks::deliverer::{Deliverer, StepSummary};
 use outagewatch::store::{
     Delivery, DeliveryStatus, DetectionWrite, IncidentQuery, NewDelivery, Store,
 };
-use outagewatch::webhooks::deliverer::{Deliverer, StepSummary};
-use outagewatch::{app, webhooks};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -118,7 +119,8 @@ async fn receive(
 on_both_backends!(
     a_receiver_that_is_down_at_first_still_gets_every_event_exactly_once,
     |backend| async move {
-        let scenario = common::pakistan_surge_scenario(outagewatch::clock::now(), 11, 200, 150);
+        let scenario =
+            common::pakistan_surge_scenario(outagewatch::runtime::clock::now(), 11, 200, 150);
         let last = scenario.end() - TimeDelta::minutes(1);
         let quiet = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
         common::import_scenario(&quiet, &scenario).await;

@@ -23,8 +23,8 @@ use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::config::AdminSettings;
 use crate::detector::DetectError;
-use crate::incidents::Incident;
-use crate::report::{Catalog, FieldError};
+use crate::domain::incidents::Incident;
+use crate::domain::report::{Catalog, FieldError};
 use crate::store::{IncidentAction, ServiceRecord, Store, StoreError};
 
 /// How long a redetect call waits for its result before answering 202 (it goes on, and logs it).
@@ -404,7 +404,7 @@ pub async fn put_service(
     };
     let created = state
         .store
-        .put_service(&record, crate::clock::now())
+        .put_service(&record, crate::runtime::clock::now())
         .await
         .map_err(ApiError::from_store)?;
     reload_catalog(&state).await.map_err(ApiError::from_store)?;
@@ -487,7 +487,7 @@ async fn act(
     action: &IncidentAction<'_>,
 ) -> Result<Json<Incident>, ApiError> {
     store
-        .act_on_incident(id, action, crate::clock::now())
+        .act_on_incident(id, action, crate::runtime::clock::now())
         .await
         .map_err(ApiError::from_store)?
         .map(Json)
@@ -542,7 +542,7 @@ pub async fn redetect(
     let detector = state.detector.clone();
     let job = tokio::spawn(async move {
         let result = detector
-            .redetect(body.from, body.to, crate::clock::now())
+            .redetect(body.from, body.to, crate::runtime::clock::now())
             .await;
         match &result {
             Ok(summary) => tracing::info!(?summary, "admin redetect done"),

@@ -171,7 +171,7 @@ fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiE
                 ids: Vec::new(),
             },
         };
-        crate::metrics::METRICS.rejection(error.reason());
+        crate::runtime::metrics::METRICS.rejection(error.reason());
         return Err(error);
     }
     Ok(ClientAddr(canonical(client)))

@@ -19,11 +19,11 @@ use super::error::Problem;
 use super::export::FormatChoice;
 use super::{ApiError, AppState};
 use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::geo::{gazetteer, CountryCode};
+use crate::domain::incidents::Status;
+use crate::domain::report::Catalog;
+use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
-use crate::geo::{gazetteer, CountryCode};
-use crate::incidents::Status;
-use crate::report::Catalog;
-use crate::report::FieldError;
 use crate::store::{IncidentQuery, Store};
 
 /// The bucket widths `interval` accepts, in seconds.
@@ -329,7 +329,7 @@ pub async fn counts_answer(
     }
     // Default: the last 24 hours, up to the end of the current bucket.
     let to = to.unwrap_or_else(|| {
-        floor_to(crate::clock::now(), bucket_seconds) + TimeDelta::seconds(bucket_seconds)
+        floor_to(crate::runtime::clock::now(), bucket_seconds) + TimeDelta::seconds(bucket_seconds)
     });
     let from = from.unwrap_or(to - TimeDelta::days(1));
     if from >= to {
@@ -447,7 +447,7 @@ pub async fn services_answer(
     store: &Arc<dyn Store>,
     catalog: &Catalog,
 ) -> Result<ServiceList, ApiError> {
-    let now = crate::clock::now();
+    let now = crate::runtime::clock::now();
     let open = store
         .incidents(&IncidentQuery {
             status: Some(Status::Open),
@@ -795,7 +795,7 @@ pub async fn regions_answer(
     }
     let service = service.unwrap_or_default();
     let country_text = country.map(|c| c.as_str().to_owned());
-    let to = crate::clock::now();
+    let to = crate::runtime::clock::now();
     let from = to - TimeDelta::seconds(window_seconds);
     let counts = store
         .region_counts(
@@ -829,9 +829,9 @@ pub async fn regions_answer(
         .await
         .map_err(ApiError::from_store)?;
     let scope = if cities {
-        crate::incidents::Scope::City
+        crate::domain::incidents::Scope::City
     } else {
-        crate::incidents::Scope::Country
+        crate::domain::incidents::Scope::Country
     };
     let incident_of: HashMap<(String, String), uuid::Uuid> = open
         .iter()

@@ -16,7 +16,7 @@ use utoipa::PartialSchema;
 
 use super::error::Problem;
 use super::ApiError;
-use crate::report::FieldError;
+use crate::domain::report::FieldError;
 
 /// The document's fixed parts: info, tags and the shared error schemas (paths come from the routes).
 #[derive(utoipa::OpenApi)]

@@ -8,8 +8,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
+use crate::domain::report::FieldError;
 use crate::ingest::IngestError;
-use crate::report::FieldError;
 use crate::store::StoreError;
 
 /// Everything a handler can answer instead of success; each variant is one status code's promise.

@@ -13,7 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use super::counts::parameters;
 use super::error::Problem;
 use super::{ApiError, AppState};
-use crate::events::LiveEvent;
+use crate::runtime::events::LiveEvent;
 
 /// The comment every stream opens with (`: connected`); clients ignore comments.
 const OPENED: &str = "connected";

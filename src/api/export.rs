@@ -11,7 +11,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::PartialSchema;
 
 use super::ApiError;
-use crate::report::FieldError;
+use crate::domain::report::FieldError;
 
 /// Largest JSON answer converted.
 const MAX_BODY: usize = 64 * 1024 * 1024;

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::counts::{country_parameter, parameters};
 use super::error::Problem;
 use super::{ApiError, AppState};
-use crate::geo::CountryCode;
-use crate::incidents::{Incident, Status};
-use crate::report::FieldError;
+use crate::domain::geo::CountryCode;
+use crate::domain::incidents::{Incident, Status};
+use crate::domain::report::FieldError;
 use crate::store::IncidentQuery;
 
 /// Entries in a feed.
@@ -101,7 +101,7 @@ pub async fn incidents_feed(
         .iter()
         .map(|i| i.updated_at)
         .max()
-        .unwrap_or_else(crate::clock::now);
+        .unwrap_or_else(crate::runtime::clock::now);
     feed.set_updated(updated.fixed_offset());
     let entries: Vec<Entry> = incidents
         .iter()

@@ -17,10 +17,10 @@ use super::docs::choice_schema;
 use super::error::Problem;
 use super::export::FormatChoice;
 use super::{ApiError, AppState};
-use crate::geo::CountryCode;
-use crate::incidents::{Incident, Status};
-use crate::report::Catalog;
-use crate::report::FieldError;
+use crate::domain::geo::CountryCode;
+use crate::domain::incidents::{Incident, Status};
+use crate::domain::report::Catalog;
+use crate::domain::report::FieldError;
 use crate::store::{IncidentQuery, Store};
 
 /// Incidents per page unless `limit` says otherwise, and the most a page holds.

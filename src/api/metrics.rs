@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
 use super::{ApiError, AppState};
-use crate::incidents::Status;
-use crate::metrics::{HttpLabels, METRICS};
+use crate::domain::incidents::Status;
+use crate::runtime::metrics::{HttpLabels, METRICS};
 use crate::store::IncidentQuery;
 
 /// Times the answer and counts it under its route pattern (never the raw path).
@@ -80,7 +80,8 @@ pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiE
         .map_err(ApiError::from_store)?
     {
         // The watermark minute is complete a minute after its start.
-        let lag = crate::clock::now() - checkpoint.watermark - chrono::TimeDelta::minutes(1);
+        let lag =
+            crate::runtime::clock::now() - checkpoint.watermark - chrono::TimeDelta::minutes(1);
         METRICS.detector_lag_seconds.set(lag.num_seconds().max(0));
     }
     Ok((

@@ -13,6 +13,7 @@ mod feeds;
 mod health;
 mod incidents;
 mod metrics;
+pub mod pow;
 mod reports;
 pub mod security;
 
@@ -36,11 +37,11 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::pow::ProofOfWork;
 use crate::detector::DetectorTask;
-use crate::events::EventBus;
+use crate::domain::report::LiveCatalog;
 use crate::ingest::{Fingerprinter, Ingest};
-use crate::pow::ProofOfWork;
-use crate::report::LiveCatalog;
+use crate::runtime::events::EventBus;
 use crate::store::Store;
 
 pub use admin::{catalog_of, reload_catalog, AdminTokens};

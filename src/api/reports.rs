@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::client::ClientAddr;
 use super::error::Problem;
 use super::{ApiError, AppState};
-use crate::clock;
 use crate::domain::counting::Outcome;
+use crate::domain::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
 use crate::ingest::{NetworkQuota, NewReport};
-use crate::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
+use crate::runtime::clock;
 
 /// Most reports in one batch body.
 pub const MAX_BATCH: usize = 1000;
@@ -186,7 +186,7 @@ pub async fn create_reports(
 ) -> Result<Response, ApiError> {
     let answer = store_reports(state, client, headers, body).await;
     if let Err(error) = &answer {
-        crate::metrics::METRICS.rejection(error.reason());
+        crate::runtime::metrics::METRICS.rejection(error.reason());
     }
     answer
 }

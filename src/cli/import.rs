@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use outagewatch::app;
 use outagewatch::config::Settings;
-use outagewatch::import;
+use outagewatch::ingest::import;
 
 #[derive(clap::Args)]
 pub struct ImportArgs {

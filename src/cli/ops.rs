@@ -67,7 +67,7 @@ pub async fn counts(settings: &Settings, args: CountsArgs) -> anyhow::Result<()>
     } = args;
     let from = match from {
         Some(from) => from,
-        None => (outagewatch::clock::now() - parse_last(&last)?).to_rfc3339(),
+        None => (outagewatch::runtime::clock::now() - parse_last(&last)?).to_rfc3339(),
     };
     let params: BTreeMap<String, String> = [
         ("service", Some(service)),

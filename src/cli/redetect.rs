@@ -27,7 +27,7 @@ pub async fn run(settings: &Settings, args: &RedetectArgs) -> anyhow::Result<()>
         &settings.detector,
         args.from,
         args.to,
-        outagewatch::clock::now(),
+        outagewatch::runtime::clock::now(),
     )
     .await?;
     let range = match (summary.from, summary.to) {

@@ -1,7 +1,7 @@
 //! [`Detection`]: the engine plus what it takes to turn its events into named, stored
 //! incidents, stepped over a range of minute rollups; shared by the live runner
-//! ([`super::live`]), `redetect` ([`super::redetect`]) and the rebuild after an upgrade
-//! ([`super::rebuild`]).
+//! ([`super::live`]), `redetect` ([`mod@super::redetect`]) and the rebuild after an upgrade
+//! (`rebuild`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +15,11 @@ use crate::config::DetectorSettings;
 use crate::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
 use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
 use crate::domain::buckets::{minute_of, TimeRange};
-use crate::geo::CountryCode;
-use crate::incidents::{self, Incident, Names, Scope, Status};
-use crate::report::Catalog;
+use crate::domain::geo::CountryCode;
+use crate::domain::incidents::{self, Incident, Names, Scope, Status};
+use crate::domain::report::Catalog;
+use crate::runtime::webhooks::Outbox;
 use crate::store::{DetectionWrite, Expectation, MinuteCount, Store, StoreError};
-use crate::webhooks::Outbox;
 
 /// What the runner announces to the read side.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -12,11 +12,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{DetectError, Detection, CHUNK_MINUTES};
 use crate::config::DetectorSettings;
 use crate::domain::buckets::minute_of;
-use crate::events::{EventBus, LiveEvent};
-use crate::incidents::Incident;
-use crate::report::Catalog;
+use crate::domain::incidents::Incident;
+use crate::domain::report::Catalog;
+use crate::runtime::events::{EventBus, LiveEvent};
+use crate::runtime::webhooks::Outbox;
 use crate::store::{DetectionWrite, NewDelivery, Store};
-use crate::webhooks::Outbox;
 
 /// Minute counts are announced live for minutes this recent (catching up, older ones are not).
 const LIVE_COUNT_MINUTES: i64 = 5;

@@ -11,7 +11,7 @@
 //! Reading order: [`detection`] (the engine and its incidents, over a range of rollups) →
 //! [`live`] (a [`LiveDetector`] whose `tick(now)` does one minute's work) → [`task`] (the
 //! leader loop around it, the only code here that reads the clock, and the [`DetectorTask`]
-//! an admin's redetect pauses) → [`redetect`] (a range recomputed from scratch) → `rebuild`
+//! an admin's redetect pauses) → [`mod@redetect`] (a range recomputed from scratch) → `rebuild`
 //! (the state rebuilt after an upgrade).
 
 pub mod detection;

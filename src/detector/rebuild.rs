@@ -17,9 +17,9 @@ use super::redetect::{read_chunks, READ_AHEAD_CHUNKS, REDETECT_CHUNK_MINUTES};
 use super::{Changes, DetectError, Detection};
 use crate::detect::engine::SNAPSHOT_VERSION;
 use crate::detect::SeriesKey;
-use crate::incidents::{self, Incident, Status};
+use crate::domain::incidents::{self, Incident, Status};
+use crate::runtime::webhooks::Outbox;
 use crate::store::{DetectionWrite, IncidentQuery, NewDelivery, StoreError};
-use crate::webhooks::Outbox;
 
 impl Detection {
     /// The stored open incidents, the newest of each series.

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{complete_until, DetectError, Detection, QUARTER_SECONDS};
 use crate::config::DetectorSettings;
 use crate::domain::buckets::{floor_to, minute_of};
-use crate::incidents::{Incident, Status};
-use crate::report::Catalog;
+use crate::domain::incidents::{Incident, Status};
+use crate::domain::report::Catalog;
 use crate::store::{DetectionWrite, Expectation, MinuteCount, Store, StoreError};
 
 /// Expectation rows `redetect` collects before writing them in one transaction: enough that

@@ -1,7 +1,7 @@
 //! The live detector as a task: [`run`] becomes the leader (retrying while another replica is)
 //! and drives a [`LiveDetector`] with a thin `select!` loop, the only code of the runner that
 //! reads the clock; [`DetectorTask`] is that task as `serve` holds it, which an admin's
-//! redetect stops (releasing the leader lock), runs [`redetect`], and starts again, so the two
+//! redetect stops (releasing the leader lock), runs [`fn@redetect`], and starts again, so the two
 //! never write at once.
 
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 
 use super::{redetect, DetectError, LiveContext, LiveDetector, RedetectSummary, Tick};
 use crate::config::DetectorSettings;
-use crate::events::EventBus;
-use crate::report::LiveCatalog;
+use crate::domain::report::LiveCatalog;
+use crate::runtime::events::EventBus;
+use crate::runtime::webhooks::Outbox;
 use crate::store::{Leadership, Store};
-use crate::webhooks::Outbox;
 
 /// What the live detector needs, and the task while it runs.
 pub struct DetectorTask {
@@ -166,7 +166,7 @@ async fn serve_term(
     // A rebuild can replay weeks of rollups: shutdown does not wait for it. Stopping it midway
     // loses nothing (a rebuild stores everything in one transaction at its end, a replay each
     // chunk idempotently), and the next start does it again.
-    let resume = LiveDetector::resume(context.clone(), crate::clock::now());
+    let resume = LiveDetector::resume(context.clone(), crate::runtime::clock::now());
     let mut live = tokio::select! {
         resumed = resume => resumed?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
@@ -179,10 +179,10 @@ async fn serve_term(
             tracing::warn!("lost the detector lock");
             return Ok(());
         }
-        let Tick::CaughtUp { next_due } = live.tick(crate::clock::now()).await? else {
+        let Tick::CaughtUp { next_due } = live.tick(crate::runtime::clock::now()).await? else {
             continue;
         };
-        let wait = (next_due - crate::clock::now())
+        let wait = (next_due - crate::runtime::clock::now())
             .to_std()
             .unwrap_or(Duration::from_secs(1));
         tokio::select! {

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::buckets::minute_of;
-use crate::geo::CountryCode;
-use crate::report::{Problem, ServiceSlug};
+use crate::domain::geo::CountryCode;
+use crate::domain::report::{Problem, ServiceSlug};
 
 /// A keyed hash of who sent a report; never reversible to an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,7 +168,7 @@ pub fn outcomes(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::report::Catalog;
+    use crate::domain::report::Catalog;
 
     fn report(id: u128, fingerprint: u8, city: Option<&'static str>, second: i64) -> NewReport {
         let catalog = Catalog::new([("x", "X")]);

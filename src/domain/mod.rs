@@ -4,4 +4,7 @@
 
 pub mod buckets;
 pub mod counting;
+pub mod geo;
+pub mod incidents;
+pub mod report;
 pub mod series;

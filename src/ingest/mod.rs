@@ -7,6 +7,7 @@
 //! themselves, and when idle a lone report commits at once.
 
 mod fingerprint;
+pub mod import;
 mod writer;
 
 use std::sync::Arc;

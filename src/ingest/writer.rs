@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 
 use super::Job;
-use crate::metrics::METRICS;
+use crate::runtime::metrics::METRICS;
 use crate::store::{NewReport, Outcome, Store, StoreError};
 
 /// A consumer of the ingest queue; `ingest.writers` of them share it.
@@ -70,7 +70,8 @@ impl BatchWriter {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(
             self.batch_timeout,
-            self.store.insert_reports(&batch, crate::clock::now()),
+            self.store
+                .insert_reports(&batch, crate::runtime::clock::now()),
         )
         .await
         {

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::geo::CountryCode;
-use crate::incidents::{Incident, Scope, Status};
+use crate::domain::geo::CountryCode;
+use crate::domain::incidents::{Incident, Scope, Status};
 
 pub use postgres::PostgresStore;
 pub use roles::{
@@ -366,7 +366,7 @@ pub struct IncidentQuery {
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// A subscription to the payloads every process publishes with [`Store::notify`].
+/// A subscription to the payloads every process publishes with [`CoordinationStore::notify`].
 #[async_trait]
 pub trait Listener: Send {
     /// The next payload. An error means the connection was lost: the next call reconnects,
@@ -458,7 +458,7 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
 /// committed by then (a late one is still added where the minute went).
 const SETTLE_AFTER_MINUTES: i64 = 2;
 
-/// Minutes before this one are settled at `now` (see [`Store::settle_rollups`]).
+/// Minutes before this one are settled at `now` (see [`ReportStore::settle_rollups`]).
 pub fn settled_before(now: DateTime<Utc>) -> DateTime<Utc> {
     minute_of(now) - chrono::TimeDelta::minutes(SETTLE_AFTER_MINUTES)
 }

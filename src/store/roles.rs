@@ -13,7 +13,7 @@ use super::{
     QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey, ServiceRecord,
     StoreError, StoredReport, TimeRange,
 };
-use crate::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident};
 
 /// Durable storage of reports, counts, incidents and what replicas share, by role: a caller
 /// that needs one role takes that trait, one that needs several takes `dyn Store`.
@@ -42,7 +42,7 @@ pub trait ReportStore: Send + Sync + 'static {
     /// Stores a batch in one transaction: inserts new reports, claims dedup keys and adds the
     /// counted ones to the minute rollups. Ids must be unique within the batch; the outcomes
     /// come back in the batch's order. `now` is when the batch commits: on Postgres, counts of
-    /// minutes settled by then ([`settled_before`]) go where those minutes went.
+    /// minutes settled by then ([`super::settled_before`]) go where those minutes went.
     async fn insert_reports(
         &self,
         reports: &[NewReport],
@@ -52,7 +52,7 @@ pub trait ReportStore: Send + Sync + 'static {
     /// Moves the minute counts of minutes before `before` out of the table ingest adds to
     /// into the one reads are indexed for; answers the rows moved. A late count for a moved
     /// minute is added to its row there. `serve`'s upkeep does this every few seconds with
-    /// [`settled_before`]; no count a read sees changes. SQLite keeps one table: nothing moves.
+    /// [`super::settled_before`]; no count a read sees changes. SQLite keeps one table: nothing moves.
     async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Reads one report by id.
@@ -160,14 +160,14 @@ pub trait DetectionStore: Send + Sync + 'static {
 
     /// Deletes the stored expectations of quarters in `[from, to)`; returns how many. For
     /// `redetect`, which recomputes a whole range and then stores it with
-    /// [`Store::insert_recomputed_expectations`].
+    /// [`DetectionStore::insert_recomputed_expectations`].
     async fn clear_expectations(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
-    /// Stores expectations of quarters just cleared with [`Store::clear_expectations`], in
+    /// Stores expectations of quarters just cleared with [`DetectionStore::clear_expectations`], in
     /// one transaction: a bulk load (COPY on Postgres) rather than an upsert per row, so one
     /// already stored is an error.
     async fn insert_recomputed_expectations(

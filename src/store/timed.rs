@@ -21,7 +21,7 @@ use super::{
     RegionExpectation, ReportStore, Rollup, SeriesKey, ServiceRecord, Store, StoreError,
     StoredReport, TimeRange,
 };
-use crate::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident};
 
 /// Wraps `inner` so that each call fails with [`StoreError::Unavailable`] after `timeout`.
 pub fn with_timeout(inner: Arc<dyn Store>, timeout: Duration) -> Arc<dyn Store> {

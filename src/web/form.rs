@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::layout::{self, page, respond, Extras, PageError};
 use super::locale::country_from_accept_language;
 use crate::api::{admit_then, submit_reports, ApiError, AppState, ClientAddr};
-use crate::geo::{CityError, CountryCode};
-use crate::report::{FieldError, Problem, Report, ReportFields};
+use crate::domain::geo::{CityError, CountryCode};
+use crate::domain::report::{FieldError, Problem, Report, ReportFields};
 
 /// The form's fields as posted (all text, all optional: missing ones are validation errors).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -116,7 +116,7 @@ pub(super) async fn create_report(
     let report = match Report::parse(&fields, &state.catalog.current()) {
         Ok(report) => report,
         Err(errors) => {
-            crate::metrics::METRICS.rejection("validation");
+            crate::runtime::metrics::METRICS.rejection("validation");
             return respond(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 report_page(&state, &form, &errors),
@@ -143,7 +143,7 @@ pub(super) async fn create_report(
             Redirect::to(&format!("/report/thanks?{query}")).into_response()
         }
         Err(error) => {
-            crate::metrics::METRICS.rejection(error.reason());
+            crate::runtime::metrics::METRICS.rejection(error.reason());
             try_again(&form, error)
         }
     }
@@ -209,7 +209,7 @@ pub(super) async fn show_thanks(
     let country = CountryCode::parse(&thanks.country).map_err(|_| PageError(ApiError::NotFound))?;
     let city = match thanks.city.as_deref() {
         Some(city) => Some(
-            crate::geo::gazetteer()
+            crate::domain::geo::gazetteer()
                 .lookup(country, city)
                 .map_err(|_| PageError(ApiError::NotFound))?
                 .name,
@@ -276,7 +276,7 @@ async fn reports_last_hour(
     country: CountryCode,
     city: Option<&str>,
 ) -> Result<i64, PageError> {
-    let now = crate::clock::now();
+    let now = crate::runtime::clock::now();
     let buckets = state
         .store
         .counts(

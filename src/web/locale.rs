@@ -1,6 +1,6 @@
 //! The country a report form starts with, guessed from the browser's `Accept-Language` (a region subtag such as `en-PK`, else a language spoken mainly in one country).
 
-use crate::geo::CountryCode;
+use crate::domain::geo::CountryCode;
 
 /// Languages whose speakers are mostly in one country, for tags without a region (`ur` → PK).
 const LANGUAGE_COUNTRIES: [(&str, &str); 24] = [

@@ -15,10 +15,10 @@ use super::layout::{count, page, respond, time, Extras, PageError};
 use super::map;
 use crate::api::{counts_answer, regions_answer, services_answer, ApiError, AppState, Region};
 use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::geo::CountryCode;
+use crate::domain::incidents::{Incident, Scope, Status};
+use crate::domain::report::{Problem, Service};
 use crate::domain::series::SeriesKey;
-use crate::geo::CountryCode;
-use crate::incidents::{Incident, Scope, Status};
-use crate::report::{Problem, Service};
 use crate::store::{IncidentQuery, ProblemCount};
 
 /// A region is `elevated` at this ratio and count, as the API's regions say.
@@ -113,7 +113,7 @@ pub(super) async fn show_status(
     )
     .await
     .map_err(PageError)?;
-    let now = crate::clock::now();
+    let now = crate::runtime::clock::now();
     let last_15m: i64 = store
         .counts(
             &SeriesKey::global(slug),
@@ -432,7 +432,7 @@ pub(super) async fn show_incident(
 
 /// The incident's chart: from three hours before it started to an hour after it ended (or now).
 fn chart_range(incident: &Incident) -> (DateTime<Utc>, DateTime<Utc>) {
-    let now = crate::clock::now();
+    let now = crate::runtime::clock::now();
     let from = floor_to(incident.started_at - TimeDelta::hours(3), 900);
     let end = incident
         .resolved_at

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
-use outagewatch::import;
+use outagewatch::ingest::import;
 use outagewatch::store::Store;
 use outagewatch_scenario::{self as scenario, Scenario};
 use tokio::sync::oneshot;
@@ -159,8 +159,8 @@ impl TestApp {
 
 /// An open country incident of X in Pakistan that started at `started_at`, as the detector
 /// writes one (for tests of what admins do to incidents).
-pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::incidents::Incident {
-    use outagewatch::incidents::{incident_id, Incident, Scope, Status};
+pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::domain::incidents::Incident {
+    use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
     Incident {
         id: incident_id("x", Some("PK"), None, started_at),
         service: "x".into(),
@@ -278,8 +278,8 @@ pub async fn import_scenario(app: &TestApp, scenario: &Scenario) {
 /// Stores every report of a scenario in one transaction, straight through the store: a live
 /// detector sees either none of it or all of it, however slow the machine.
 pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
-    use outagewatch::geo::{gazetteer, CountryCode};
-    use outagewatch::report::Problem;
+    use outagewatch::domain::geo::{gazetteer, CountryCode};
+    use outagewatch::domain::report::Problem;
     use outagewatch::store::{floor_to, Fingerprint, NewReport};
 
     let catalog = app::catalog(&app.db.settings(""));
@@ -305,7 +305,7 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
         });
     });
     app.store
-        .insert_reports(&reports, outagewatch::clock::now())
+        .insert_reports(&reports, outagewatch::runtime::clock::now())
         .await
         .unwrap();
 }

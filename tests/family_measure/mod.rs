@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use outagewatch::app;
 use outagewatch::config::Settings;
 use outagewatch::detector;
-use outagewatch::import::{self, ImportSummary};
-use outagewatch::incidents::{Incident, Scope};
+use outagewatch::domain::incidents::{Incident, Scope};
+use outagewatch::ingest::import::{self, ImportSummary};
 use outagewatch::store::{IncidentQuery, Store};
 use outagewatch_scenario::{self as scenario, Drawn, DrawnSurge, Family, CSV_HEADER};
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, TimeDelta};
-use outagewatch::incidents::Incident;
+use outagewatch::domain::incidents::Incident;
 use outagewatch::store::{DetectionWrite, IncidentQuery};
 use serde_json::{json, Value};
 
@@ -246,7 +246,7 @@ async fn incidents_of(url: &str, service: &str) -> Vec<Incident> {
 /// traffic before; then the detector runs over it all.
 pub async fn fake_network(cluster: &Cluster, _scale: Scale) -> Row {
     let url = cluster.create_db("faults_fake_network").await;
-    let now = outagewatch::clock::now();
+    let now = outagewatch::runtime::clock::now();
     let dir = std::env::temp_dir().join(format!("outagewatch-faults-bg-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let csv = dir.join("background.csv");
@@ -273,7 +273,7 @@ pub async fn fake_network(cluster: &Cluster, _scale: Scale) -> Row {
         ],
     )
     .await;
-    let surge_from = outagewatch::store::minute_of(outagewatch::clock::now());
+    let surge_from = outagewatch::store::minute_of(outagewatch::runtime::clock::now());
     let fake = send_many(&service, "x", 1000, |i| {
         format!("203.0.113.{}", 1 + i % 254)
     })
@@ -286,7 +286,7 @@ pub async fn fake_network(cluster: &Cluster, _scale: Scale) -> Row {
     let honest_counted = counted_since(&url, "youtube", surge_from).await;
     let _ = service.terminate(Duration::from_secs(10)).await;
     // Run the detector over everything, 20 minutes past the surges so each window has closed.
-    let to = (outagewatch::clock::now() + TimeDelta::minutes(20)).to_rfc3339();
+    let to = (outagewatch::runtime::clock::now() + TimeDelta::minutes(20)).to_rfc3339();
     let redetect = run_command(&url, &["redetect", "--to", &to]);
     let fake_incidents = incidents_of(&url, "x").await;
     let honest_incidents = incidents_of(&url, "youtube").await;
@@ -417,7 +417,8 @@ const INJECTIONS: [&str; 8] = [
 
 /// An incident to annotate and resolve, written as the detector would.
 async fn seed_incident(url: &str) -> Incident {
-    let started_at = outagewatch::store::minute_of(outagewatch::clock::now()) - TimeDelta::hours(1);
+    let started_at =
+        outagewatch::store::minute_of(outagewatch::runtime::clock::now()) - TimeDelta::hours(1);
     let incident = crate::common::open_incident(started_at);
     let store = open_store(url).await;
     store

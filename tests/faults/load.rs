@@ -102,7 +102,7 @@ struct Probe {
 async fn probe(service_url: String, start: Instant, until: Instant) -> Vec<Probe> {
     let http = reqwest::Client::new();
     let mut probes = Vec::new();
-    let base = outagewatch::clock::now() - chrono::TimeDelta::days(1);
+    let base = outagewatch::runtime::clock::now() - chrono::TimeDelta::days(1);
     let mut i = 0i64;
     while Instant::now() < until {
         i += 1;
@@ -252,7 +252,7 @@ async fn database_fault(
         cluster.stop_immediately();
     }
     let down = start.elapsed();
-    let down_minute = outagewatch::store::minute_of(outagewatch::clock::now());
+    let down_minute = outagewatch::store::minute_of(outagewatch::runtime::clock::now());
     tokio::time::sleep_until((start + before + length).into()).await;
     let restoring = start.elapsed();
     if stall {
@@ -265,7 +265,7 @@ async fn database_fault(
         };
     }
     let back = start.elapsed();
-    let back_minute = outagewatch::store::minute_of(outagewatch::clock::now());
+    let back_minute = outagewatch::store::minute_of(outagewatch::runtime::clock::now());
     let summary = load.await.expect("load task");
     let probes = probes.await.expect("probe task");
     let seen = outage(&summary.answers, &probes, down, restoring, back);

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Timelike, Utc};
-use outagewatch::geo::{gazetteer, CityError, CountryCode};
-use outagewatch::report::Problem;
+use outagewatch::domain::geo::{gazetteer, CityError, CountryCode};
+use outagewatch::domain::report::Problem;
 
 use crate::model::ScenarioError;
 

@@ -67,8 +67,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use outagewatch::geo::CountryCode;
-use outagewatch::report::Problem;
+use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::report::Problem;
 
 use crate::checks::{city_shares, country, invalid, problem_mix, service, whole_minute};
 use crate::model::{Scenario, ScenarioError, Surge, Traffic, MAX_DAYS};

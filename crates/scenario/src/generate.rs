@@ -3,7 +3,7 @@
 use std::io;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use outagewatch::report::Problem;
+use outagewatch::domain::report::Problem;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, Poisson};

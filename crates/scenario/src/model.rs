@@ -6,8 +6,8 @@ use std::f64::consts::PI;
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use figment::providers::{Format, Toml};
 use figment::Figment;
-use outagewatch::geo::CountryCode;
-use outagewatch::report::Problem;
+use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::report::Problem;
 use serde::Deserialize;
 
 use crate::checks::{

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, Duration, Utc};
-use outagewatch::geo::gazetteer;
+use outagewatch::domain::geo::gazetteer;
 
 use super::*;
 use crate::model::target_15m;

@@ -28,7 +28,7 @@ use super::{
 use crate::domain::counting::{
     dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
 };
-use crate::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident};
 
 /// The NOTIFY channel live events travel on.
 const EVENTS_CHANNEL: &str = "outagewatch_events";

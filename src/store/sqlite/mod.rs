@@ -29,7 +29,7 @@ use super::{
 use crate::domain::counting::{
     dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
 };
-use crate::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident};
 
 /// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
 const ROWS_PER_STATEMENT: usize = 1000;

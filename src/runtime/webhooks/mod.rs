@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::config::{WebhookDeliverySettings, WebhookSettings};
 use crate::domain::buckets::minute_of;
-use crate::incidents::Incident;
+use crate::domain::incidents::Incident;
 use crate::store::NewDelivery;
 
 /// The event type of an incident that opened or reopened.
@@ -267,7 +267,7 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-    use crate::incidents::{incident_id, Scope, Status};
+    use crate::domain::incidents::{incident_id, Scope, Status};
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()

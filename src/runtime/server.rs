@@ -110,7 +110,7 @@ pub async fn serve(
 
 /// Answers a connection over the cap with one 503 and closes it, if a refusal permit is free.
 fn refuse(stream: TcpStream, builder: &http1::Builder, refusals: &Arc<Semaphore>) {
-    crate::metrics::METRICS.rejection("too-many-connections");
+    crate::runtime::metrics::METRICS.rejection("too-many-connections");
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
     };

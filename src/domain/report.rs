@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::geo::{gazetteer, City, CityError, CountryCode};
+use crate::domain::geo::{gazetteer, City, CityError, CountryCode};
 
 /// A service people can report about, as named by its catalog slug (e.g. `x`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

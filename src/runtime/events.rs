@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
-use crate::incidents::Incident;
+use crate::domain::incidents::Incident;
 use crate::store::{Listener, Store};
 
 /// One live event.

@@ -19,7 +19,7 @@ use super::{
     backoff, jitter_unit, signature, Endpoint, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use crate::config::{WebhookDeliverySettings, WebhookSettings};
-use crate::metrics::METRICS;
+use crate::runtime::metrics::METRICS;
 use crate::store::{Attempt, Delivery, Store, StoreError};
 
 /// A claim lasts the request timeout plus this margin; then its row is due again.
@@ -255,7 +255,7 @@ pub async fn run(mut deliverer: Deliverer, mut shutdown: watch::Receiver<bool>) 
     let poll = Duration::from_millis(deliverer.settings.poll_interval_ms);
     let batch = usize::try_from(deliverer.settings.batch_size).unwrap_or(usize::MAX);
     while !*shutdown.borrow() {
-        let claimed = match deliverer.step(crate::clock::now()).await {
+        let claimed = match deliverer.step(crate::runtime::clock::now()).await {
             Ok(summary) => summary.claimed,
             Err(error) => {
                 tracing::warn!(%error, "webhook deliverer cannot reach the store; retrying");

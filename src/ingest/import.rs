@@ -8,8 +8,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::domain::report::{Catalog, Report, ReportFields};
 use crate::ingest::{fingerprint_of_reporter, Ingest, IngestError, NewReport};
-use crate::report::{Catalog, Report, ReportFields};
 use crate::store::{Fingerprint, Outcome, StoreError};
 
 /// Rows per submission to the batch writer (its batches can hold several).
