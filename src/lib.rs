@@ -58,6 +58,7 @@ pub mod detect;
 pub mod detector;
 pub mod domain;
 pub mod ingest;
+pub mod read;
 pub mod runtime;
 pub mod store;
 pub mod web;

@@ -24,16 +24,11 @@ use crate::domain::incidents::Status;
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
+use crate::read::{
+    self,
+    counts::{CountsQuery, Interval, INTERVALS},
+};
 use crate::store::{IncidentQuery, Store};
-
-/// The bucket widths `interval` accepts, in seconds.
-const INTERVALS: [(&str, i64); 5] = [
-    ("1m", 60),
-    ("5m", 300),
-    ("15m", 900),
-    ("1h", 3600),
-    ("1d", 86_400),
-];
 
 /// The `interval` parameter's schema: the names of [`INTERVALS`].
 pub(super) struct IntervalChoice;
@@ -43,9 +38,6 @@ impl PartialSchema for IntervalChoice {
         choice_schema(INTERVALS.iter().map(|(name, _)| *name), "15m")
     }
 }
-
-/// Most buckets one answer holds (a week at one minute is 10,080).
-const MAX_BUCKETS: i64 = 10_080;
 
 /// Expectations are stored per quarter hour.
 const QUARTER: i64 = 900;
@@ -201,46 +193,6 @@ pub struct Counts {
     pub buckets: Vec<Bucket>,
 }
 
-/// Dense buckets over `[from, to)` (from already aligned), with counts where the store had
-/// any and the sum of the quarter-hour expectations each bucket covers (prorated when the
-/// bucket is shorter than a quarter hour).
-pub fn fill_buckets(
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    bucket_seconds: i64,
-    counts: &[(DateTime<Utc>, i64)],
-    quarters: &[(DateTime<Utc>, f64)],
-) -> Vec<Bucket> {
-    let counts: HashMap<i64, i64> = counts.iter().map(|(t, n)| (t.timestamp(), *n)).collect();
-    let mut expected: BTreeMap<i64, f64> = BTreeMap::new();
-    for (quarter, value) in quarters {
-        let q = quarter.timestamp();
-        if bucket_seconds >= QUARTER {
-            *expected
-                .entry(q - q.rem_euclid(bucket_seconds))
-                .or_default() += value;
-        } else {
-            let share = value * bucket_seconds as f64 / QUARTER as f64;
-            let mut start = q;
-            while start < q + QUARTER {
-                expected.insert(start, share);
-                start += bucket_seconds;
-            }
-        }
-    }
-    let mut buckets = Vec::new();
-    let mut start = from.timestamp();
-    while start < to.timestamp() {
-        buckets.push(Bucket {
-            start: DateTime::from_timestamp(start, 0).unwrap_or(from),
-            count: counts.get(&start).copied().unwrap_or(0),
-            expected: expected.get(&start).map(|e| (e * 100.0).round() / 100.0),
-        });
-        start += bucket_seconds;
-    }
-    buckets
-}
-
 /// The parameters `counts` knows.
 const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", "from", "to"];
 
@@ -320,58 +272,44 @@ pub async fn counts_answer(
             }
         },
     };
-    let (interval, bucket_seconds) =
-        choice_parameter(params, "interval", "15m", &INTERVALS, &mut errors);
+    let (interval, _) = choice_parameter(params, "interval", "15m", &INTERVALS, &mut errors);
     let to = time_parameter(params, "to", &mut errors);
     let from = time_parameter(params, "from", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::InvalidParameters(errors));
     }
-    // Default: the last 24 hours, up to the end of the current bucket.
-    let to = to.unwrap_or_else(|| {
-        floor_to(crate::runtime::clock::now(), bucket_seconds) + TimeDelta::seconds(bucket_seconds)
-    });
-    let from = from.unwrap_or(to - TimeDelta::days(1));
-    if from >= to {
-        return Err(ApiError::InvalidParameters(vec![FieldError::new(
-            "from",
-            "from must be before to",
-        )]));
-    }
-    let from = floor_to(from, bucket_seconds);
-    if (to - from).num_seconds() / bucket_seconds > MAX_BUCKETS {
-        return Err(ApiError::InvalidParameters(vec![FieldError::new(
-            "from",
-            format!("the range holds more than {MAX_BUCKETS} buckets of {interval}; narrow it or use a wider interval"),
-        )]));
-    }
     let service = service.unwrap_or_default();
-    let (country_text, city_text) = (country.map(|c| c.as_str().to_owned()), city.clone());
-    let series = SeriesKey {
-        service: service.clone(),
-        country: country_text.clone(),
-        city: city_text.clone(),
-    };
-    let counts = store
-        .counts(&series, TimeRange::new(from, to), bucket_seconds)
-        .await
-        .map_err(ApiError::from_store)?;
-    let quarters: Vec<(DateTime<Utc>, f64)> = store
-        .expectations(&series, TimeRange::new(floor_to(from, QUARTER), to))
-        .await
-        .map_err(ApiError::from_store)?
-        .into_iter()
-        .map(|q| (q.quarter, q.expected))
-        .collect();
-    let counts: Vec<(DateTime<Utc>, i64)> = counts.iter().map(|b| (b.start, b.count)).collect();
-    Ok(Counts {
-        buckets: fill_buckets(from, to, bucket_seconds, &counts, &quarters),
-        service,
-        country: country_text,
-        city,
-        interval,
+    let country = country.map(|c| c.as_str().to_owned());
+    let query = CountsQuery {
+        series: SeriesKey {
+            service: service.clone(),
+            country: country.clone(),
+            city: city.clone(),
+        },
+        // Checked above: `interval` names one of INTERVALS.
+        interval: Interval::parse(&interval).unwrap_or_default(),
         from,
         to,
+    };
+    let read = read::counts::counts(store.as_ref(), &query, crate::runtime::clock::now())
+        .await
+        .map_err(ApiError::from_read)?;
+    Ok(Counts {
+        service,
+        country,
+        city,
+        interval,
+        from: read.range.from,
+        to: read.range.to,
+        buckets: read
+            .buckets
+            .into_iter()
+            .map(|b| Bucket {
+                start: b.start,
+                count: b.count,
+                expected: b.expected,
+            })
+            .collect(),
     })
 }
 
@@ -570,33 +508,6 @@ pub async fn list_places(
         })
         .collect();
     Ok(Json(PlaceList { places }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(minutes: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_741_600_800 + minutes * 60, 0).expect("valid time")
-    }
-
-    #[test]
-    fn hourly_buckets_sum_four_quarters_and_fill_gaps_with_zero() {
-        // 1_741_600_800 is 2025-03-10T10:00:00Z, on the hour.
-        let quarters: Vec<(DateTime<Utc>, f64)> =
-            (0..8).map(|q| (t(q * 15), 1.25 * (q + 1) as f64)).collect();
-        let buckets = fill_buckets(t(0), t(180), 3600, &[(t(60), 42)], &quarters);
-        let got: Vec<(i64, Option<f64>)> = buckets.iter().map(|b| (b.count, b.expected)).collect();
-        assert_eq!(got, [(0, Some(12.5)), (42, Some(32.5)), (0, None)]);
-        assert_eq!(buckets[2].start, t(120));
-    }
-
-    #[test]
-    fn five_minute_buckets_get_a_third_of_their_quarter() {
-        let buckets = fill_buckets(t(0), t(20), 300, &[], &[(t(0), 9.0)]);
-        let got: Vec<Option<f64>> = buckets.iter().map(|b| b.expected).collect();
-        assert_eq!(got, [Some(3.0), Some(3.0), Some(3.0), None]);
-    }
 }
 
 /// A region key: (country, city or "" for the country itself).

@@ -129,6 +129,14 @@ impl ToSchema for FieldError {}
 
 impl ApiError {
     /// Maps a store failure seen while reading.
+    /// A read's error: an invalid query names its fields (400), the store's as [`Self::from_store`].
+    pub fn from_read(error: crate::read::ReadError) -> ApiError {
+        match error {
+            crate::read::ReadError::Invalid(errors) => ApiError::InvalidParameters(errors),
+            crate::read::ReadError::Store(error) => ApiError::from_store(error),
+        }
+    }
+
     pub fn from_store(error: StoreError) -> ApiError {
         match error {
             StoreError::Unavailable(detail) => {

@@ -1,0 +1,20 @@
+//! The read side, typed: each query a type, each answer a plain struct, and one [`ReadError`].
+//!
+//! The API turns HTTP into these queries and the answers back into JSON; the pages and the CLI
+//! read through the same functions. Today [`counts`] reads here; regions, services, places and
+//! incidents follow (issue 15), and then `api` and `web` stop naming the store.
+
+pub mod counts;
+
+use crate::domain::report::FieldError;
+use crate::store::StoreError;
+
+/// Why a read has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The query asks for something that cannot be answered; each field at fault, named.
+    #[error("invalid query: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
