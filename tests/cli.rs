@@ -331,7 +331,8 @@ async fn serve_logs_without_colour_codes_when_stderr_is_not_a_terminal() {
     while let Some(line) = lines.next_line().await.unwrap() {
         logged.push(line);
     }
-    assert!(child.wait().await.unwrap().success());
+    let exit = child.wait().await.unwrap();
+    assert!(exit.success(), "{exit}: {logged:?}");
     assert!(
         logged.iter().any(|line| line.contains("stopped")),
         "{logged:?}"
