@@ -2,7 +2,7 @@
 //! expectation), `GET /api/v1/services` (the catalog with status) and `GET /api/v1/places`
 //! (gazetteer suggestions for a form's city field).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -18,16 +18,15 @@ use super::docs::{choice_schema, enum_schema};
 use super::error::Problem;
 use super::export::FormatChoice;
 use super::{ApiError, AppState};
-use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::buckets::TimeRange;
 use crate::domain::geo::{gazetteer, CountryCode};
 use crate::domain::incidents::Status;
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
-use crate::read::{
-    self,
-    counts::{CountsQuery, Interval, INTERVALS},
-};
+use crate::read::counts::{CountsQuery, Interval, INTERVALS};
+use crate::read::regions::{Level, RegionsQuery};
+use crate::read::{self};
 use crate::store::{IncidentQuery, Store};
 
 /// The `interval` parameter's schema: the names of [`INTERVALS`].
@@ -38,9 +37,6 @@ impl PartialSchema for IntervalChoice {
         choice_schema(INTERVALS.iter().map(|(name, _)| *name), "15m")
     }
 }
-
-/// Expectations are stored per quarter hour.
-const QUARTER: i64 = 900;
 
 /// The query parameters as given, rejecting anything not in `known`.
 pub(super) fn parameters(
@@ -510,9 +506,6 @@ pub async fn list_places(
     Ok(Json(PlaceList { places }))
 }
 
-/// A region key: (country, city or "" for the country itself).
-type RegionKey = (String, String);
-
 /// The windows `regions` accepts, in seconds.
 const WINDOWS: [(&str, i64); 3] = [("15m", 900), ("1h", 3600), ("24h", 86_400)];
 
@@ -536,11 +529,6 @@ impl PartialSchema for LevelChoice {
         choice_schema(LEVELS, LEVELS[0])
     }
 }
-
-/// A region is `elevated` at this ratio to its expectation (and `ELEVATED_MIN_COUNT` reports)
-/// without an incident: the detector's default open floors.
-const ELEVATED_RATIO: f64 = 1.5;
-const ELEVATED_MIN_COUNT: i64 = 10;
 
 /// One region's current standing.
 #[derive(Serialize, Debug, ToSchema)]
@@ -589,27 +577,6 @@ pub struct RegionPage {
     pub regions: Vec<Region>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// The expectation of `[from, to)` from quarter-hour expectations, each weighted by how much
-/// of its quarter falls in the range.
-fn prorated(
-    quarters: impl Iterator<Item = (DateTime<Utc>, f64)>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> f64 {
-    quarters
-        .map(|(quarter, expected)| {
-            let start = quarter.max(from);
-            let end = (quarter + TimeDelta::seconds(QUARTER)).min(to);
-            let overlap = (end - start).num_seconds().max(0) as f64 / QUARTER as f64;
-            expected * overlap
-        })
-        .sum()
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }
 
 /// `GET /api/v1/regions?service=x&level=country|city&country=PK&window=15m|1h|24h&limit=`
@@ -706,111 +673,30 @@ pub async fn regions_answer(
     }
     let service = service.unwrap_or_default();
     let country_text = country.map(|c| c.as_str().to_owned());
-    let to = crate::runtime::clock::now();
-    let from = to - TimeDelta::seconds(window_seconds);
-    let counts = store
-        .region_counts(
-            &service,
-            country_text.as_deref(),
-            cities,
-            TimeRange::new(from, to),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    let regions: Vec<(String, String)> = counts
-        .iter()
-        .map(|r| (r.country.clone(), r.city.clone()))
-        .collect();
-    let quarters = store
-        .region_expectations(
-            &service,
-            &regions,
-            TimeRange::new(floor_to(from, QUARTER), to),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    let open = store
-        .incidents(&IncidentQuery {
-            service: Some(service.clone()),
-            country: country_text.clone(),
-            status: Some(Status::Open),
-            limit: 10_000,
-            ..IncidentQuery::default()
-        })
-        .await
-        .map_err(ApiError::from_store)?;
-    let scope = if cities {
-        crate::domain::incidents::Scope::City
-    } else {
-        crate::domain::incidents::Scope::Country
+    let query = RegionsQuery {
+        service: service.clone(),
+        country: country_text.clone(),
+        level: if cities { Level::City } else { Level::Country },
+        window: TimeDelta::seconds(window_seconds),
     };
-    let incident_of: HashMap<(String, String), uuid::Uuid> = open
-        .iter()
-        .filter(|i| i.scope == scope)
-        .map(|i| {
-            let key = (
-                i.country.clone().unwrap_or_default(),
-                i.city.clone().unwrap_or_default(),
-            );
-            (key, i.id)
+    let read = read::regions::regions(store.as_ref(), &query, crate::runtime::clock::now())
+        .await
+        .map_err(ApiError::from_read)?;
+    let (from, to) = (read.range.from, read.range.to);
+    let listed: Vec<Region> = read
+        .regions
+        .into_iter()
+        .map(|r| Region {
+            country: r.country,
+            city: r.city,
+            name: r.name,
+            count: r.count,
+            expected: r.expected,
+            ratio: r.ratio,
+            status: r.status.as_str(),
+            incident_id: r.incident_id,
         })
         .collect();
-    let mut expected_of: HashMap<RegionKey, Vec<(DateTime<Utc>, f64)>> = HashMap::new();
-    for q in quarters {
-        expected_of
-            .entry((q.country, q.city))
-            .or_default()
-            .push((q.quarter, q.expected));
-    }
-    let mut regions: BTreeMap<(String, String), i64> = counts
-        .into_iter()
-        .map(|r| ((r.country, r.city), r.count))
-        .collect();
-    for key in incident_of.keys() {
-        regions.entry(key.clone()).or_insert(0);
-    }
-    let mut listed: Vec<Region> = regions
-        .into_iter()
-        .map(|((country, city), count)| {
-            let expected = expected_of
-                .get(&(country.clone(), city.clone()))
-                .map(|q| round2(prorated(q.iter().copied(), from, to)));
-            let ratio = expected
-                .filter(|e| *e > 0.0)
-                .map(|e| round2(count as f64 / e));
-            let incident_id = incident_of.get(&(country.clone(), city.clone())).copied();
-            let status = if incident_id.is_some() {
-                "incident"
-            } else if count >= ELEVATED_MIN_COUNT && ratio.is_some_and(|r| r >= ELEVATED_RATIO) {
-                "elevated"
-            } else {
-                "normal"
-            };
-            let name = if city.is_empty() {
-                CountryCode::parse(&country)
-                    .map(|c| c.name().to_owned())
-                    .unwrap_or_else(|_| country.clone())
-            } else {
-                city.clone()
-            };
-            Region {
-                city: (!city.is_empty()).then_some(city),
-                country,
-                name,
-                count,
-                expected,
-                ratio,
-                status,
-                incident_id,
-            }
-        })
-        .collect();
-    listed.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.country.cmp(&b.country))
-            .then_with(|| a.city.cmp(&b.city))
-    });
     let total = listed.len();
     let listed: Vec<Region> = listed.into_iter().skip(offset).take(limit).collect();
     let next_cursor = (offset + limit < total).then(|| format!("r{}", offset + limit));

@@ -5,6 +5,7 @@
 //! incidents follow (issue 15), and then `api` and `web` stop naming the store.
 
 pub mod counts;
+pub mod regions;
 
 use crate::domain::report::FieldError;
 use crate::store::StoreError;

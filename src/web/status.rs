@@ -21,9 +21,8 @@ use crate::domain::report::{Problem, Service};
 use crate::domain::series::SeriesKey;
 use crate::store::{IncidentQuery, ProblemCount};
 
-/// A region is `elevated` at this ratio and count, as the API's regions say.
-const ELEVATED_RATIO: f64 = 1.5;
-const ELEVATED_MIN_COUNT: i64 = 10;
+// A service is `elevated` at the ratio and count at which a region is.
+use crate::read::regions::{ELEVATED_MIN_COUNT, ELEVATED_RATIO};
 
 /// Rows the places tables show.
 const TABLE_ROWS: usize = 10;
