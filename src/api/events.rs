@@ -10,8 +10,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
-use super::counts::parameters;
 use super::error::Problem;
+use super::params::parameters;
 use super::{ApiError, AppState};
 use crate::runtime::events::LiveEvent;
 

@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::counts::{country_parameter, parameters};
 use super::error::Problem;
+use super::params::{country_parameter, parameters};
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::{Incident, Status};

@@ -12,10 +12,10 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use super::counts::parameters;
 use super::docs::choice_schema;
 use super::error::Problem;
 use super::export::FormatChoice;
+use super::params::parameters;
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::{Incident, Status};

@@ -13,6 +13,7 @@ mod feeds;
 mod health;
 mod incidents;
 mod metrics;
+mod params;
 pub mod pow;
 mod reports;
 pub mod security;
