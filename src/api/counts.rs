@@ -22,16 +22,14 @@ use super::params::{
     time_parameter,
 };
 use super::{ApiError, AppState};
-use crate::domain::buckets::TimeRange;
 use crate::domain::geo::gazetteer;
-use crate::domain::incidents::Status;
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
 use crate::read::counts::{CountsQuery, Interval, INTERVALS};
 use crate::read::regions::{Level, RegionsQuery};
 use crate::read::{self};
-use crate::store::{IncidentQuery, Store};
+use crate::store::Store;
 
 /// The `interval` parameter's schema: the names of [`INTERVALS`].
 pub(super) struct IntervalChoice;
@@ -263,39 +261,19 @@ pub async fn services_answer(
     store: &Arc<dyn Store>,
     catalog: &Catalog,
 ) -> Result<ServiceList, ApiError> {
-    let now = crate::runtime::clock::now();
-    let open = store
-        .incidents(&IncidentQuery {
-            status: Some(Status::Open),
-            limit: 10_000,
-            ..IncidentQuery::default()
-        })
+    let read = read::services::services(store.as_ref(), catalog, crate::runtime::clock::now())
         .await
-        .map_err(ApiError::from_store)?;
-    let mut services = Vec::new();
-    for service in catalog.services() {
-        let slug = service.slug.as_str();
-        let day = store
-            .counts(
-                &SeriesKey::global(slug),
-                TimeRange::new(now - TimeDelta::days(1), now),
-                86_400 * 2,
-            )
-            .await
-            .map_err(ApiError::from_store)?;
-        let open_incidents = open.iter().filter(|i| i.service == slug).count();
-        services.push(ServiceStatus {
-            slug: slug.to_owned(),
-            name: service.name.clone(),
-            status: if open_incidents > 0 {
-                "incident"
-            } else {
-                "normal"
-            },
-            open_incidents,
-            reports_24h: day.iter().map(|b| b.count).sum(),
-        });
-    }
+        .map_err(ApiError::from_read)?;
+    let services = read
+        .into_iter()
+        .map(|s| ServiceStatus {
+            slug: s.slug,
+            name: s.name,
+            status: s.state.as_str(),
+            open_incidents: s.open_incidents,
+            reports_24h: s.reports_24h,
+        })
+        .collect();
     Ok(ServiceList { services })
 }
 

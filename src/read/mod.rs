@@ -1,11 +1,12 @@
 //! The read side, typed: each query a type, each answer a plain struct, and one [`ReadError`].
 //!
 //! The API turns HTTP into these queries and the answers back into JSON; the pages and the CLI
-//! read through the same functions. Today [`counts`] reads here; regions, services, places and
+//! read through the same functions. Today [`counts`], [`regions`] and [`services`] read here;
 //! incidents follow (issue 15), and then `api` and `web` stop naming the store.
 
 pub mod counts;
 pub mod regions;
+pub mod services;
 
 use crate::domain::report::FieldError;
 use crate::store::StoreError;
