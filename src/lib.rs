@@ -18,8 +18,8 @@
 //! - [`ingest`]: the queue and the group-commit writer; [`ingest::import`] loads history.
 //! - [`detector`]: the runner around [`detect`]: a live tick per minute, the leader loop,
 //!   `redetect`, the rebuild after an upgrade.
-//! - [`read`]: the typed read side (queries as types, plain answers, one `ReadError`): counts
-//!   and regions so far; services, places and incidents to follow.
+//! - [`read`]: the typed read side (queries as types, plain answers, one `ReadError`): counts,
+//!   regions, services and incidents so far; the pages and the admin API to follow.
 //! - [`api`] (HTTP in and out, problem+json, the admin API, proof-of-work challenges) and
 //!   [`web`] (the pages people use).
 //! - [`runtime`]: the accept loop, the clock, live events across replicas, webhooks, metrics.
@@ -41,7 +41,7 @@
 //!    are written in one transaction; the changes go out as live events
 //!    (`runtime/events.rs` → `api/events.rs`, Server-Sent Events), and
 //!    `runtime/webhooks/deliverer.rs` POSTs the queued deliveries.
-//! 5. Reads come back through `read/` (`read/counts.rs`, `read/regions.rs`) and
+//! 5. Reads come back through `read/` (counts, regions, services, incidents) and
 //!    `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the pages in `web/`.
 //!
 //! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load

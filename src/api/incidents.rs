@@ -1,7 +1,6 @@
 //! `GET /api/v1/incidents` (filtered, newest first, cursor-paged) and `GET /api/v1/incidents/{id}`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -18,10 +17,11 @@ use super::export::FormatChoice;
 use super::params::parameters;
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
+use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::{Incident, Status};
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
-use crate::store::{IncidentQuery, Store};
+use crate::read::{self, ReadStore};
 
 /// Incidents per page unless `limit` says otherwise, and the most a page holds.
 const DEFAULT_LIMIT: u32 = 100;
@@ -51,8 +51,8 @@ pub struct IncidentPage {
 }
 
 /// The cursor of the page after `incident`: its start (unix seconds) and id.
-fn cursor_of(incident: &Incident) -> String {
-    format!("{}_{}", incident.started_at.timestamp(), incident.id)
+fn cursor_of((started_at, id): (DateTime<Utc>, Uuid)) -> String {
+    format!("{}_{}", started_at.timestamp(), id)
 }
 
 fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
@@ -178,33 +178,23 @@ pub async fn list_incidents(
 ) -> Result<Json<IncidentPage>, ApiError> {
     let params = parameters(params, &PARAMETERS)?;
     Ok(Json(
-        incidents_page(&state.store, &state.catalog.current(), &params).await?,
+        incidents_page(state.store.as_ref(), &state.catalog.current(), &params).await?,
     ))
 }
 
 /// One page of incidents for query parameters (the API's and the `incidents` command's).
 pub async fn incidents_page(
-    store: &Arc<dyn Store>,
+    store: &dyn ReadStore,
     catalog: &Catalog,
     params: &BTreeMap<String, String>,
 ) -> Result<IncidentPage, ApiError> {
-    let mut query = list_query(params, catalog).map_err(ApiError::InvalidParameters)?;
-    let limit = query.limit;
-    // One more than asked tells whether another page follows.
-    query.limit = limit + 1;
-    let mut incidents = store
-        .incidents(&query)
+    let query = list_query(params, catalog).map_err(ApiError::InvalidParameters)?;
+    let page = read::incidents::page(store, &query)
         .await
-        .map_err(ApiError::from_store)?;
-    let next_cursor = if incidents.len() > limit as usize {
-        incidents.truncate(limit as usize);
-        incidents.last().map(cursor_of)
-    } else {
-        None
-    };
+        .map_err(ApiError::from_read)?;
     Ok(IncidentPage {
-        incidents,
-        next_cursor,
+        incidents: page.incidents,
+        next_cursor: page.next.map(cursor_of),
     })
 }
 
@@ -265,10 +255,10 @@ pub async fn get_incident(
         .ok_or_else(|| {
             ApiError::InvalidParameters(vec![FieldError::new("id", "id must be a UUID")])
         })?;
-    match state.store.incident(id).await {
+    match read::incidents::incident(state.store.as_ref(), id).await {
         Ok(Some(incident)) => Ok(Json(incident)),
         Ok(None) => Err(ApiError::NotFound),
-        Err(e) => Err(ApiError::from_store(e)),
+        Err(e) => Err(ApiError::from_read(e)),
     }
 }
 

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
 use super::{ApiError, AppState};
+use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::Status;
+use crate::read;
 use crate::runtime::metrics::{HttpLabels, METRICS};
-use crate::store::IncidentQuery;
 
 /// Times the answer and counts it under its route pattern (never the raw path).
 pub async fn track_http(request: Request, next: Next) -> Response {
@@ -61,15 +62,16 @@ pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiE
     METRICS
         .rate_limit_clients
         .set(i64::try_from(state.clients.tracked_clients()).unwrap_or(i64::MAX));
-    let open = state
-        .store
-        .incidents(&IncidentQuery {
+    let open = read::incidents::list(
+        state.store.as_ref(),
+        &IncidentQuery {
             status: Some(Status::Open),
             limit: 100_000,
             ..IncidentQuery::default()
-        })
-        .await
-        .map_err(ApiError::from_store)?;
+        },
+    )
+    .await
+    .map_err(ApiError::from_read)?;
     METRICS
         .open_incidents
         .set(i64::try_from(open.len()).unwrap_or(i64::MAX));

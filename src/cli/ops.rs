@@ -108,7 +108,7 @@ pub async fn incidents(settings: &Settings, args: IncidentsArgs) -> anyhow::Resu
     .collect();
     let store = app::open_store(settings).await?;
     let catalog = app::stored_catalog(&store, settings).await?;
-    let page = api::incidents_page(&store, &catalog, &params)
+    let page = api::incidents_page(store.as_ref(), &catalog, &params)
         .await
         .map_err(explain)?;
     let mut answer = serde_json::to_value(page)?;

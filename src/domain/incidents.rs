@@ -78,6 +78,20 @@ pub struct CityCount {
     pub count: i64,
 }
 
+/// Which incidents to list: newest first, `limit` at most, after the `after` cursor.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentQuery {
+    pub service: Option<String>,
+    pub country: Option<String>,
+    /// None = open and resolved.
+    pub status: Option<Status>,
+    /// Only incidents that started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+    /// The (started_at, id) of the last incident of the previous page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
 /// One incident, as stored and served.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Incident {

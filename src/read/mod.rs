@@ -1,15 +1,19 @@
 //! The read side, typed: each query a type, each answer a plain struct, and one [`ReadError`].
 //!
 //! The API turns HTTP into these queries and the answers back into JSON; the pages and the CLI
-//! read through the same functions. Today [`counts`], [`regions`] and [`services`] read here;
-//! incidents follow (issue 15), and then `api` and `web` stop naming the store.
+//! read through the same functions. Today [`counts`], [`regions`], [`services`] and [`incidents`]
+//! read here; once the pages and the admin API do too, `api` and `web` stop naming the store.
 
 pub mod counts;
+pub mod incidents;
 pub mod regions;
 pub mod services;
 
 use crate::domain::report::FieldError;
 use crate::store::StoreError;
+
+/// What the read side reads through: the store's read role.
+pub use crate::store::ReadStore;
 
 /// Why a read has no answer.
 #[derive(Debug, thiserror::Error)]

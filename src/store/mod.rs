@@ -24,6 +24,7 @@ pub use timed::with_timeout;
 // The counting rules' types are the domain's; the store is spoken in them.
 pub use crate::domain::buckets::{floor_to, minute_of, TimeRange};
 pub use crate::domain::counting::{Fingerprint, NetworkQuota, NewReport, Outcome};
+pub use crate::domain::incidents::IncidentQuery;
 pub use crate::domain::series::SeriesKey;
 
 /// One service of the stored catalog.
@@ -350,20 +351,6 @@ impl AttemptColumns<'_> {
             finished_at,
         }
     }
-}
-
-/// Which incidents to list: newest first, `limit` at most, after the `after` cursor.
-#[derive(Clone, Debug, Default)]
-pub struct IncidentQuery {
-    pub service: Option<String>,
-    pub country: Option<String>,
-    /// None = open and resolved.
-    pub status: Option<Status>,
-    /// Only incidents that started at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    pub limit: u32,
-    /// The (started_at, id) of the last incident of the previous page.
-    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 /// A subscription to the payloads every process publishes with [`CoordinationStore::notify`].
