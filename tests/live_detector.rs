@@ -463,6 +463,7 @@ on_both_backends!(
         let catalog = Arc::new(app::catalog(&settings));
         let first = store.first_rollup_minute().await.unwrap().unwrap();
         let (events, relay) = EventBus::start(store.clone()).await;
+        let bus = events.clone();
         let mut heard = events.subscribe();
         let context = LiveContext {
             store: store.clone(),
@@ -511,11 +512,25 @@ on_both_backends!(
         expected_sorted.sort_by_key(|i| i.id);
         assert_eq!(stored, expected_sorted);
         assert!(!stored.is_empty());
-        // The changes were announced (relayed through the store on Postgres, so read until the
-        // stream is quiet): every incident, and X's counts of the last five minutes only.
+        // The changes were announced (relayed through the store on Postgres): every incident, and
+        // X's counts of the last five minutes only. A marker published after the ticks ends the
+        // reading, since events arrive in the order they were published.
+        bus.publish(LiveEvent::Counts {
+            service: "end-of-ticks".to_owned(),
+            minute: scenario.end(),
+            count: 0,
+        })
+        .await;
         let mut announced = std::collections::BTreeSet::new();
         let mut counted = Vec::new();
-        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), heard.recv()).await {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), heard.recv())
+                .await
+                .expect("the marker arrives")
+                .unwrap();
+            if event.service() == "end-of-ticks" {
+                break;
+            }
             match event {
                 LiveEvent::Incident { incident, .. } => {
                     announced.insert(incident.id);

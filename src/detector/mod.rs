@@ -27,8 +27,7 @@ pub use live::{complete_until, LiveContext, LiveDetector, Tick};
 pub use redetect::{redetect, RedetectSummary};
 pub use task::{run, DetectorTask};
 
-/// Expectations are stored per quarter hour: the detector's window.
-const QUARTER_SECONDS: i64 = 900;
+use crate::domain::buckets::QUARTER_SECONDS;
 
 /// Minutes of rollups read per query (and, live, written per transaction while catching up).
 const CHUNK_MINUTES: i64 = 60;

@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+/// A quarter hour: the detector's window, and the period its expectations are stored per.
+pub const QUARTER_SECONDS: i64 = 900;
+
 /// A half-open range of time, `[from, to)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeRange {

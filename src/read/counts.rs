@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::ReadError;
-use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::buckets::{floor_to, TimeRange, QUARTER_SECONDS};
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
 use crate::store::ReadStore;
@@ -21,9 +21,6 @@ pub const INTERVALS: [(&str, i64); 5] = [
 
 /// Most buckets one answer holds (a week at one minute is 10,080).
 pub const MAX_BUCKETS: i64 = 10_080;
-
-/// Expectations are stored per quarter hour.
-const QUARTER: i64 = 900;
 
 /// A bucket width of [`INTERVALS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +119,10 @@ pub async fn counts(
         .map(|b| (b.start, b.count))
         .collect();
     let quarters: Vec<(DateTime<Utc>, f64)> = store
-        .expectations(&query.series, TimeRange::new(floor_to(from, QUARTER), to))
+        .expectations(
+            &query.series,
+            TimeRange::new(floor_to(from, QUARTER_SECONDS), to),
+        )
         .await?
         .into_iter()
         .map(|q| (q.quarter, q.expected))
@@ -147,14 +147,14 @@ fn fill_buckets(
     let mut expected: BTreeMap<i64, f64> = BTreeMap::new();
     for (quarter, value) in quarters {
         let q = quarter.timestamp();
-        if bucket_seconds >= QUARTER {
+        if bucket_seconds >= QUARTER_SECONDS {
             *expected
                 .entry(q - q.rem_euclid(bucket_seconds))
                 .or_default() += value;
         } else {
-            let share = value * bucket_seconds as f64 / QUARTER as f64;
+            let share = value * bucket_seconds as f64 / QUARTER_SECONDS as f64;
             let mut start = q;
-            while start < q + QUARTER {
+            while start < q + QUARTER_SECONDS {
                 expected.insert(start, share);
                 start += bucket_seconds;
             }

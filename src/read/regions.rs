@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::ReadError;
-use crate::domain::buckets::{floor_to, TimeRange};
+use crate::domain::buckets::{floor_to, TimeRange, QUARTER_SECONDS};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::{Scope, Status};
 use crate::store::{IncidentQuery, ReadStore};
@@ -16,9 +16,6 @@ use crate::store::{IncidentQuery, ReadStore};
 /// reports) while no incident is open for it.
 pub const ELEVATED_RATIO: f64 = 1.5;
 pub const ELEVATED_MIN_COUNT: i64 = 10;
-
-/// Expectations are stored per quarter hour.
-const QUARTER: i64 = 900;
 
 /// What a regions query ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +113,11 @@ pub async fn regions(
         .map(|r| (r.country.clone(), r.city.clone()))
         .collect();
     let quarters = store
-        .region_expectations(service, &keys, TimeRange::new(floor_to(from, QUARTER), to))
+        .region_expectations(
+            service,
+            &keys,
+            TimeRange::new(floor_to(from, QUARTER_SECONDS), to),
+        )
         .await?;
     let open = store
         .incidents(&IncidentQuery {
@@ -203,8 +204,8 @@ fn prorated(
     quarters
         .map(|(quarter, expected)| {
             let start = quarter.max(from);
-            let end = (quarter + TimeDelta::seconds(QUARTER)).min(to);
-            let overlap = (end - start).num_seconds().max(0) as f64 / QUARTER as f64;
+            let end = (quarter + TimeDelta::seconds(QUARTER_SECONDS)).min(to);
+            let overlap = (end - start).num_seconds().max(0) as f64 / QUARTER_SECONDS as f64;
             expected * overlap
         })
         .sum()
