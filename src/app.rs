@@ -12,17 +12,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::pow::ProofOfWork;
-use crate::api::{self, AdminTokens, AppState, ClientPolicy, ReadCache, SharedState};
+use crate::api::{self, AdminTokens, AppState, ReadCache, SharedState};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::detector::DetectorTask;
 use crate::domain::report::{Catalog, LiveCatalog};
+use crate::http::pow::ProofOfWork;
+use crate::http::{ClientPolicy, Submitter};
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
+use crate::read::edits::catalog_of;
+use crate::read::Reads;
 use crate::runtime::events::{EventBus, Relay};
 use crate::runtime::server::{self, ServerLimits};
 use crate::runtime::webhooks::deliverer::{self, Deliverer};
 use crate::runtime::webhooks::Outbox;
 use crate::store::{self, ConnectOptions, Store};
+use crate::web::{self, WebState};
 
 /// How often background upkeep runs: settling past minutes' counts, forgetting idle rate-limit
 /// buckets and past minutes' network counts, and reloading the catalog another replica's admin
@@ -33,6 +37,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// What the pages share (the same read side, catalog, ingest path and rate limit).
+    pages: WebState,
     /// The store without request timeouts, for the writer, the detector and tests.
     store: Arc<dyn Store>,
     stopping: watch::Sender<bool>,
@@ -75,7 +81,7 @@ pub async fn stored_catalog(
         .services()
         .await
         .context("cannot read the service catalog")?;
-    Ok(api::catalog_of(&records))
+    Ok(catalog_of(&records))
 }
 
 /// The catalog the settings list.
@@ -130,28 +136,41 @@ impl App {
             events.clone(),
             Outbox::new(&settings.webhooks, &settings.webhook_delivery),
         );
-        // Request work gives up on a stalled database; the writer, detector and deliverer
-        // have timeouts of their own.
-        let requests_store = store::with_timeout(store.clone(), settings.database.query_timeout());
+        // Request work gives up on a stalled database after `database.query_timeout_ms`: reads
+        // (and the admin API's edits) through the read layer's deadline, the reporter secret
+        // through the fingerprinter's. The writer, detector and deliverer have timeouts of
+        // their own.
+        let query_timeout = settings.database.query_timeout();
+        let reads = Reads::new(store.clone(), query_timeout);
+        let submitter = Arc::new(Submitter {
+            ingest,
+            fingerprinter: Arc::new(Fingerprinter::new(store.clone(), query_timeout)),
+            proof_of_work: Arc::new(ProofOfWork::new(&settings.proof_of_work)),
+            max_counted_per_network_per_minute: settings.abuse.max_counted_per_network_per_minute,
+        });
+        let clients = Arc::new(ClientPolicy::new(
+            settings.http.trusted_proxies.clone(),
+            settings.rate_limit.per_ip_per_minute,
+            settings.rate_limit.burst,
+            settings.rate_limit.max_clients,
+        ));
+        let pages = WebState {
+            reads: reads.clone(),
+            catalog: catalog.clone(),
+            submitter: submitter.clone(),
+            clients: clients.clone(),
+        };
         let http = &settings.http;
         let state = AppState::new(SharedState {
-            fingerprinter: Arc::new(Fingerprinter::new(requests_store.clone())),
-            store: requests_store,
-            ingest,
+            reads,
+            submitter,
             catalog,
-            clients: Arc::new(ClientPolicy::new(
-                http.trusted_proxies.clone(),
-                settings.rate_limit.per_ip_per_minute,
-                settings.rate_limit.burst,
-                settings.rate_limit.max_clients,
-            )),
+            clients,
             max_body_bytes: http.max_body_bytes,
             body_read_timeout: Duration::from_millis(http.body_read_timeout_ms),
             request_timeout: Duration::from_millis(http.request_timeout_ms),
-            max_counted_per_network_per_minute: settings.abuse.max_counted_per_network_per_minute,
             admin: Arc::new(AdminTokens::new(&settings.admin)),
             detector: Arc::new(detector),
-            proof_of_work: Arc::new(ProofOfWork::new(&settings.proof_of_work)),
             events,
             stopping: stopping_rx,
             read_cache: Arc::new(ReadCache::new(
@@ -164,6 +183,7 @@ impl App {
         Ok(App {
             listener,
             state,
+            pages,
             store,
             stopping,
             writer,
@@ -196,6 +216,7 @@ impl App {
         let App {
             listener,
             state,
+            pages,
             store,
             stopping,
             writer,
@@ -210,7 +231,11 @@ impl App {
             deliverer.map(|deliverer| tokio::spawn(deliverer::run(deliverer, deliverer_stopped)));
         let (stop_upkeep, upkeep_stopped) = watch::channel(false);
         let upkeep = tokio::spawn(upkeep(state.clone(), store, upkeep_stopped));
-        let router = api::router(state);
+        // The JSON API and the pages side by side, each knowing nothing of the other, in the
+        // layers every answer gets.
+        let request_timeout = state.request_timeout;
+        let router =
+            crate::http::serve_layers(api::router(state).merge(web::pages(pages)), request_timeout);
         tracing::info!(address = %listener.local_addr()?, "serving");
         server::serve(listener, router, &limits, async move {
             shutdown.await;
@@ -258,7 +283,7 @@ async fn upkeep(state: AppState, store: Arc<dyn Store>, mut stop: watch::Receive
         if let Err(error) = store.forget_network_counts(before).await {
             tracing::debug!(%error, "cannot delete past network counts now");
         }
-        if let Err(error) = api::reload_catalog(&state).await {
+        if let Err(error) = state.reads.reload_catalog(&state.catalog).await {
             tracing::debug!(%error, "cannot reload the catalog now");
         }
     }

@@ -59,6 +59,7 @@ pub mod config;
 pub mod detect;
 pub mod detector;
 pub mod domain;
+pub mod http;
 pub mod ingest;
 pub mod read;
 pub mod runtime;

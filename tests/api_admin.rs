@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp};
-use outagewatch::api::pow::{self, Challenge, PowError, ProofOfWork};
 use outagewatch::config::Settings;
+use outagewatch::http::pow::{self, Challenge, PowError, ProofOfWork};
 use outagewatch::store::DetectionWrite;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

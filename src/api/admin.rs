@@ -1,6 +1,5 @@
 //! The admin API under `/api/v1/admin`: add, rename or disable services, annotate or resolve an incident, trigger a redetect; bearer tokens held as SHA-256 hashes and compared in constant time, every call logged (who, what) without the token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,13 +18,14 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::config::AdminSettings;
 use crate::detector::DetectError;
 use crate::domain::incidents::Incident;
-use crate::domain::report::{Catalog, FieldError};
-use crate::store::{IncidentAction, ServiceRecord, Store, StoreError};
+use crate::domain::report::FieldError;
+use crate::http::Problem;
+use crate::read::edits::{IncidentAction, ServiceRecord};
+use crate::read::{ReadError, Reads};
 
 /// How long a redetect call waits for its result before answering 202 (it goes on, and logs it).
 const REDETECT_WAIT: Duration = Duration::from_secs(5);
@@ -325,23 +325,6 @@ fn checked_slug(slug: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Reloads the in-memory catalog from the store (after a change, and periodically on every replica).
-pub async fn reload_catalog(state: &AppState) -> Result<(), StoreError> {
-    let records = state.store.services().await?;
-    state.catalog.replace(catalog_of(&records));
-    Ok(())
-}
-
-/// The public catalog: the enabled services, in catalog order.
-pub fn catalog_of(records: &[ServiceRecord]) -> Catalog {
-    Catalog::new(
-        records
-            .iter()
-            .filter(|r| r.enabled)
-            .map(|r| (r.slug.as_str(), r.name.as_str())),
-    )
-}
-
 /// `GET /api/v1/admin/services`
 #[utoipa::path(
     get,
@@ -356,7 +339,11 @@ pub fn catalog_of(records: &[ServiceRecord]) -> Catalog {
     )
 )]
 pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminServices>, ApiError> {
-    let records = state.store.services().await.map_err(ApiError::from_store)?;
+    let records = state
+        .reads
+        .stored_services()
+        .await
+        .map_err(ApiError::from_read)?;
     Ok(Json(AdminServices {
         services: records.into_iter().map(AdminService::from).collect(),
     }))
@@ -403,11 +390,15 @@ pub async fn put_service(
         enabled: body.enabled,
     };
     let created = state
-        .store
+        .reads
         .put_service(&record, crate::runtime::clock::now())
         .await
-        .map_err(ApiError::from_store)?;
-    reload_catalog(&state).await.map_err(ApiError::from_store)?;
+        .map_err(ApiError::from_read)?;
+    state
+        .reads
+        .reload_catalog(&state.catalog)
+        .await
+        .map_err(ApiError::from_read)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -443,7 +434,7 @@ pub async fn put_incident_note(
     let body: NoteBody = admin_body(&state, &headers, body).await?;
     checked_text("note", &body.note, MAX_NOTE_CHARS)?;
     act(
-        &state.store,
+        &state.reads,
         id,
         &IncidentAction::Annotate { note: &body.note },
     )
@@ -468,7 +459,7 @@ pub async fn resolve_incident(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Incident>, ApiError> {
     let id = incident_id(id)?;
-    act(&state.store, id, &IncidentAction::Resolve { by: &admin.0 }).await
+    act(&state.reads, id, &IncidentAction::Resolve { by: &admin.0 }).await
 }
 
 fn incident_id(id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
@@ -482,14 +473,14 @@ fn incident_id(id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError
 }
 
 async fn act(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     id: Uuid,
     action: &IncidentAction<'_>,
 ) -> Result<Json<Incident>, ApiError> {
-    store
+    reads
         .act_on_incident(id, action, crate::runtime::clock::now())
         .await
-        .map_err(ApiError::from_store)?
+        .map_err(ApiError::from_read)?
         .map(Json)
         .ok_or(ApiError::NotFound)
 }
@@ -573,7 +564,9 @@ pub async fn redetect(
                 "from must be before to (or before the last complete minute)",
             )]))
         }
-        Ok(Ok(Err(DetectError::Store(error)))) => return Err(ApiError::from_store(error)),
+        Ok(Ok(Err(DetectError::Store(error)))) => {
+            return Err(ApiError::from_read(ReadError::from(error)))
+        }
         Ok(Ok(Err(other))) => return Err(ApiError::Internal(other.to_string())),
         Ok(Ok(Ok(summary))) => summary,
     };

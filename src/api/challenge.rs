@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::AppState;
-use crate::api::pow::Challenge;
+use crate::http::pow::Challenge;
 
 /// `GET /api/v1/challenge`
 #[utoipa::path(
@@ -28,7 +28,10 @@ use crate::api::pow::Challenge;
     )
 )]
 pub async fn get_challenge(State(state): State<AppState>) -> Response {
-    let challenge = state.proof_of_work.challenge(crate::runtime::clock::now());
+    let challenge = state
+        .submitter
+        .proof_of_work
+        .challenge(crate::runtime::clock::now());
     let mut response = Json(challenge).into_response();
     response
         .headers_mut()

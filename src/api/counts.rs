@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -15,7 +14,6 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::docs::{choice_schema, enum_schema};
-use super::error::Problem;
 use super::export::FormatChoice;
 use super::params::{
     choice_parameter, country_parameter, limit_parameter, parameters, service_parameter,
@@ -26,10 +24,10 @@ use crate::domain::geo::gazetteer;
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
+use crate::http::Problem;
 use crate::read::counts::{CountsQuery, Interval, INTERVALS};
 use crate::read::regions::{Level, RegionsQuery};
-use crate::read::{self};
-use crate::store::Store;
+use crate::read::Reads;
 
 /// The `interval` parameter's schema: the names of [`INTERVALS`].
 pub(super) struct IntervalChoice;
@@ -119,13 +117,13 @@ pub async fn get_counts(
 ) -> Result<Json<Counts>, ApiError> {
     let params = parameters(params, &COUNTS_PARAMETERS)?;
     Ok(Json(
-        counts_answer(&state.store, &state.catalog.current(), &params).await?,
+        counts_answer(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
 /// The counts answer for query parameters (the API's and the `counts` command's).
 pub async fn counts_answer(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     catalog: &Catalog,
     params: &BTreeMap<String, String>,
 ) -> Result<Counts, ApiError> {
@@ -167,7 +165,8 @@ pub async fn counts_answer(
         from,
         to,
     };
-    let read = read::counts::counts(store.as_ref(), &query, crate::runtime::clock::now())
+    let read = reads
+        .counts(&query, crate::runtime::clock::now())
         .await
         .map_err(ApiError::from_read)?;
     Ok(Counts {
@@ -252,16 +251,14 @@ pub async fn list_services(
 ) -> Result<Json<ServiceList>, ApiError> {
     parameters(params, &[])?;
     Ok(Json(
-        services_answer(&state.store, &state.catalog.current()).await?,
+        services_answer(&state.reads, &state.catalog.current()).await?,
     ))
 }
 
 /// The catalog with each service's status now (the API's and the status pages').
-pub async fn services_answer(
-    store: &Arc<dyn Store>,
-    catalog: &Catalog,
-) -> Result<ServiceList, ApiError> {
-    let read = read::services::services(store.as_ref(), catalog, crate::runtime::clock::now())
+pub async fn services_answer(reads: &Reads, catalog: &Catalog) -> Result<ServiceList, ApiError> {
+    let read = reads
+        .services(catalog, crate::runtime::clock::now())
         .await
         .map_err(ApiError::from_read)?;
     let services = read
@@ -490,13 +487,13 @@ pub async fn list_regions(
         &["service", "level", "country", "window", "limit", "cursor"],
     )?;
     Ok(Json(
-        regions_answer(&state.store, &state.catalog.current(), &params).await?,
+        regions_answer(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
 /// One page of the region ranking for query parameters (the API's and the status pages').
 pub async fn regions_answer(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     catalog: &Catalog,
     params: &BTreeMap<String, String>,
 ) -> Result<RegionPage, ApiError> {
@@ -539,7 +536,8 @@ pub async fn regions_answer(
         level: if cities { Level::City } else { Level::Country },
         window: TimeDelta::seconds(window_seconds),
     };
-    let read = read::regions::regions(store.as_ref(), &query, crate::runtime::clock::now())
+    let read = reads
+        .regions(&query, crate::runtime::clock::now())
         .await
         .map_err(ApiError::from_read)?;
     let (from, to) = (read.range.from, read.range.to);

@@ -10,9 +10,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
-use super::error::Problem;
 use super::params::parameters;
 use super::{ApiError, AppState};
+use crate::http::Problem;
 use crate::runtime::events::LiveEvent;
 
 /// The comment every stream opens with (`: connected`); clients ignore comments.

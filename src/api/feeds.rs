@@ -8,14 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::error::Problem;
 use super::params::{country_parameter, parameters};
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::{Incident, Status};
 use crate::domain::report::FieldError;
-use crate::read;
+use crate::http::Problem;
 
 /// Entries in a feed.
 const FEED_ENTRIES: u32 = 50;
@@ -79,17 +78,16 @@ pub async fn incidents_feed(
         ApiError::InvalidParameters(vec![FieldError::new("service", "service is required")])
     })?;
     let (slug, name, country) = scope_of(&state, service, &params)?;
-    let incidents = read::incidents::list(
-        state.store.as_ref(),
-        &IncidentQuery {
+    let incidents = state
+        .reads
+        .incidents(&IncidentQuery {
             service: Some(slug.clone()),
             country: country.map(|c| c.as_str().to_owned()),
             limit: FEED_ENTRIES,
             ..IncidentQuery::default()
-        },
-    )
-    .await
-    .map_err(ApiError::from_read)?;
+        })
+        .await
+        .map_err(ApiError::from_read)?;
     let mut feed = Feed::default();
     let place = country.map_or(String::new(), |c| format!(" in {}", c.name()));
     feed.set_title(Text::plain(format!(
@@ -230,18 +228,17 @@ pub async fn status_badge(
     };
     let params = parameters(params, &["country"])?;
     let (slug, name, country) = scope_of(&state, service, &params)?;
-    let open = read::incidents::list(
-        state.store.as_ref(),
-        &IncidentQuery {
+    let open = state
+        .reads
+        .incidents(&IncidentQuery {
             service: Some(slug),
             country: country.map(|c| c.as_str().to_owned()),
             status: Some(Status::Open),
             limit: 1,
             ..IncidentQuery::default()
-        },
-    )
-    .await
-    .map_err(ApiError::from_read)?;
+        })
+        .await
+        .map_err(ApiError::from_read)?;
     let label = match country {
         Some(code) => format!("{name} · {}", code.as_str()),
         None => name,

@@ -7,8 +7,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::Problem;
 use super::{ApiError, AppState};
+use crate::http::Problem;
 
 /// A probe's answer.
 #[derive(Serialize, ToSchema)]
@@ -46,9 +46,9 @@ pub async fn get_health() -> Json<Probe> {
     )
 )]
 pub async fn get_readiness(State(state): State<AppState>) -> Result<Json<Probe>, ApiError> {
-    match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(1), state.reads.ping()).await {
         Ok(Ok(())) => Ok(Json(Probe { status: "ready" })),
-        Ok(Err(error)) => Err(ApiError::from_store(error)),
+        Ok(Err(error)) => Err(ApiError::from_read(error)),
         Err(_) => Err(ApiError::Unavailable {
             detail: "the store did not answer within 1 s".into(),
             retry_after_seconds: 5,

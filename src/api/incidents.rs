@@ -12,7 +12,6 @@ use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::docs::choice_schema;
-use super::error::Problem;
 use super::export::FormatChoice;
 use super::params::parameters;
 use super::{ApiError, AppState};
@@ -21,7 +20,8 @@ use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::{Incident, Status};
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
-use crate::read::{self, ReadStore};
+use crate::http::Problem;
+use crate::read::Reads;
 
 /// Incidents per page unless `limit` says otherwise, and the most a page holds.
 const DEFAULT_LIMIT: u32 = 100;
@@ -178,18 +178,19 @@ pub async fn list_incidents(
 ) -> Result<Json<IncidentPage>, ApiError> {
     let params = parameters(params, &PARAMETERS)?;
     Ok(Json(
-        incidents_page(state.store.as_ref(), &state.catalog.current(), &params).await?,
+        incidents_page(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
 /// One page of incidents for query parameters (the API's and the `incidents` command's).
 pub async fn incidents_page(
-    store: &dyn ReadStore,
+    reads: &Reads,
     catalog: &Catalog,
     params: &BTreeMap<String, String>,
 ) -> Result<IncidentPage, ApiError> {
     let query = list_query(params, catalog).map_err(ApiError::InvalidParameters)?;
-    let page = read::incidents::page(store, &query)
+    let page = reads
+        .incident_page(&query)
         .await
         .map_err(ApiError::from_read)?;
     Ok(IncidentPage {
@@ -255,7 +256,7 @@ pub async fn get_incident(
         .ok_or_else(|| {
             ApiError::InvalidParameters(vec![FieldError::new("id", "id must be a UUID")])
         })?;
-    match read::incidents::incident(state.store.as_ref(), id).await {
+    match state.reads.incident(id).await {
         Ok(Some(incident)) => Ok(Json(incident)),
         Ok(None) => Err(ApiError::NotFound),
         Err(e) => Err(ApiError::from_read(e)),

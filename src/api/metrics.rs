@@ -1,39 +1,14 @@
 //! `GET /metrics` and the middleware that times every HTTP answer by route.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::Status;
-use crate::read;
-use crate::runtime::metrics::{HttpLabels, METRICS};
-
-/// Times the answer and counts it under its route pattern (never the raw path).
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    METRICS
-        .http_seconds
-        .get_or_create(&HttpLabels {
-            route,
-            method,
-            status: response.status().as_u16().to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
+use crate::http::Problem;
+use crate::runtime::metrics::METRICS;
 
 /// `GET /metrics`: the process's metrics, with the store-derived gauges read now.
 #[utoipa::path(
@@ -58,28 +33,27 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 pub async fn get_metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     METRICS
         .queue_depth
-        .set(i64::try_from(state.ingest.queue_depth()).unwrap_or(i64::MAX));
+        .set(i64::try_from(state.submitter.ingest.queue_depth()).unwrap_or(i64::MAX));
     METRICS
         .rate_limit_clients
         .set(i64::try_from(state.clients.tracked_clients()).unwrap_or(i64::MAX));
-    let open = read::incidents::list(
-        state.store.as_ref(),
-        &IncidentQuery {
+    let open = state
+        .reads
+        .incidents(&IncidentQuery {
             status: Some(Status::Open),
             limit: 100_000,
             ..IncidentQuery::default()
-        },
-    )
-    .await
-    .map_err(ApiError::from_read)?;
+        })
+        .await
+        .map_err(ApiError::from_read)?;
     METRICS
         .open_incidents
         .set(i64::try_from(open.len()).unwrap_or(i64::MAX));
     if let Some(checkpoint) = state
-        .store
+        .reads
         .checkpoint()
         .await
-        .map_err(ApiError::from_store)?
+        .map_err(ApiError::from_read)?
     {
         // The watermark minute is complete a minute after its start.
         let lag =

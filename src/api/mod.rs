@@ -3,10 +3,8 @@
 mod admin;
 mod caching;
 mod challenge;
-mod client;
 mod counts;
 mod docs;
-mod error;
 mod events;
 mod export;
 mod feeds;
@@ -14,49 +12,39 @@ mod health;
 mod incidents;
 mod metrics;
 mod params;
-pub mod pow;
 mod reports;
-pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Method;
-use axum::http::{header, HeaderMap, Request};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap};
 use axum::{middleware, Extension, Router};
 use bytes::Bytes;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::pow::ProofOfWork;
 use crate::detector::DetectorTask;
 use crate::domain::report::LiveCatalog;
-use crate::ingest::{Fingerprinter, Ingest};
+use crate::http::{ClientPolicy, Submitter};
+use crate::read::Reads;
 use crate::runtime::events::EventBus;
-use crate::store::Store;
 
-pub use admin::{catalog_of, reload_catalog, AdminTokens};
+pub use admin::AdminTokens;
 pub use caching::ReadCache;
-pub use client::{admit_then, ClientAddr, ClientPolicy};
 pub use counts::{
     counts_answer, regions_answer, services_answer, Counts, Region, RegionPage, ServiceList,
     ServiceStatus,
 };
-pub(crate) use docs::send_gzipped;
-pub use error::ApiError;
 pub use export::{to_csv, to_table};
 pub use incidents::{incidents_page, IncidentPage};
-pub use reports::{submit_reports, MAX_BATCH};
+pub use reports::MAX_BATCH;
+
+/// The problem document every endpoint answers errors with (shared with the pages).
+pub use crate::http::ApiError;
 
 /// What handlers share: one allocation behind an `Arc`, so the clone axum makes for each
 /// layer and handler of every request is one reference-count increment (a struct of a dozen
@@ -80,24 +68,21 @@ impl std::ops::Deref for AppState {
 
 /// The fields of [`AppState`].
 pub struct SharedState {
-    /// The store for request work: every call gives up after `database.query_timeout_ms`.
-    pub store: Arc<dyn Store>,
-    pub ingest: Ingest,
+    /// The read side for request work: every call gives up after `database.query_timeout_ms`.
+    pub reads: Reads,
+    /// The ingest path of reports (shared with the report form).
+    pub submitter: Arc<Submitter>,
     /// The catalog now (admins change it at run time).
     pub catalog: Arc<LiveCatalog>,
-    pub fingerprinter: Arc<Fingerprinter>,
     pub clients: Arc<ClientPolicy>,
     pub max_body_bytes: usize,
     /// A request body must arrive within this long (408 otherwise).
     pub body_read_timeout: Duration,
     /// An answer not ready this long after the request is abandoned with 503.
     pub request_timeout: Duration,
-    /// Counted reports one network adds per service per minute; 0 = no cap.
-    pub max_counted_per_network_per_minute: u32,
     pub admin: Arc<AdminTokens>,
     /// The live detector, which an admin's redetect pauses.
     pub detector: Arc<DetectorTask>,
-    pub proof_of_work: Arc<ProofOfWork>,
     /// Live events (incident changes, minute counts) from the detector leader.
     pub events: EventBus,
     /// Turns true when the service starts shutting down (ends long-lived streams).
@@ -113,15 +98,16 @@ fn open_cors() -> CorsLayer {
         .allow_methods([Method::GET, Method::HEAD])
 }
 
-/// Every route of the service, with request ids, tracing and the security headers.
+/// Every route of the JSON API and its document (`app` merges the pages beside them and wraps
+/// both in [`crate::http::serve_layers`]).
 pub fn router(state: AppState) -> Router {
     // Routes are registered only through `routes!`, which reads each handler's
     // `#[utoipa::path]`: the OpenAPI document and the router come from the same registrations.
     let ingest_routes = OpenApiRouter::new()
         .routes(routes!(reports::create_reports))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            client::admit_client,
+            state.clients.clone(),
+            crate::http::admit_client,
         ));
     // Reads: ETag/304 and Cache-Control, compressed when the client accepts it, and open to
     // any origin (GET only, no credentials) so dashboards elsewhere can poll them.
@@ -171,7 +157,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             admin::authorize,
         ));
-    let request_timeout = state.request_timeout;
     let (routes, document) = OpenApiRouter::with_openapi(docs::base_document())
         .merge(ingest_routes)
         .merge(admin_routes)
@@ -187,65 +172,9 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     // The document exists only once every route is registered, so it reaches its handler as
     // an extension rather than through the state.
-    let router = routes
+    routes
         .layer(Extension(docs::Document(Arc::new(document))))
-        // The pages are for people, not part of the JSON API or its document.
-        .merge(crate::web::pages(state.clone()))
-        .fallback(|| async { ApiError::NotFound })
-        .layer(middleware::from_fn_with_state(
-            request_timeout,
-            answer_within,
-        ))
-        .layer(middleware::from_fn(metrics::track_http))
         .with_state(state)
-        // A panic answers a bare 500 problem (logged), never the panic's message.
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal("a handler panicked".into()).into_response()
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<Body>| {
-                    let request_id = request
-                        .extensions()
-                        .get::<RequestId>()
-                        .and_then(|id| id.header_value().to_str().ok())
-                        .unwrap_or("-");
-                    // An info span, so every log line of the request carries its id; method and
-                    // path only: no client address, no query string.
-                    tracing::info_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path())
-                })
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                // A 503 is an answer we chose and already logged once with its cause.
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
-    // Outermost, so every answer has them: pages, the JSON API, panics and the 404 fallback.
-    security::with_security_headers(router)
-}
-
-/// Abandons an answer that is not ready within `timeout` with 503 and `Retry-After`, so no
-/// request hangs on a stalled dependency (a stream's answer is its headers, sent at once).
-async fn answer_within(
-    axum::extract::State(timeout): axum::extract::State<Duration>,
-    request: Request<Body>,
-    next: middleware::Next,
-) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = timeout.as_millis() as u64,
-                "request abandoned: no answer in time"
-            );
-            ApiError::Unavailable {
-                detail: "the answer took too long; retry shortly".into(),
-                retry_after_seconds: 1,
-                ids: Vec::new(),
-            }
-            .into_response()
-        }
-    }
 }
 
 /// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit` bytes,

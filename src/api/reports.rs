@@ -12,13 +12,11 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::client::ClientAddr;
-use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::domain::counting::Outcome;
 use crate::domain::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
-use crate::ingest::{NetworkQuota, NewReport};
-use crate::runtime::clock;
+use crate::http::ClientAddr;
+use crate::http::Problem;
 
 /// Most reports in one batch body.
 pub const MAX_BATCH: usize = 1000;
@@ -191,57 +189,6 @@ pub async fn create_reports(
     answer
 }
 
-/// Stamps valid reports with the time, the reporter's fingerprint and an id, and waits until
-/// the batch writer has committed them: the one ingest path of the JSON API and the web form.
-pub async fn submit_reports(
-    state: &AppState,
-    client: ClientAddr,
-    user_agent: &[u8],
-    reports: Vec<Report>,
-) -> Result<Vec<Outcome>, ApiError> {
-    let now = clock::now();
-    state.proof_of_work.note_request(now);
-    let fingerprint = state
-        .fingerprinter
-        .fingerprint(client.0, user_agent, now)
-        .await
-        .map_err(ApiError::from_store)?;
-    // One network's share of a minute's counted reports is capped in the store.
-    let network = match state.max_counted_per_network_per_minute {
-        0 => None,
-        cap => Some(NetworkQuota {
-            network: state
-                .fingerprinter
-                .network(client.0, now)
-                .await
-                .map_err(ApiError::from_store)?,
-            max_counted_per_minute: cap,
-        }),
-    };
-    let window_start = state.ingest.dedup_window_start(now);
-    let batch: Vec<NewReport> = reports
-        .into_iter()
-        .map(|report| NewReport {
-            id: report.id.unwrap_or_else(Uuid::now_v7),
-            client_id: report.id.is_some(),
-            received_at: now,
-            service: report.service,
-            country: report.country,
-            city: report.city.map(|c| c.name),
-            problem: report.problem,
-            fingerprint,
-            dedup_window_start: window_start,
-            network,
-        })
-        .collect();
-    let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
-    state
-        .ingest
-        .submit(batch)
-        .await
-        .map_err(|e| ApiError::from_ingest(e, ids))
-}
-
 async fn store_reports(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -263,7 +210,7 @@ async fn store_reports(
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let outcomes = submit_reports(&state, client, user_agent, reports).await?;
+    let outcomes = state.submitter.submit(client, user_agent, reports).await?;
     let status = if outcomes.iter().all(|o| o.replay) {
         StatusCode::OK
     } else {

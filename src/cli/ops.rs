@@ -1,9 +1,15 @@
 //! `outagewatch counts` and `outagewatch incidents`: the read API's queries run against the store and printed for an operator's terminal, as CSV or as JSON.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use outagewatch::config::Settings;
+use outagewatch::domain::report::Catalog;
+use outagewatch::read::Reads;
 use outagewatch::{api, app};
+
+/// How long an operator's read may take.
+const OPERATOR_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// How the ops commands print.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -80,9 +86,8 @@ pub async fn counts(settings: &Settings, args: CountsArgs) -> anyhow::Result<()>
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
     .collect();
-    let store = app::open_store(settings).await?;
-    let catalog = app::stored_catalog(&store, settings).await?;
-    let answer = api::counts_answer(&store, &catalog, &params)
+    let (reads, catalog) = open_reads(settings).await?;
+    let answer = api::counts_answer(&reads, &catalog, &params)
         .await
         .map_err(explain)?;
     print_answer(&serde_json::to_value(answer)?, format)
@@ -106,9 +111,8 @@ pub async fn incidents(settings: &Settings, args: IncidentsArgs) -> anyhow::Resu
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
     .collect();
-    let store = app::open_store(settings).await?;
-    let catalog = app::stored_catalog(&store, settings).await?;
-    let page = api::incidents_page(store.as_ref(), &catalog, &params)
+    let (reads, catalog) = open_reads(settings).await?;
+    let page = api::incidents_page(&reads, &catalog, &params)
         .await
         .map_err(explain)?;
     let mut answer = serde_json::to_value(page)?;
@@ -136,6 +140,15 @@ pub async fn incidents(settings: &Settings, args: IncidentsArgs) -> anyhow::Resu
         }
     }
     print_answer(&answer, format)
+}
+
+/// The read side over the settings' store, and the catalog as stored. An operator's command is
+/// not a request: its read may take as long as the range needs (an hour at most), where a
+/// request's gives up after `database.query_timeout_ms`.
+async fn open_reads(settings: &Settings) -> anyhow::Result<(Reads, Catalog)> {
+    let store = app::open_store(settings).await?;
+    let catalog = app::stored_catalog(&store, settings).await?;
+    Ok((Reads::new(store, OPERATOR_DEADLINE), catalog))
 }
 
 /// Prints an answer in the chosen format.

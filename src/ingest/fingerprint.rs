@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -10,14 +11,18 @@ use crate::store::{Fingerprint, Store, StoreError};
 /// Hashes reporters under the day's secret, which lives in the store so every replica agrees.
 pub struct Fingerprinter {
     store: Arc<dyn Store>,
+    /// Fetching the day's secret is request work: it gives up after this long.
+    deadline: Duration,
     current: RwLock<Option<(NaiveDate, [u8; 32])>>,
 }
 
 impl Fingerprinter {
-    /// A fingerprinter that fetches (or creates) each day's secret on first use.
-    pub fn new(store: Arc<dyn Store>) -> Fingerprinter {
+    /// A fingerprinter that fetches (or creates) each day's secret on first use, giving up
+    /// with `Unavailable` after `deadline`.
+    pub fn new(store: Arc<dyn Store>, deadline: Duration) -> Fingerprinter {
         Fingerprinter {
             store,
+            deadline,
             current: RwLock::new(None),
         }
     }
@@ -56,7 +61,14 @@ impl Fingerprinter {
         getrandom::fill(&mut candidate).map_err(|e| {
             StoreError::Unavailable(format!("no randomness for the reporter secret: {e}"))
         })?;
-        let key = self.store.reporter_secret(day, candidate).await?;
+        let key = tokio::time::timeout(self.deadline, self.store.reporter_secret(day, candidate))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the database did not answer within {} ms",
+                    self.deadline.as_millis()
+                ))
+            })??;
         if let Ok(mut guard) = self.current.write() {
             *guard = Some((day, key));
         }

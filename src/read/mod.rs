@@ -1,19 +1,32 @@
 //! The read side, typed: each query a type, each answer a plain struct, and one [`ReadError`].
 //!
 //! The API turns HTTP into these queries and the answers back into JSON; the pages and the CLI
-//! read through the same functions. Today [`counts`], [`regions`], [`services`] and [`incidents`]
-//! read here; once the pages and the admin API do too, `api` and `web` stop naming the store.
+//! read through the same functions. Request work reads through a [`Reads`] handle, which gives
+//! every call the same deadline (`database.query_timeout_ms`): the one place a request's store
+//! work is timed. The functions of [`counts`], [`regions`], [`services`] and [`incidents`] take
+//! the store's read role directly, for the CLI and tests.
 
 pub mod counts;
+pub mod edits;
 pub mod incidents;
 pub mod regions;
 pub mod services;
 
-use crate::domain::report::FieldError;
-use crate::store::StoreError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// What the read side reads through: the store's read role.
-pub use crate::store::ReadStore;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::buckets::TimeRange;
+use crate::domain::incidents::{Incident, IncidentQuery};
+use crate::domain::report::{Catalog, FieldError};
+use crate::domain::series::SeriesKey;
+use crate::store::{Checkpoint, Store, StoreError};
+
+/// What the read side reads through: the store's read role, and one of its answers.
+pub use crate::store::{ProblemCount, ReadStore};
 
 /// Why a read has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +34,131 @@ pub enum ReadError {
     /// The query asks for something that cannot be answered; each field at fault, named.
     #[error("invalid query: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The store could not be reached or did not answer within the deadline: retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed otherwise (a bug or corrupt data, not the client's doing).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(error: StoreError) -> ReadError {
+        match error {
+            StoreError::Unavailable(detail) => ReadError::Unavailable(detail),
+            other => ReadError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// The read side for request work: the store, and the deadline each call must meet.
+///
+/// A stalled database (stopped, or alive but silent) becomes a fast [`ReadError::Unavailable`]
+/// instead of a hung request: the pool's acquire timeout covers only waiting for a connection,
+/// and a server-side `statement_timeout` cannot fire in a server that is not running. Dropping
+/// a call's future is safe: sqlx tests a connection that comes back mid-query before reusing it.
+#[derive(Clone)]
+pub struct Reads {
+    store: Arc<dyn Store>,
+    deadline: Duration,
+}
+
+impl Reads {
+    pub fn new(store: Arc<dyn Store>, deadline: Duration) -> Reads {
+        Reads { store, deadline }
+    }
+
+    /// `call`'s answer, or `Unavailable` once the deadline has passed without one.
+    async fn within<T, E: Into<ReadError>>(
+        &self,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, ReadError> {
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(answer) => answer.map_err(Into::into),
+            Err(_) => Err(ReadError::Unavailable(format!(
+                "the database did not answer within {} ms",
+                self.deadline.as_millis()
+            ))),
+        }
+    }
+
+    /// [`counts::counts`] within the deadline.
+    pub async fn counts(
+        &self,
+        query: &counts::CountsQuery,
+        now: DateTime<Utc>,
+    ) -> Result<counts::CountsRead, ReadError> {
+        self.within(counts::counts(self.store.as_ref(), query, now))
+            .await
+    }
+
+    /// [`regions::regions`] within the deadline.
+    pub async fn regions(
+        &self,
+        query: &regions::RegionsQuery,
+        now: DateTime<Utc>,
+    ) -> Result<regions::RegionsRead, ReadError> {
+        self.within(regions::regions(self.store.as_ref(), query, now))
+            .await
+    }
+
+    /// [`services::services`] within the deadline.
+    pub async fn services(
+        &self,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<services::ServiceRead>, ReadError> {
+        self.within(services::services(self.store.as_ref(), catalog, now))
+            .await
+    }
+
+    /// [`incidents::list`] within the deadline.
+    pub async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, ReadError> {
+        self.within(incidents::list(self.store.as_ref(), query))
+            .await
+    }
+
+    /// [`incidents::page`] within the deadline.
+    pub async fn incident_page(
+        &self,
+        query: &IncidentQuery,
+    ) -> Result<incidents::IncidentPageRead, ReadError> {
+        self.within(incidents::page(self.store.as_ref(), query))
+            .await
+    }
+
+    /// [`incidents::incident`] within the deadline.
+    pub async fn incident(&self, id: Uuid) -> Result<Option<Incident>, ReadError> {
+        self.within(incidents::incident(self.store.as_ref(), id))
+            .await
+    }
+
+    /// Counted reports of `series` over `range`.
+    pub async fn total(&self, series: &SeriesKey, range: TimeRange) -> Result<i64, ReadError> {
+        // One bucket longer than the range: its count in at most two buckets.
+        let bucket_seconds = (range.to - range.from).num_seconds().max(1) * 2;
+        let buckets = self
+            .within(self.store.counts(series, range, bucket_seconds))
+            .await?;
+        Ok(buckets.iter().map(|b| b.count).sum())
+    }
+
+    /// Counted reports of `series` over `range` per problem kind, by kind.
+    pub async fn problems(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<ProblemCount>, ReadError> {
+        self.within(self.store.problem_counts(series, range)).await
+    }
+
+    /// The live detector's checkpoint, if it has one.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, ReadError> {
+        self.within(self.store.checkpoint()).await
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), ReadError> {
+        self.within(self.store.ping()).await
+    }
 }

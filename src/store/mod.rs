@@ -3,7 +3,6 @@
 mod postgres;
 mod roles;
 mod sqlite;
-mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,6 @@ pub use roles::{
     CatalogStore, CoordinationStore, DetectionStore, OutboxStore, ReadStore, ReportStore, Store,
 };
 pub use sqlite::SqliteStore;
-pub use timed::with_timeout;
 // The counting rules' types are the domain's; the store is spoken in them.
 pub use crate::domain::buckets::{floor_to, minute_of, TimeRange};
 pub use crate::domain::counting::{Fingerprint, NetworkQuota, NewReport, Outcome};

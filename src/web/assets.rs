@@ -5,7 +5,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::layout::PageError;
-use crate::api::{send_gzipped, ApiError};
+use crate::http::assets::send_gzipped;
+use crate::http::ApiError;
 
 /// One embedded file.
 pub(super) struct Asset {

@@ -1,7 +1,7 @@
 //! The report form (`/`, `/report/{service}`), its plain form POST (`/report`, through the API's rate limit, validation and ingest path, answered 303 → `/report/thanks`), and the thank-you page with the current count for that service and place.
 
-use crate::domain::buckets::TimeRange;
-use crate::domain::series::SeriesKey;
+use std::sync::Arc;
+
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,13 +10,17 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use chrono::TimeDelta;
 use maud::{html, Markup};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use super::layout::{self, page, respond, Extras, PageError};
 use super::locale::country_from_accept_language;
-use crate::api::{admit_then, submit_reports, ApiError, AppState, ClientAddr};
+use super::WebState;
+use crate::domain::buckets::TimeRange;
 use crate::domain::geo::{CityError, CountryCode};
 use crate::domain::report::{FieldError, Problem, Report, ReportFields};
+use crate::domain::series::SeriesKey;
+use crate::http::{admit_then, ApiError, ClientAddr, ClientPolicy};
 
 /// The form's fields as posted (all text, all optional: missing ones are validation errors).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -48,13 +52,13 @@ pub(super) fn problem_label(problem: Problem) -> &'static str {
 }
 
 /// `GET /`: the form with no service chosen.
-pub(super) async fn show_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn show_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
     form_page(&state, &headers, ReportForm::default())
 }
 
 /// `GET /report/{service}`: the form with the service chosen (a 404 page for an unknown one).
 pub(super) async fn show_service_form(
-    State(state): State<AppState>,
+    State(state): State<WebState>,
     Path(service): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
@@ -70,7 +74,7 @@ pub(super) async fn show_service_form(
 }
 
 /// A blank form, its country guessed from `Accept-Language`.
-fn form_page(state: &AppState, headers: &HeaderMap, mut form: ReportForm) -> Response {
+fn form_page(state: &WebState, headers: &HeaderMap, mut form: ReportForm) -> Response {
     form.country = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
@@ -82,11 +86,11 @@ fn form_page(state: &AppState, headers: &HeaderMap, mut form: ReportForm) -> Res
 
 /// Middleware of `POST /report`: the JSON API's rate limit, answered with a page.
 pub(super) async fn admit_reporter(
-    State(state): State<AppState>,
+    State(policy): State<Arc<ClientPolicy>>,
     request: Request,
     next: Next,
 ) -> Response {
-    admit_then(&state, request, next, |refused| {
+    admit_then(&policy, request, next, |refused| {
         PageError(refused).into_response()
     })
     .await
@@ -97,7 +101,7 @@ pub(super) async fn admit_reporter(
 /// what was typed and a message beside each field; a full queue or a slow store gets a page
 /// to send it again.
 pub(super) async fn create_report(
-    State(state): State<AppState>,
+    State(state): State<WebState>,
     Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     form: Result<Form<ReportForm>, FormRejection>,
@@ -133,7 +137,11 @@ pub(super) async fn create_report(
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    match submit_reports(&state, client, user_agent, vec![report]).await {
+    match state
+        .submitter
+        .submit(client, user_agent, vec![report])
+        .await
+    {
         Ok(outcomes) => {
             let thanks = Thanks {
                 counted: Some(outcomes.iter().all(|o| o.counted)),
@@ -176,29 +184,22 @@ fn thanks_query(thanks: &Thanks) -> String {
     }
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NOT_UNRESERVED)))
         .collect::<Vec<_>>()
         .join("&")
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                encoded.push(byte as char)
-            }
-            other => encoded.push_str(&format!("%{other:02X}")),
-        }
-    }
-    encoded
-}
+/// Everything but the unreserved characters of RFC 3986 is percent-encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `GET /report/thanks?service=&country=&city=&counted=`: the count for that service and
 /// place in the last hour, read from the rollups the report was just committed to.
 pub(super) async fn show_thanks(
-    State(state): State<AppState>,
+    State(state): State<WebState>,
     query: Result<Query<Thanks>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
     let Query(thanks) = query.map_err(|_| PageError(ApiError::NotFound))?;
@@ -271,27 +272,24 @@ pub(super) async fn show_thanks(
 
 /// Counted reports of a service in a country or city in the last hour, from the rollups.
 async fn reports_last_hour(
-    state: &AppState,
+    state: &WebState,
     service: &str,
     country: CountryCode,
     city: Option<&str>,
 ) -> Result<i64, PageError> {
     let now = crate::runtime::clock::now();
-    let buckets = state
-        .store
-        .counts(
+    state
+        .reads
+        .total(
             &SeriesKey {
                 service: service.to_owned(),
                 country: Some(country.as_str().to_owned()),
                 city: city.map(str::to_owned),
             },
             TimeRange::new(now - TimeDelta::hours(1), now + TimeDelta::seconds(1)),
-            // Buckets longer than the range: at most two, which together are the hour.
-            7200,
         )
         .await
-        .map_err(|e| PageError(ApiError::from_store(e)))?;
-    Ok(buckets.iter().map(|b| b.count).sum())
+        .map_err(|e| PageError(ApiError::from_read(e)))
 }
 
 /// The page for a report the service could not take now (429, 503): why, and the form's
@@ -378,7 +376,7 @@ fn in_users_words(error: &FieldError, form: &ReportForm) -> String {
 }
 
 /// The form page, with `errors` beside their fields and what was typed kept.
-fn report_page(state: &AppState, form: &ReportForm, errors: &[FieldError]) -> Markup {
+fn report_page(state: &WebState, form: &ReportForm, errors: &[FieldError]) -> Markup {
     let error_of = |field: &str| errors.iter().find(|e| e.field == field);
     let message = |field: &str| error_of(field).map(|e| in_users_words(e, form));
     let described = |field: &str, hint: Option<&str>| {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
 use super::assets;
-use crate::api::ApiError;
+use crate::http::ApiError;
 
 /// What a page needs besides the site's own stylesheet and script.
 #[derive(Clone, Copy, PartialEq, Eq)]

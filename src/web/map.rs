@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use maud::{html, Markup};
 
-use crate::api::Region;
+use crate::read::regions::{RegionRead as Region, RegionStatus};
 
 /// Width and height of the projection the paths were drawn in.
 const VIEW_BOX: &str = "0 0 960 470";
@@ -41,14 +41,14 @@ fn shapes() -> &'static [Shape] {
 /// How strongly a region is shaded: 0 no reports, 1 reports at about the usual level, 2 at
 /// 1.5× normal (the detector's floor), 3 at 3×, 4 at 10× or in an open incident.
 pub(super) fn level(region: &Region) -> u8 {
-    if region.status == "incident" {
+    if region.status == RegionStatus::Incident {
         return 4;
     }
     match region.ratio {
         _ if region.count == 0 => 0,
         Some(r) if r >= 10.0 => 4,
         Some(r) if r >= 3.0 => 3,
-        Some(r) if r >= 1.5 && region.status == "elevated" => 2,
+        Some(r) if r >= 1.5 && region.status == RegionStatus::Elevated => 2,
         _ => 1,
     }
 }
@@ -102,7 +102,12 @@ pub(super) fn levels(countries: &[Region]) -> Markup {
 mod tests {
     use super::*;
 
-    fn region(count: i64, ratio: Option<f64>, status: &'static str) -> Region {
+    fn region(count: i64, ratio: Option<f64>, status: &str) -> Region {
+        let status = match status {
+            "incident" => RegionStatus::Incident,
+            "elevated" => RegionStatus::Elevated,
+            _ => RegionStatus::Normal,
+        };
         Region {
             country: "PK".into(),
             city: None,

@@ -13,13 +13,17 @@ use uuid::Uuid;
 use super::form::problem_label;
 use super::layout::{count, page, respond, time, Extras, PageError};
 use super::map;
-use crate::api::{counts_answer, regions_answer, services_answer, ApiError, AppState, Region};
+use super::WebState;
 use crate::domain::buckets::{floor_to, TimeRange};
 use crate::domain::geo::CountryCode;
+use crate::domain::incidents::IncidentQuery;
 use crate::domain::incidents::{Incident, Scope, Status};
 use crate::domain::report::{Problem, Service};
 use crate::domain::series::SeriesKey;
-use crate::store::{IncidentQuery, ProblemCount};
+use crate::http::ApiError;
+use crate::read::counts::{CountsQuery, Interval};
+use crate::read::regions::{Level, RegionRead as Region, RegionsQuery};
+use crate::read::ProblemCount;
 
 // A service is `elevated` at the ratio and count at which a region is.
 use crate::read::regions::{ELEVATED_MIN_COUNT, ELEVATED_RATIO};
@@ -28,10 +32,13 @@ use crate::read::regions::{ELEVATED_MIN_COUNT, ELEVATED_RATIO};
 const TABLE_ROWS: usize = 10;
 
 /// `GET /status`
-pub(super) async fn list_statuses(State(state): State<AppState>) -> Result<Response, PageError> {
-    let list = services_answer(&state.store, &state.catalog.current())
+pub(super) async fn list_statuses(State(state): State<WebState>) -> Result<Response, PageError> {
+    let now = crate::runtime::clock::now();
+    let services = state
+        .reads
+        .services(&state.catalog.current(), now)
         .await
-        .map_err(PageError)?;
+        .map_err(|e| PageError(ApiError::from_read(e)))?;
     let markup = page(
         "Status of all services",
         "services",
@@ -43,10 +50,10 @@ pub(super) async fn list_statuses(State(state): State<AppState>) -> Result<Respo
                 caption.visually-hidden { "Services and their status" }
                 thead { tr { th scope="col" { "Service" } th scope="col" { "Status" } th scope="col" .num { "Open incidents" } th scope="col" .num { "Reports, last 24 h" } } }
                 tbody {
-                    @for service in &list.services {
+                    @for service in &services {
                         tr data-service=(service.slug) {
                             th scope="row" { a href={ "/status/" (service.slug) } { (service.name) } }
-                            td { (status_tag(service.status)) }
+                            td { (status_tag(service.state.as_str())) }
                             td.num { (service.open_incidents) }
                             td.num { (count(service.reports_24h)) }
                         }
@@ -76,7 +83,7 @@ pub(super) struct StatusQuery {
 
 /// `GET /status/{service}`
 pub(super) async fn show_status(
-    State(state): State<AppState>,
+    State(state): State<WebState>,
     Path(slug): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Response, PageError> {
@@ -87,50 +94,53 @@ pub(super) async fn show_status(
         .map_err(|_| PageError(ApiError::NotFound))?
         .clone();
     let slug = service.slug.as_str();
-    let params = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    let store = &state.store;
-    let catalog = &state.catalog.current();
-    let counts = counts_answer(store, catalog, &params(&[("service", slug)]))
-        .await
-        .map_err(PageError)?;
-    let countries = regions_answer(
-        store,
-        catalog,
-        &params(&[("service", slug), ("level", "country"), ("limit", "300")]),
-    )
-    .await
-    .map_err(PageError)?;
-    let cities = regions_answer(
-        store,
-        catalog,
-        &params(&[("service", slug), ("level", "city"), ("limit", "10")]),
-    )
-    .await
-    .map_err(PageError)?;
+    let reads = &state.reads;
+    let failed = |e| PageError(ApiError::from_read(e));
     let now = crate::runtime::clock::now();
-    let last_15m: i64 = store
+    let counts = reads
         .counts(
-            &SeriesKey::global(slug),
-            TimeRange::new(now - TimeDelta::minutes(15), now),
-            1800,
+            &CountsQuery {
+                series: SeriesKey::global(slug),
+                interval: Interval::default(),
+                from: None,
+                to: None,
+            },
+            now,
         )
         .await
-        .map_err(|e| PageError(ApiError::from_store(e)))?
-        .iter()
-        .map(|b| b.count)
-        .sum();
-    let problems = store
-        .problem_counts(
+        .map_err(failed)?;
+    let regions = |level| RegionsQuery {
+        service: slug.to_owned(),
+        country: None,
+        level,
+        window: TimeDelta::hours(1),
+    };
+    let mut countries = reads
+        .regions(&regions(Level::Country), now)
+        .await
+        .map_err(failed)?
+        .regions;
+    countries.truncate(300);
+    let mut cities = reads
+        .regions(&regions(Level::City), now)
+        .await
+        .map_err(failed)?
+        .regions;
+    cities.truncate(10);
+    let last_15m = reads
+        .total(
+            &SeriesKey::global(slug),
+            TimeRange::new(now - TimeDelta::minutes(15), now),
+        )
+        .await
+        .map_err(failed)?;
+    let problems = reads
+        .problems(
             &SeriesKey::global(slug),
             TimeRange::new(now - TimeDelta::days(1), now),
         )
         .await
-        .map_err(|e| PageError(ApiError::from_store(e)))?;
+        .map_err(failed)?;
     let incidents = |status: Option<Status>, since: Option<DateTime<Utc>>| IncidentQuery {
         service: Some(slug.to_owned()),
         status,
@@ -138,19 +148,19 @@ pub(super) async fn show_status(
         limit: 20,
         ..IncidentQuery::default()
     };
-    let mut open = store
+    let mut open = reads
         .incidents(&incidents(Some(Status::Open), None))
         .await
-        .map_err(|e| PageError(ApiError::from_store(e)))?;
+        .map_err(failed)?;
     // The widest first: the global incident, then countries, then cities.
     open.sort_by_key(|i| (i.scope, std::cmp::Reverse(i.started_at)));
-    let recent = store
+    let recent = reads
         .incidents(&incidents(
             Some(Status::Resolved),
             Some(now - TimeDelta::days(7)),
         ))
         .await
-        .map_err(|e| PageError(ApiError::from_store(e)))?;
+        .map_err(failed)?;
     let reports_24h: i64 = counts.buckets.iter().map(|b| b.count).sum();
     let expected_15m = counts.buckets.last().and_then(|b| b.expected);
     let status = if !open.is_empty() {
@@ -211,8 +221,8 @@ pub(super) async fn show_status(
             div.columns {
                 section.map-section aria-labelledby="map-heading" {
                     h2 #map-heading { "Where, against normal (last hour)" }
-                    @if !live { (map::world_map(&countries.regions)) }
-                    (map::levels(&countries.regions))
+                    @if !live { (map::world_map(&countries)) }
+                    (map::levels(&countries))
                     p.legend {
                         @for (level, text) in [(1, "usual"), (2, "1.5× normal"), (3, "3×"), (4, "10× or outage")] {
                             span class={ "key level-" (level) } {} " " (text) " "
@@ -227,8 +237,8 @@ pub(super) async fn show_status(
             section #places data-live aria-labelledby="places-heading" {
                 h2 #places-heading { "Most affected places (last hour)" }
                 div.columns {
-                    (region_table("Countries", "countries", &countries.regions, false))
-                    (region_table("Cities", "cities", &cities.regions, true))
+                    (region_table("Countries", "countries", &countries, false))
+                    (region_table("Cities", "cities", &cities, true))
                 }
             }
         },
@@ -317,7 +327,7 @@ fn region_table(caption: &str, id: &str, regions: &[Region], cities: bool) -> Ma
                         }
                         td.num { (count(region.count)) }
                         td.num { @match region.ratio { Some(r) => (format!("{r:.1}")), None => "–" } }
-                        td { (status_tag(region.status)) }
+                        td { (status_tag(region.status.as_str())) }
                     }
                 }
             }
@@ -327,17 +337,17 @@ fn region_table(caption: &str, id: &str, regions: &[Region], cities: bool) -> Ma
 
 /// `GET /incidents/{id}`
 pub(super) async fn show_incident(
-    State(state): State<AppState>,
+    State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let id: Uuid = id.parse().map_err(|_| PageError(ApiError::NotFound))?;
     let lookup = |id: Uuid| {
-        let store = state.store.clone();
+        let reads = state.reads.clone();
         async move {
-            store
+            reads
                 .incident(id)
                 .await
-                .map_err(|e| PageError(ApiError::from_store(e)))
+                .map_err(|e| PageError(ApiError::from_read(e)))
         }
     };
     let incident = lookup(id).await?.ok_or(PageError(ApiError::NotFound))?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::report::FieldError;
 use crate::ingest::IngestError;
-use crate::store::StoreError;
+use crate::read::ReadError;
 
 /// Everything a handler can answer instead of success; each variant is one status code's promise.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub enum ApiError {
     "errors": [{"field": "city", "message": "\"Rawalpindy\" is not a known city in Pakistan",
                 "suggestions": ["Rawalpindi"]}]
 }))]
-pub(super) struct Problem<'a> {
+pub struct Problem<'a> {
     /// The problem type, a relative URI: `/problems/malformed-json`, `/problems/payload-too-large`,
     /// `/problems/unsupported-media-type`, `/problems/validation`, `/problems/invalid-parameter`,
     /// `/problems/unauthorized`, `/problems/forbidden`, `/problems/not-found`,
@@ -128,18 +128,12 @@ impl PartialSchema for FieldError {
 impl ToSchema for FieldError {}
 
 impl ApiError {
-    /// Maps a store failure seen while reading.
-    /// A read's error: an invalid query names its fields (400), the store's as [`Self::from_store`].
-    pub fn from_read(error: crate::read::ReadError) -> ApiError {
+    /// A read's error: an invalid query names its fields (400); a store that is down or slow is
+    /// 503 with `Retry-After`; anything else is a 500 whose cause is logged, not sent.
+    pub fn from_read(error: ReadError) -> ApiError {
         match error {
-            crate::read::ReadError::Invalid(errors) => ApiError::InvalidParameters(errors),
-            crate::read::ReadError::Store(error) => ApiError::from_store(error),
-        }
-    }
-
-    pub fn from_store(error: StoreError) -> ApiError {
-        match error {
-            StoreError::Unavailable(detail) => {
+            ReadError::Invalid(errors) => ApiError::InvalidParameters(errors),
+            ReadError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::Unavailable {
                     detail: "the store is unavailable; retry later".into(),
@@ -147,7 +141,7 @@ impl ApiError {
                     ids: Vec::new(),
                 }
             }
-            other => ApiError::Internal(other.to_string()),
+            ReadError::Failed(detail) => ApiError::Internal(detail),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -13,7 +13,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
 /// The address a request is attributed to; only ever hashed, never stored or logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,14 +153,14 @@ fn canonical(addr: IpAddr) -> IpAddr {
 
 /// Resolves a request's client address and takes one request from its rate-limit bucket:
 /// what every report route (the JSON API and the web form) does first.
-fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiError> {
+fn admit_request(policy: &ClientPolicy, request: &Request) -> Result<ClientAddr, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let client = state.clients.client_addr(peer, request.headers());
-    if let Err(refusal) = state.clients.admit(client) {
+    let client = policy.client_addr(peer, request.headers());
+    if let Err(refusal) = policy.admit(client) {
         let error = match refusal {
             Refusal::RateLimited(retry_after_seconds) => ApiError::RateLimited {
                 retry_after_seconds: retry_after_seconds.max(1),
@@ -179,19 +179,23 @@ fn admit_request(state: &AppState, request: &Request) -> Result<ClientAddr, ApiE
 
 /// Middleware for report routes: resolves the client address, applies the rate limit, and
 /// hands the address to the handler as an extension.
-pub async fn admit_client(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    admit_then(&state, request, next, IntoResponse::into_response).await
+pub async fn admit_client(
+    State(policy): State<Arc<ClientPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    admit_then(&policy, request, next, IntoResponse::into_response).await
 }
 
 /// Runs `next` for an admitted request, with its [`ClientAddr`] as an extension; answers a
 /// refused one with `refuse` (a problem document for the API, a page for the form).
 pub async fn admit_then(
-    state: &AppState,
+    policy: &ClientPolicy,
     mut request: Request,
     next: Next,
     refuse: impl FnOnce(ApiError) -> Response,
 ) -> Response {
-    match admit_request(state, &request) {
+    match admit_request(policy, &request) {
         Ok(client) => {
             request.extensions_mut().insert(client);
             next.run(request).await
