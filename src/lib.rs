@@ -19,17 +19,21 @@
 //! - [`detector`]: the runner around [`detect`]: a live tick per minute, the leader loop,
 //!   `redetect`, the rebuild after an upgrade.
 //! - [`read`]: the typed read side (queries as types, plain answers, one `ReadError`): counts,
-//!   regions, services and incidents so far; the pages and the admin API to follow.
-//! - [`api`] (HTTP in and out, problem+json, the admin API, proof-of-work challenges) and
-//!   [`web`] (the pages people use).
+//!   regions, services, incidents, and the admin API's few edits; [`read::Reads`] gives each
+//!   request's store call its deadline. The API, the pages and the CLI read through it.
+//! - [`api`] (the JSON API: HTTP ⇄ typed queries, the admin API, the OpenAPI document) and
+//!   [`web`] (the pages people use) know nothing of each other; [`http`] is what both share
+//!   (problem+json, client admission and rate limits, proof of work, the ingest path of
+//!   reports, security headers and the layers every answer gets). `app` merges their routers.
 //! - [`runtime`]: the accept loop, the clock, live events across replicas, webhooks, metrics.
 //! - [`app`] wires them and shuts them down in order; [`config`] is every setting. The
 //!   `outagewatch` binary is a table of contents (src/main.rs) over src/cli/.
 //!
 //! A report, by file:
-//! 1. `POST /api/v1/reports` → `api/reports.rs` (`create_reports`): the body is parsed into
-//!    `domain/report.rs` types, the city checked against `domain/geo/`, the sender
-//!    fingerprinted (`ingest/fingerprint.rs`).
+//! 1. `POST /api/v1/reports` → `http/client.rs` admits the client (rate limit) →
+//!    `api/reports.rs` (`create_reports`): the body is parsed into `domain/report.rs` types, the
+//!    city checked against `domain/geo/`; `http/submit.rs` fingerprints the sender
+//!    (`ingest/fingerprint.rs`) and submits the batch (the report form's path too).
 //! 2. `ingest/mod.rs` queues it; `ingest/writer.rs` batches it and calls the store's
 //!    `insert_reports` (`store/postgres/reports.rs` or `store/sqlite/reports.rs`), which applies
 //!    `domain/counting.rs` (dedup candidates, network quotas, rollup increments) and commits
@@ -41,8 +45,9 @@
 //!    are written in one transaction; the changes go out as live events
 //!    (`runtime/events.rs` → `api/events.rs`, Server-Sent Events), and
 //!    `runtime/webhooks/deliverer.rs` POSTs the queued deliveries.
-//! 5. Reads come back through `read/` (counts, regions, services, incidents) and
-//!    `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the pages in `web/`.
+//! 5. Reads come back through `read/` (counts, regions, services, incidents, each under
+//!    `read::Reads`'s deadline) to `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the
+//!    pages in `web/status.rs`.
 //!
 //! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load
 //! generator), crates/scenario (deterministic report scenarios for the detection tests; it uses
