@@ -14,16 +14,16 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
+use super::sql::{self, DELIVERY_COLUMNS};
 use super::{
-    incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
-    Checkpoint, ConnectOptions, CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation,
-    IncidentAction, IncidentQuery, IncidentRow, Leadership, Listener, MinuteCount, NewReport,
-    Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
-    ServiceRecord, StoreError, StoredReport, TimeRange, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS,
-    INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    minute_of, region_countries, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket,
+    Delivery, DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener,
+    MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
+    RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::counting::{
     dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
@@ -59,18 +59,20 @@ impl PostgresStore {
 
 /// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
 /// of its tables when a report for a minute came after the minute was settled, and in key
-/// order those rows are adjacent.
-fn sum_adjacent<K: PartialEq>(
-    rows: impl IntoIterator<Item = (K, i64)>,
-) -> impl Iterator<Item = (K, i64)> {
-    let mut summed: Vec<(K, i64)> = Vec::new();
-    for (key, count) in rows {
+/// order those rows are adjacent. `same_key` tells two rows of one key apart from others.
+fn sum_adjacent<T>(
+    rows: Vec<T>,
+    same_key: impl Fn(&T, &T) -> bool,
+    count: impl Fn(&mut T) -> &mut i64,
+) -> Vec<T> {
+    let mut summed: Vec<T> = Vec::with_capacity(rows.len());
+    for mut row in rows {
         match summed.last_mut() {
-            Some((last, total)) if *last == key => *total += count,
-            _ => summed.push((key, count)),
+            Some(last) if same_key(last, &row) => *count(last) += *count(&mut row),
+            _ => summed.push(row),
         }
     }
-    summed.into_iter()
+    summed
 }
 
 /// Moves the counts of minutes before `before` from `rollups_live`, where ingest adds to
