@@ -345,3 +345,41 @@ fn region_countries(country: Option<&str>) -> Vec<String> {
         None => CountryCode::all().map(|c| c.as_str().to_owned()).collect(),
     }
 }
+
+/// Anti-fabrication as both backends apply it: the network groups of the candidates that
+/// counted, and then (given each group's stored total after adding it) the ids over quota.
+mod quotas {
+    use std::collections::HashSet;
+
+    use uuid::Uuid;
+
+    use crate::domain::counting::{network_groups, over_quota, NetworkGroup, NewReport};
+
+    /// The network groups of the `candidates` that `counted`.
+    pub(super) fn counted_groups<'a>(
+        candidates: &[&'a NewReport],
+        counted: &HashSet<Uuid>,
+    ) -> Vec<NetworkGroup<'a>> {
+        network_groups(
+            candidates
+                .iter()
+                .copied()
+                .filter(|r| counted.contains(&r.id)),
+        )
+    }
+
+    /// The ids beyond their group's quota, given each group's total (unknown: all over).
+    pub(super) fn over_quotas(
+        groups: &[NetworkGroup<'_>],
+        total: impl Fn(&NetworkGroup<'_>) -> Option<i64>,
+    ) -> Vec<Uuid> {
+        groups
+            .iter()
+            .flat_map(|group| {
+                over_quota(group, total(group).unwrap_or(i64::MAX))
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    }
+}

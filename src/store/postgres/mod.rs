@@ -20,14 +20,12 @@ use uuid::Uuid;
 use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
 use super::sql::{self, DELIVERY_COLUMNS};
 use super::{
-    minute_of, region_countries, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket,
-    Delivery, DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener,
-    MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
+    minute_of, quotas, region_countries, settled_before, Attempt, Checkpoint, ConnectOptions,
+    CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership,
+    Listener, MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
     RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
-use crate::domain::counting::{
-    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
-};
+use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
 
 /// The NOTIFY channel live events travel on.
@@ -332,32 +330,18 @@ async fn add_to_rollups<'a>(
     if increments.is_empty() {
         return Ok(());
     }
+    // One array per column, for UNNEST.
+    let (keys, counts): (Vec<_>, Vec<i64>) = increments.into_iter().unzip();
+    let ((services, countries), (cities, minutes)): ((Vec<_>, Vec<_>), (Vec<_>, Vec<_>)) = keys
+        .into_iter()
+        .map(|(service, country, city, minute)| ((service, country), (city, minute)))
+        .unzip();
     sqlx::query(table.add_statement())
-        .bind(
-            increments
-                .iter()
-                .map(|((s, _, _, _), _)| *s)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, c, _, _), _)| *c)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, _, city, _), _)| *city)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, _, _, m), _)| *m)
-                .collect::<Vec<_>>(),
-        )
-        .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .bind(services)
+        .bind(countries)
+        .bind(cities)
+        .bind(minutes)
+        .bind(counts)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -384,12 +368,7 @@ async fn cap_networks(
     candidates: &[&NewReport],
     counted: &HashSet<Uuid>,
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let groups = network_groups(
-        candidates
-            .iter()
-            .copied()
-            .filter(|r| counted.contains(&r.id)),
-    );
+    let groups = quotas::counted_groups(candidates, counted);
     if groups.is_empty() {
         return Ok(HashSet::new());
     }
@@ -420,18 +399,14 @@ async fn cap_networks(
         .into_iter()
         .map(|(service, network, minute, count)| ((service, network, minute), count))
         .collect();
-    let over: Vec<Uuid> = groups
-        .iter()
-        .flat_map(|group| {
-            let key = (
-                group.service.to_owned(),
-                Uuid::from_bytes(group.network.0),
-                group.minute,
-            );
-            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
-            over_quota(group, total).iter().copied()
-        })
-        .collect();
+    let over = quotas::over_quotas(&groups, |group| {
+        let key = (
+            group.service.to_owned(),
+            Uuid::from_bytes(group.network.0),
+            group.minute,
+        );
+        totals.get(&key).copied()
+    });
     if !over.is_empty() {
         sqlx::query("update reports set counted = false where id = any($1)")
             .bind(&over)

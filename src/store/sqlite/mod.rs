@@ -21,14 +21,12 @@ use uuid::Uuid;
 use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
 use super::sql::{self, DELIVERY_COLUMNS};
 use super::{
-    region_countries, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery, DetectionWrite,
-    Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport,
-    Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
-    ServiceRecord, StoreError, StoredReport, TimeRange,
+    quotas, region_countries, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
+    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
+    NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup,
+    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
-use crate::domain::counting::{
-    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
-};
+use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
 
 /// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
@@ -157,12 +155,7 @@ async fn cap_networks(
     candidates: &[&NewReport],
     counted: &HashSet<Uuid>,
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let groups = network_groups(
-        candidates
-            .iter()
-            .copied()
-            .filter(|r| counted.contains(&r.id)),
-    );
+    let groups = quotas::counted_groups(candidates, counted);
     let mut totals: HashMap<(String, Vec<u8>, i64), i64> = HashMap::with_capacity(groups.len());
     for chunk in groups.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -186,18 +179,14 @@ async fn cap_networks(
                 .map(|(service, network, minute, count)| ((service, network, minute), count)),
         );
     }
-    let over: Vec<Uuid> = groups
-        .iter()
-        .flat_map(|group| {
-            let key = (
-                group.service.to_owned(),
-                group.network.0.to_vec(),
-                group.minute.timestamp(),
-            );
-            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
-            over_quota(group, total).iter().copied()
-        })
-        .collect();
+    let over = quotas::over_quotas(&groups, |group| {
+        let key = (
+            group.service.to_owned(),
+            group.network.0.to_vec(),
+            group.minute.timestamp(),
+        );
+        totals.get(&key).copied()
+    });
     for chunk in over.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new("update reports set counted = 0 where id in (");
         let mut list = query.separated(", ");
