@@ -72,7 +72,6 @@ impl CatalogStore for SqliteStore {
         if query.execute(&self.writer).await?.rows_affected() == 0 {
             return Ok(None);
         }
-        // From the writer: a reader could still see the row as it was.
         let row: Option<IncidentRow> = sqlx::query_as(sql::incident_by_id())
             .bind(id)
             .fetch_optional(&self.writer)
