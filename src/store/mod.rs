@@ -2,6 +2,8 @@
 
 mod postgres;
 mod roles;
+mod rows;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::geo::CountryCode;
-use crate::domain::incidents::{Incident, Scope, Status};
+use crate::domain::incidents::Incident;
 
 pub use postgres::PostgresStore;
 pub use roles::{
@@ -26,7 +28,7 @@ pub use crate::domain::incidents::IncidentQuery;
 pub use crate::domain::series::SeriesKey;
 
 /// One service of the stored catalog.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ServiceRecord {
     pub slug: String,
     pub name: String,
@@ -56,7 +58,7 @@ pub struct StoredReport {
 }
 
 /// One per-minute count; `city` is empty for the country total.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
 pub struct Rollup {
     pub minute: DateTime<Utc>,
     pub country: String,
@@ -66,7 +68,7 @@ pub struct Rollup {
 
 /// One per-minute count of any service, as the detector reads them; `city` is empty for the
 /// country total.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
 pub struct MinuteCount {
     pub minute: DateTime<Utc>,
     pub service: String,
@@ -87,67 +89,34 @@ pub struct Expectation {
 }
 
 /// Counted reports of one problem kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProblemCount {
     pub problem: String,
     pub count: i64,
 }
 
-impl From<(String, i64)> for ProblemCount {
-    fn from((problem, count): (String, i64)) -> Self {
-        ProblemCount { problem, count }
-    }
-}
-
 /// Counted reports of one region: a country's total (`city` empty) or a city of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct RegionCount {
     pub country: String,
     pub city: String,
     pub count: i64,
 }
 
-impl From<(String, String, i64)> for RegionCount {
-    fn from((country, city, count): (String, String, i64)) -> Self {
-        RegionCount {
-            country,
-            city,
-            count,
-        }
-    }
-}
-
 /// The detector's expected count of one series for one quarter hour.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, sqlx::FromRow)]
 pub struct QuarterExpectation {
     pub quarter: DateTime<Utc>,
     pub expected: f64,
 }
 
-impl From<(DateTime<Utc>, f64)> for QuarterExpectation {
-    fn from((quarter, expected): (DateTime<Utc>, f64)) -> Self {
-        QuarterExpectation { quarter, expected }
-    }
-}
-
 /// The expected count of one region (`city` empty for a country) for one quarter hour.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct RegionExpectation {
     pub country: String,
     pub city: String,
     pub quarter: DateTime<Utc>,
     pub expected: f64,
-}
-
-impl From<(String, String, DateTime<Utc>, f64)> for RegionExpectation {
-    fn from((country, city, quarter, expected): (String, String, DateTime<Utc>, f64)) -> Self {
-        RegionExpectation {
-            country,
-            city,
-            quarter,
-            expected,
-        }
-    }
 }
 
 /// One bucket of a counts series.
@@ -270,87 +239,6 @@ pub enum Attempt {
     Failed { error: String },
 }
 
-/// The columns of `webhook_deliveries`, in the order both backends select them.
-const DELIVERY_COLUMNS: &str =
-    "event_id, endpoint, event_type, incident_id, occurred_at, payload, \
-     status, attempts, created_at, next_attempt_at, last_attempt_at, last_error, finished_at";
-
-/// A delivery row as Postgres returns it; SQLite reads its integer times into its own row
-/// type and converts to this one.
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    event_id: Uuid,
-    endpoint: String,
-    event_type: String,
-    incident_id: Uuid,
-    occurred_at: DateTime<Utc>,
-    payload: String,
-    status: String,
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    next_attempt_at: DateTime<Utc>,
-    last_attempt_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl DeliveryRow {
-    fn into_delivery(self) -> Result<Delivery, StoreError> {
-        Ok(Delivery {
-            status: DeliveryStatus::parse(&self.status).ok_or_else(|| {
-                StoreError::Corrupt(format!("webhook delivery {}: status", self.event_id))
-            })?,
-            attempts: u32::try_from(self.attempts).unwrap_or(0),
-            event_id: self.event_id,
-            endpoint: self.endpoint,
-            event_type: self.event_type,
-            incident_id: self.incident_id,
-            occurred_at: self.occurred_at,
-            payload: self.payload,
-            created_at: self.created_at,
-            next_attempt_at: self.next_attempt_at,
-            last_attempt_at: self.last_attempt_at,
-            last_error: self.last_error,
-            finished_at: self.finished_at,
-        })
-    }
-}
-
-/// The columns recording an attempt sets.
-struct AttemptColumns<'a> {
-    status: DeliveryStatus,
-    error: Option<&'a str>,
-    /// None keeps the stored time.
-    next_attempt_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl AttemptColumns<'_> {
-    fn of(attempt: &Attempt, at: DateTime<Utc>) -> AttemptColumns<'_> {
-        let (status, error, next_attempt_at, finished_at) = match attempt {
-            Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(at)),
-            Attempt::Retry {
-                next_attempt_at,
-                error,
-            } => (
-                DeliveryStatus::Pending,
-                Some(error.as_str()),
-                Some(*next_attempt_at),
-                None,
-            ),
-            Attempt::Failed { error } => {
-                (DeliveryStatus::Failed, Some(error.as_str()), None, Some(at))
-            }
-        };
-        AttemptColumns {
-            status,
-            error,
-            next_attempt_at,
-            finished_at,
-        }
-    }
-}
-
 /// A subscription to the payloads every process publishes with [`CoordinationStore::notify`].
 #[async_trait]
 pub trait Listener: Send {
@@ -456,88 +344,40 @@ fn region_countries(country: Option<&str>) -> Vec<String> {
     }
 }
 
-/// An incident row as Postgres returns it; SQLite reads its integer times into its own row
-/// type and converts to this one.
-#[derive(sqlx::FromRow)]
-struct IncidentRow {
-    id: Uuid,
-    service: String,
-    scope: String,
-    country: Option<String>,
-    city: Option<String>,
-    status: String,
-    started_at: DateTime<Utc>,
-    detected_at: DateTime<Utc>,
-    peak_at: DateTime<Utc>,
-    peak_count: f64,
-    expected_at_peak: f64,
-    start_count: f64,
-    excess_reports: f64,
-    resolved_at: Option<DateTime<Utc>>,
-    top_cities: String,
-    problems: String,
-    parent_id: Option<Uuid>,
-    summary: String,
-    updated_at: DateTime<Utc>,
-    note: Option<String>,
-    resolved_by: Option<String>,
-}
+/// Anti-fabrication as both backends apply it: the network groups of the candidates that
+/// counted, and then (given each group's stored total after adding it) the ids over quota.
+mod quotas {
+    use std::collections::HashSet;
 
-/// The columns of `incidents`, in the order both backends select and insert them.
-const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, started_at, \
-     detected_at, peak_at, peak_count, expected_at_peak, start_count, excess_reports, \
-     resolved_at, top_cities, problems, parent_id, summary, updated_at";
+    use uuid::Uuid;
 
-/// The columns only the admin API writes; reads select them after [`INCIDENT_COLUMNS`].
-const INCIDENT_ADMIN_COLUMNS: &str = "note, resolved_by";
+    use crate::domain::counting::{network_groups, over_quota, NetworkGroup, NewReport};
 
-/// What writing an incident that is already stored (same id) overwrites: everything that
-/// can change after it opened, unless an admin resolved it by hand. `detected_at` is
-/// overwritten too: the runner carries the first one over to a reopening, and a `redetect`
-/// writes the one it computed.
-const INCIDENT_UPSERT: &str = " on conflict (id) do update set status = excluded.status, \
-     detected_at = excluded.detected_at, peak_at = excluded.peak_at, peak_count = excluded.peak_count, \
-     expected_at_peak = excluded.expected_at_peak, start_count = excluded.start_count, \
-     excess_reports = excluded.excess_reports, resolved_at = excluded.resolved_at, \
-     top_cities = excluded.top_cities, problems = excluded.problems, \
-     parent_id = excluded.parent_id, summary = excluded.summary, updated_at = excluded.updated_at \
-     where incidents.resolved_by is null";
-
-impl IncidentRow {
-    fn into_incident(self) -> Result<Incident, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("incident {}: {what}", self.id));
-        Ok(Incident {
-            scope: Scope::parse(&self.scope).ok_or_else(|| corrupt("scope"))?,
-            status: Status::parse(&self.status).ok_or_else(|| corrupt("status"))?,
-            top_cities: serde_json::from_str(&self.top_cities)
-                .map_err(|_| corrupt("top_cities"))?,
-            problems: serde_json::from_str(&self.problems).map_err(|_| corrupt("problems"))?,
-            id: self.id,
-            service: self.service,
-            country: self.country,
-            city: self.city,
-            started_at: self.started_at,
-            detected_at: self.detected_at,
-            peak_at: self.peak_at,
-            peak_count: self.peak_count,
-            expected_at_peak: self.expected_at_peak,
-            start_count: self.start_count,
-            excess_reports: self.excess_reports,
-            resolved_at: self.resolved_at,
-            parent_id: self.parent_id,
-            summary: self.summary,
-            updated_at: self.updated_at,
-            note: self.note,
-            resolved_by: self.resolved_by,
-        })
+    /// The network groups of the `candidates` that `counted`.
+    pub(super) fn counted_groups<'a>(
+        candidates: &[&'a NewReport],
+        counted: &HashSet<Uuid>,
+    ) -> Vec<NetworkGroup<'a>> {
+        network_groups(
+            candidates
+                .iter()
+                .copied()
+                .filter(|r| counted.contains(&r.id)),
+        )
     }
-}
 
-/// The JSON columns of an incident: (top_cities, problems).
-fn incident_json(incident: &Incident) -> (String, String) {
-    // Serializing plain vectors and maps of strings and numbers cannot fail.
-    (
-        serde_json::to_string(&incident.top_cities).unwrap_or_else(|_| "[]".into()),
-        serde_json::to_string(&incident.problems).unwrap_or_else(|_| "{}".into()),
-    )
+    /// The ids beyond their group's quota, given each group's total (unknown: all over).
+    pub(super) fn over_quotas(
+        groups: &[NetworkGroup<'_>],
+        total: impl Fn(&NetworkGroup<'_>) -> Option<i64>,
+    ) -> Vec<Uuid> {
+        groups
+            .iter()
+            .flat_map(|group| {
+                over_quota(group, total(group).unwrap_or(i64::MAX))
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    }
 }

@@ -32,18 +32,7 @@ impl CatalogStore for PostgresStore {
     }
 
     async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
-        let rows: Vec<(String, String, bool)> =
-            sqlx::query_as("select slug, name, enabled from services order by position, slug")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(slug, name, enabled)| ServiceRecord {
-                slug,
-                name,
-                enabled,
-            })
-            .collect())
+        Ok(sqlx::query_as(sql::SERVICES).fetch_all(&self.pool).await?)
     }
 
     async fn put_service(
@@ -74,22 +63,7 @@ impl CatalogStore for PostgresStore {
         action: &IncidentAction<'_>,
         at: DateTime<Utc>,
     ) -> Result<Option<Incident>, StoreError> {
-        let query = match action {
-            IncidentAction::Annotate { note } => {
-                sqlx::query("update incidents set note = $2 where id = $1")
-                    .bind(id)
-                    .bind(*note)
-            }
-            IncidentAction::Resolve { by } => sqlx::query(
-                "update incidents
-                 set status = 'resolved', resolved_at = coalesce(resolved_at, $2),
-                     resolved_by = $3, updated_at = $2
-                 where id = $1",
-            )
-            .bind(id)
-            .bind(at)
-            .bind(*by),
-        };
+        let query = sql::act_on_incident::<Postgres>(id, action, at);
         if query.execute(&self.pool).await?.rows_affected() == 0 {
             return Ok(None);
         }

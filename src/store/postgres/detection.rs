@@ -20,7 +20,7 @@ impl DetectionStore for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteCount>, StoreError> {
-        let rows: Vec<(DateTime<Utc>, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<MinuteCount> = sqlx::query_as(
             "select minute, service, country, city, count from rollups
              where minute >= $1 and minute < $2
              order by minute, service, country, city",
@@ -29,20 +29,14 @@ impl DetectionStore for PostgresStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        let keyed = rows
-            .into_iter()
-            .map(|(minute, service, country, city, count)| {
-                ((minute, service, country, city), count)
-            });
-        Ok(sum_adjacent(keyed)
-            .map(|((minute, service, country, city), count)| MinuteCount {
-                minute,
-                service,
-                country,
-                city,
-                count,
-            })
-            .collect())
+        Ok(sum_adjacent(
+            rows,
+            |a, b| {
+                (a.minute, &a.service, &a.country, &a.city)
+                    == (b.minute, &b.service, &b.country, &b.city)
+            },
+            |r| &mut r.count,
+        ))
     }
 
     async fn clear_expectations(
@@ -50,14 +44,12 @@ impl DetectionStore for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("delete from expectations_quarter where quarter >= $1 and quarter < $2")
-                .bind(from)
-                .bind(to)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        let cleared = sqlx::query(sql::CLEAR_EXPECTATIONS)
+            .bind(from)
+            .bind(to)
+            .execute(&self.pool)
+            .await?;
+        Ok(cleared.rows_affected())
     }
 
     async fn insert_recomputed_expectations(
@@ -94,56 +86,27 @@ impl DetectionStore for PostgresStore {
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> =
-            sqlx::query_as("select watermark, state_at, state from detector_state")
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(watermark, state_at, state)| Checkpoint {
-            watermark,
-            state: state_at.zip(state),
-        }))
+        let row: Option<CheckpointRow> = sqlx::query_as(sql::CHECKPOINT)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Checkpoint::from))
     }
 
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some((from, to)) = write.replace {
-            // What an admin noted or resolved stays (a re-detection writes the same ids).
-            sqlx::query(
-                "delete from incidents where started_at >= $1 and started_at < $2
-                 and note is null and resolved_by is null",
-            )
-            .bind(from)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::DELETE_REDETECTED)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
         }
         for incident in write.incidents {
-            let (top_cities, problems) = incident_json(incident);
-            let mut insert =
-                QueryBuilder::new(format!("insert into incidents ({INCIDENT_COLUMNS}) "));
-            insert.push_values([incident], |mut row, i| {
-                row.push_bind(i.id)
-                    .push_bind(&i.service)
-                    .push_bind(i.scope.as_str())
-                    .push_bind(&i.country)
-                    .push_bind(&i.city)
-                    .push_bind(i.status.as_str())
-                    .push_bind(i.started_at)
-                    .push_bind(i.detected_at)
-                    .push_bind(i.peak_at)
-                    .push_bind(i.peak_count)
-                    .push_bind(i.expected_at_peak)
-                    .push_bind(i.start_count)
-                    .push_bind(i.excess_reports)
-                    .push_bind(i.resolved_at)
-                    .push_bind(&top_cities)
-                    .push_bind(&problems)
-                    .push_bind(i.parent_id)
-                    .push_bind(&i.summary)
-                    .push_bind(i.updated_at);
-            });
-            insert.push(INCIDENT_UPSERT);
-            insert.build().execute(&mut *tx).await?;
+            let json = rows::incident_json(incident);
+            sql::upsert_incident::<Postgres>(incident, &json)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
         if !write.expectations.is_empty() {
             let e = write.expectations;
@@ -161,22 +124,19 @@ impl DetectionStore for PostgresStore {
             .await?;
         }
         if let Some(before) = write.prune_expectations_before {
-            sqlx::query("delete from expectations_quarter where quarter < $1")
+            sqlx::query(sql::PRUNE_EXPECTATIONS)
                 .bind(before)
                 .execute(&mut *tx)
                 .await?;
         }
         if let Some(watermark) = write.watermark {
-            sqlx::query(
-                "insert into detector_state (singleton, watermark) values (true, $1)
-                 on conflict (singleton) do update set watermark = excluded.watermark",
-            )
-            .bind(watermark)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::SET_WATERMARK)
+                .bind(watermark)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some((state_at, state)) = write.state {
-            sqlx::query("update detector_state set state_at = $1, state = $2")
+            sqlx::query(sql::SET_STATE)
                 .bind(state_at)
                 .bind(state)
                 .execute(&mut *tx)

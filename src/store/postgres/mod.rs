@@ -14,20 +14,18 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
+use super::sql::{self, DELIVERY_COLUMNS};
 use super::{
-    incident_json, minute_of, region_countries, settled_before, Attempt, AttemptColumns,
-    Checkpoint, ConnectOptions, CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation,
-    IncidentAction, IncidentQuery, IncidentRow, Leadership, Listener, MinuteCount, NewReport,
-    Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
-    ServiceRecord, StoreError, StoredReport, TimeRange, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS,
-    INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    minute_of, quotas, region_countries, settled_before, Attempt, Checkpoint, ConnectOptions,
+    CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership,
+    Listener, MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
+    RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
-use crate::domain::counting::{
-    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
-};
+use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
 
 /// The NOTIFY channel live events travel on.
@@ -59,18 +57,20 @@ impl PostgresStore {
 
 /// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
 /// of its tables when a report for a minute came after the minute was settled, and in key
-/// order those rows are adjacent.
-fn sum_adjacent<K: PartialEq>(
-    rows: impl IntoIterator<Item = (K, i64)>,
-) -> impl Iterator<Item = (K, i64)> {
-    let mut summed: Vec<(K, i64)> = Vec::new();
-    for (key, count) in rows {
+/// order those rows are adjacent. `same_key` tells two rows of one key apart from others.
+fn sum_adjacent<T>(
+    rows: Vec<T>,
+    same_key: impl Fn(&T, &T) -> bool,
+    count: impl Fn(&mut T) -> &mut i64,
+) -> Vec<T> {
+    let mut summed: Vec<T> = Vec::with_capacity(rows.len());
+    for mut row in rows {
         match summed.last_mut() {
-            Some((last, total)) if *last == key => *total += count,
-            _ => summed.push((key, count)),
+            Some(last) if same_key(last, &row) => *count(last) += *count(&mut row),
+            _ => summed.push(row),
         }
     }
-    summed.into_iter()
+    summed
 }
 
 /// Moves the counts of minutes before `before` from `rollups_live`, where ingest adds to
@@ -330,32 +330,18 @@ async fn add_to_rollups<'a>(
     if increments.is_empty() {
         return Ok(());
     }
+    // One array per column, for UNNEST.
+    let (keys, counts): (Vec<_>, Vec<i64>) = increments.into_iter().unzip();
+    let ((services, countries), (cities, minutes)): ((Vec<_>, Vec<_>), (Vec<_>, Vec<_>)) = keys
+        .into_iter()
+        .map(|(service, country, city, minute)| ((service, country), (city, minute)))
+        .unzip();
     sqlx::query(table.add_statement())
-        .bind(
-            increments
-                .iter()
-                .map(|((s, _, _, _), _)| *s)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, c, _, _), _)| *c)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, _, city, _), _)| *city)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            increments
-                .iter()
-                .map(|((_, _, _, m), _)| *m)
-                .collect::<Vec<_>>(),
-        )
-        .bind(increments.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .bind(services)
+        .bind(countries)
+        .bind(cities)
+        .bind(minutes)
+        .bind(counts)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -382,12 +368,7 @@ async fn cap_networks(
     candidates: &[&NewReport],
     counted: &HashSet<Uuid>,
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let groups = network_groups(
-        candidates
-            .iter()
-            .copied()
-            .filter(|r| counted.contains(&r.id)),
-    );
+    let groups = quotas::counted_groups(candidates, counted);
     if groups.is_empty() {
         return Ok(HashSet::new());
     }
@@ -418,18 +399,14 @@ async fn cap_networks(
         .into_iter()
         .map(|(service, network, minute, count)| ((service, network, minute), count))
         .collect();
-    let over: Vec<Uuid> = groups
-        .iter()
-        .flat_map(|group| {
-            let key = (
-                group.service.to_owned(),
-                Uuid::from_bytes(group.network.0),
-                group.minute,
-            );
-            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
-            over_quota(group, total).iter().copied()
-        })
-        .collect();
+    let over = quotas::over_quotas(&groups, |group| {
+        let key = (
+            group.service.to_owned(),
+            Uuid::from_bytes(group.network.0),
+            group.minute,
+        );
+        totals.get(&key).copied()
+    });
     if !over.is_empty() {
         sqlx::query("update reports set counted = false where id = any($1)")
             .bind(&over)

@@ -11,7 +11,7 @@ impl ReadStore for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
-        let rows: Vec<(DateTime<Utc>, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<Rollup> = sqlx::query_as(
             "select minute, country, city, count from rollups
              where service = $1 and minute >= $2 and minute < $3
              order by minute, country, city",
@@ -21,17 +21,11 @@ impl ReadStore for PostgresStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        let keyed = rows
-            .into_iter()
-            .map(|(minute, country, city, count)| ((minute, country, city), count));
-        Ok(sum_adjacent(keyed)
-            .map(|((minute, country, city), count)| Rollup {
-                minute,
-                country,
-                city,
-                count,
-            })
-            .collect())
+        Ok(sum_adjacent(
+            rows,
+            |a, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
+            |r| &mut r.count,
+        ))
     }
 
     async fn top_cities(
@@ -42,12 +36,12 @@ impl ReadStore for PostgresStore {
     ) -> Result<Vec<CityCount>, StoreError> {
         let (service, country, _) = series.parts();
         let TimeRange { from, to } = range;
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "select country, city, sum(count)::int8 as n from rollups
+        let rows: Vec<RegionCount> = sqlx::query_as(
+            "select country, city, sum(count)::int8 as count from rollups
              where service = $1 and ($2::text is null or country = $2) and city <> ''
                and minute >= $3 and minute < $4
              group by country, city
-             order by n desc, country, city
+             order by count desc, country, city
              limit $5",
         )
         .bind(service)
@@ -57,14 +51,7 @@ impl ReadStore for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(country, city, count)| CityCount {
-                country,
-                city,
-                count,
-            })
-            .collect())
+        Ok(rows::into_all(rows))
     }
 
     async fn problem_counts(
@@ -72,23 +59,9 @@ impl ReadStore for PostgresStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<ProblemCount>, StoreError> {
-        let (service, country, city) = series.parts();
-        let TimeRange { from, to } = range;
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "select problem, count(*) from reports
-             where received_at >= $1 and received_at < $2 and service = $3 and counted
-               and ($4::text is null or country = $4) and ($5::text is null or city = $5)
-             group by problem
-             order by problem",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(service)
-        .bind(country)
-        .bind(city)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(sql::problem_counts::<Postgres, _>(series, range)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn counts(
@@ -108,7 +81,7 @@ impl ReadStore for PostgresStore {
         // country by country.
         let query = match (country, city) {
             (Some(country), Some(city)) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8
+                "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8 as count
                  from rollups
                  where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
                  group by bucket
@@ -118,7 +91,7 @@ impl ReadStore for PostgresStore {
             .bind(country)
             .bind(city),
             (Some(country), None) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
+                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
                  from rollups
                  where service = $1 and country = $2 and city = '' and minute >= $3 and minute < $4
                  group by bucket
@@ -127,7 +100,7 @@ impl ReadStore for PostgresStore {
             .bind(service)
             .bind(country),
             (None, _) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8
+                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
                  from rollups
                  where service = $1 and city = '' and country = any($2) and minute >= $3 and minute < $4
                  group by bucket
@@ -136,19 +109,13 @@ impl ReadStore for PostgresStore {
             .bind(service)
             .bind(region_countries(None)),
         };
-        let rows: Vec<(i64, i64)> = query
+        let rows: Vec<BucketRow> = query
             .bind(from)
             .bind(to)
             .bind(bucket_seconds)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(start, count)| CountBucket {
-                start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
-                count,
-            })
-            .collect())
+        Ok(rows::into_all(rows))
     }
 
     async fn region_counts(
@@ -161,24 +128,23 @@ impl ReadStore for PostgresStore {
         let TimeRange { from, to } = range;
         // Literal city predicates, so the partial region indexes match any plan of the
         // prepared statement; the country list keeps the city index a range scan per country.
-        let sql = if cities {
-            "select country, city, sum(count)::int8 from rollups
+        let statement = if cities {
+            "select country, city, sum(count)::int8 as count from rollups
              where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
              group by country, city"
         } else {
             // '' rather than the column, so the country-series index answers alone.
-            "select country, ''::text, sum(count)::int8 from rollups
+            "select country, ''::text as city, sum(count)::int8 as count from rollups
              where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
              group by country"
         };
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
+        Ok(sqlx::query_as(statement)
             .bind(service)
             .bind(from)
             .bind(to)
             .bind(region_countries(country))
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+            .await?)
     }
 
     async fn region_expectations(
@@ -192,7 +158,7 @@ impl ReadStore for PostgresStore {
             .iter()
             .map(|(country, city)| (country.as_str(), city.as_str()))
             .unzip();
-        let rows: Vec<(String, String, DateTime<Utc>, f64)> = sqlx::query_as(
+        Ok(sqlx::query_as(
             "select e.country, e.city, e.quarter, e.expected
              from unnest($2::text[], $3::text[]) as r(country, city)
              join expectations_quarter e
@@ -205,8 +171,7 @@ impl ReadStore for PostgresStore {
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        .await?)
     }
 
     async fn expectations(
@@ -214,62 +179,24 @@ impl ReadStore for PostgresStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<QuarterExpectation>, StoreError> {
-        let (service, country, city) = series.parts();
-        let TimeRange { from, to } = range;
-        let rows: Vec<(DateTime<Utc>, f64)> = sqlx::query_as(
-            "select quarter, expected from expectations_quarter
-             where service = $1 and country = coalesce($2::text, '') and city = coalesce($3::text, '')
-               and quarter >= $4 and quarter < $5
-             order by quarter",
-        )
-        .bind(service)
-        .bind(country)
-        .bind(city)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(sql::expectations::<Postgres, _>(series, range)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let mut select = QueryBuilder::new(format!(
-            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where true"
-        ));
-        if let Some(service) = &query.service {
-            select.push(" and service = ").push_bind(service);
-        }
-        if let Some(country) = &query.country {
-            select.push(" and country = ").push_bind(country);
-        }
-        if let Some(status) = query.status {
-            select.push(" and status = ").push_bind(status.as_str());
-        }
-        if let Some(since) = query.since {
-            select.push(" and started_at >= ").push_bind(since);
-        }
-        if let Some((started_at, id)) = query.after {
-            select
-                .push(" and (started_at, id) < (")
-                .push_bind(started_at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        select
-            .push(" order by started_at desc, id desc limit ")
-            .push_bind(i64::from(query.limit));
-        let rows: Vec<IncidentRow> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(IncidentRow::into_incident).collect()
+        let rows: Vec<IncidentRow> = sql::incidents::<Postgres>(query)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
+        rows::incidents(rows)
     }
 
     async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        let row: Option<IncidentRow> = sqlx::query_as(&format!(
-            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(IncidentRow::into_incident).transpose()
+        let row: Option<IncidentRow> = sqlx::query_as(sql::incident_by_id())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Incident::try_from).transpose()
     }
 }

@@ -31,18 +31,9 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
-        let rows: Vec<(String, String, bool)> =
-            sqlx::query_as("select slug, name, enabled from services order by position, slug")
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(slug, name, enabled)| ServiceRecord {
-                slug,
-                name,
-                enabled,
-            })
-            .collect())
+        Ok(sqlx::query_as(sql::SERVICES)
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn put_service(
@@ -77,31 +68,14 @@ impl CatalogStore for SqliteStore {
         action: &IncidentAction<'_>,
         at: DateTime<Utc>,
     ) -> Result<Option<Incident>, StoreError> {
-        let query = match action {
-            IncidentAction::Annotate { note } => {
-                sqlx::query("update incidents set note = ?2 where id = ?1")
-                    .bind(id)
-                    .bind(*note)
-            }
-            IncidentAction::Resolve { by } => sqlx::query(
-                "update incidents
-                 set status = 'resolved', resolved_at = coalesce(resolved_at, ?2),
-                     resolved_by = ?3, updated_at = ?2
-                 where id = ?1",
-            )
-            .bind(id)
-            .bind(at.timestamp())
-            .bind(*by),
-        };
+        let query = sql::act_on_incident::<Sqlite>(id, action, at);
         if query.execute(&self.writer).await?.rows_affected() == 0 {
             return Ok(None);
         }
-        let row: Option<SqliteIncident> = sqlx::query_as(&format!(
-            "select {INCIDENT_COLUMNS}, {INCIDENT_ADMIN_COLUMNS} from incidents where id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.map(SqliteIncident::into_incident).transpose()
+        let row: Option<IncidentRow> = sqlx::query_as(sql::incident_by_id())
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(Incident::try_from).transpose()
     }
 }

@@ -18,17 +18,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
+use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
+use super::sql::{self, DELIVERY_COLUMNS};
 use super::{
-    incident_json, region_countries, Attempt, AttemptColumns, Checkpoint, ConnectOptions,
-    CountBucket, Delivery, DeliveryRow, DetectionWrite, Expectation, IncidentAction, IncidentQuery,
-    IncidentRow, Leadership, Listener, MinuteCount, NewReport, Outcome, ProblemCount,
-    QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey, ServiceRecord,
-    StoreError, StoredReport, TimeRange, DELIVERY_COLUMNS, INCIDENT_ADMIN_COLUMNS,
-    INCIDENT_COLUMNS, INCIDENT_UPSERT,
+    quotas, region_countries, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
+    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
+    NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup,
+    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
-use crate::domain::counting::{
-    dedup_candidates, network_groups, outcomes, over_quota, rollup_increments,
-};
+use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
 
 /// Rows per multi-row statement: 9 columns × 1,000 rows stays far under SQLite's 32,766 bind limit.
@@ -86,104 +84,6 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 /// A JSON array of strings, for `json_each` lists in queries.
 fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
-}
-
-fn from_seconds(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(seconds, 0).unwrap_or_default()
-}
-
-/// An incident as SQLite returns it (times in unix seconds).
-#[derive(sqlx::FromRow)]
-struct SqliteIncident {
-    id: Uuid,
-    service: String,
-    scope: String,
-    country: Option<String>,
-    city: Option<String>,
-    status: String,
-    started_at: i64,
-    detected_at: i64,
-    peak_at: i64,
-    peak_count: f64,
-    expected_at_peak: f64,
-    start_count: f64,
-    excess_reports: f64,
-    resolved_at: Option<i64>,
-    top_cities: String,
-    problems: String,
-    parent_id: Option<Uuid>,
-    summary: String,
-    updated_at: i64,
-    note: Option<String>,
-    resolved_by: Option<String>,
-}
-
-impl SqliteIncident {
-    fn into_incident(self) -> Result<Incident, StoreError> {
-        IncidentRow {
-            id: self.id,
-            service: self.service,
-            scope: self.scope,
-            country: self.country,
-            city: self.city,
-            status: self.status,
-            started_at: from_seconds(self.started_at),
-            detected_at: from_seconds(self.detected_at),
-            peak_at: from_seconds(self.peak_at),
-            peak_count: self.peak_count,
-            expected_at_peak: self.expected_at_peak,
-            start_count: self.start_count,
-            excess_reports: self.excess_reports,
-            resolved_at: self.resolved_at.map(from_seconds),
-            top_cities: self.top_cities,
-            problems: self.problems,
-            parent_id: self.parent_id,
-            summary: self.summary,
-            updated_at: from_seconds(self.updated_at),
-            note: self.note,
-            resolved_by: self.resolved_by,
-        }
-        .into_incident()
-    }
-}
-
-/// A webhook delivery as SQLite returns it (times in unix seconds).
-#[derive(sqlx::FromRow)]
-struct SqliteDelivery {
-    event_id: Uuid,
-    endpoint: String,
-    event_type: String,
-    incident_id: Uuid,
-    occurred_at: i64,
-    payload: String,
-    status: String,
-    attempts: i64,
-    created_at: i64,
-    next_attempt_at: i64,
-    last_attempt_at: Option<i64>,
-    last_error: Option<String>,
-    finished_at: Option<i64>,
-}
-
-impl SqliteDelivery {
-    fn into_delivery(self) -> Result<Delivery, StoreError> {
-        DeliveryRow {
-            event_id: self.event_id,
-            endpoint: self.endpoint,
-            event_type: self.event_type,
-            incident_id: self.incident_id,
-            occurred_at: from_seconds(self.occurred_at),
-            payload: self.payload,
-            status: self.status,
-            attempts: i32::try_from(self.attempts).unwrap_or(i32::MAX),
-            created_at: from_seconds(self.created_at),
-            next_attempt_at: from_seconds(self.next_attempt_at),
-            last_attempt_at: self.last_attempt_at.map(from_seconds),
-            last_error: self.last_error,
-            finished_at: self.finished_at.map(from_seconds),
-        }
-        .into_delivery()
-    }
 }
 
 /// SQLite serves one process, so that process always leads the detector.
@@ -255,12 +155,7 @@ async fn cap_networks(
     candidates: &[&NewReport],
     counted: &HashSet<Uuid>,
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let groups = network_groups(
-        candidates
-            .iter()
-            .copied()
-            .filter(|r| counted.contains(&r.id)),
-    );
+    let groups = quotas::counted_groups(candidates, counted);
     let mut totals: HashMap<(String, Vec<u8>, i64), i64> = HashMap::with_capacity(groups.len());
     for chunk in groups.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -284,18 +179,14 @@ async fn cap_networks(
                 .map(|(service, network, minute, count)| ((service, network, minute), count)),
         );
     }
-    let over: Vec<Uuid> = groups
-        .iter()
-        .flat_map(|group| {
-            let key = (
-                group.service.to_owned(),
-                group.network.0.to_vec(),
-                group.minute.timestamp(),
-            );
-            let total = totals.get(&key).copied().unwrap_or(i64::MAX);
-            over_quota(group, total).iter().copied()
-        })
-        .collect();
+    let over = quotas::over_quotas(&groups, |group| {
+        let key = (
+            group.service.to_owned(),
+            group.network.0.to_vec(),
+            group.minute.timestamp(),
+        );
+        totals.get(&key).copied()
+    });
     for chunk in over.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new("update reports set counted = 0 where id in (");
         let mut list = query.separated(", ");

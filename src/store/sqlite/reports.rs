@@ -118,14 +118,14 @@ impl ReportStore for SqliteStore {
     }
 
     async fn report_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("select count(*) from reports")
+        let n: i64 = sqlx::query_scalar(sql::REPORT_COUNT)
             .fetch_one(&self.reader)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn forget_network_counts(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("delete from network_minute_counts where minute < ?")
+        sqlx::query(sql::FORGET_NETWORK_COUNTS)
             .bind(before.timestamp())
             .execute(&self.writer)
             .await?;

@@ -1,0 +1,187 @@
+//! The rows both backends read, and their one conversion each into what the store answers.
+//!
+//! Postgres returns times as `timestamptz` and SQLite as unix seconds; sqlx decodes both into
+//! `DateTime<Utc>`, so one row type serves both backends. (SQLite keeps reports' `received_at`
+//! in milliseconds, which is the one time read apart, in `sqlite/reports.rs`.)
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Checkpoint, CountBucket, Delivery, DeliveryStatus, RegionCount, StoreError};
+use crate::domain::incidents::{CityCount, Incident, Scope, Status};
+
+/// An `incidents` row: [`super::sql::INCIDENT_COLUMNS`] then [`super::sql::INCIDENT_ADMIN_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct IncidentRow {
+    id: Uuid,
+    service: String,
+    scope: String,
+    country: Option<String>,
+    city: Option<String>,
+    status: String,
+    started_at: DateTime<Utc>,
+    detected_at: DateTime<Utc>,
+    peak_at: DateTime<Utc>,
+    peak_count: f64,
+    expected_at_peak: f64,
+    start_count: f64,
+    excess_reports: f64,
+    resolved_at: Option<DateTime<Utc>>,
+    top_cities: String,
+    problems: String,
+    parent_id: Option<Uuid>,
+    summary: String,
+    updated_at: DateTime<Utc>,
+    note: Option<String>,
+    resolved_by: Option<String>,
+}
+
+impl TryFrom<IncidentRow> for Incident {
+    type Error = StoreError;
+
+    fn try_from(row: IncidentRow) -> Result<Incident, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("incident {}: {what}", row.id));
+        Ok(Incident {
+            scope: Scope::parse(&row.scope).ok_or_else(|| corrupt("scope"))?,
+            status: Status::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+            top_cities: serde_json::from_str(&row.top_cities).map_err(|_| corrupt("top_cities"))?,
+            problems: serde_json::from_str(&row.problems).map_err(|_| corrupt("problems"))?,
+            id: row.id,
+            service: row.service,
+            country: row.country,
+            city: row.city,
+            started_at: row.started_at,
+            detected_at: row.detected_at,
+            peak_at: row.peak_at,
+            peak_count: row.peak_count,
+            expected_at_peak: row.expected_at_peak,
+            start_count: row.start_count,
+            excess_reports: row.excess_reports,
+            resolved_at: row.resolved_at,
+            parent_id: row.parent_id,
+            summary: row.summary,
+            updated_at: row.updated_at,
+            note: row.note,
+            resolved_by: row.resolved_by,
+        })
+    }
+}
+
+/// The JSON columns of an incident: (top_cities, problems).
+pub(super) fn incident_json(incident: &Incident) -> (String, String) {
+    // Serializing plain vectors and maps of strings and numbers cannot fail.
+    (
+        serde_json::to_string(&incident.top_cities).unwrap_or_else(|_| "[]".into()),
+        serde_json::to_string(&incident.problems).unwrap_or_else(|_| "{}".into()),
+    )
+}
+
+/// Incident rows read back, as incidents.
+pub(super) fn incidents(rows: Vec<IncidentRow>) -> Result<Vec<Incident>, StoreError> {
+    rows.into_iter().map(Incident::try_from).collect()
+}
+
+/// A `webhook_deliveries` row: [`super::sql::DELIVERY_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    event_id: Uuid,
+    endpoint: String,
+    event_type: String,
+    incident_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    payload: String,
+    status: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+
+    fn try_from(row: DeliveryRow) -> Result<Delivery, StoreError> {
+        Ok(Delivery {
+            status: DeliveryStatus::parse(&row.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("webhook delivery {}: status", row.event_id))
+            })?,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            event_id: row.event_id,
+            endpoint: row.endpoint,
+            event_type: row.event_type,
+            incident_id: row.incident_id,
+            occurred_at: row.occurred_at,
+            payload: row.payload,
+            created_at: row.created_at,
+            next_attempt_at: row.next_attempt_at,
+            last_attempt_at: row.last_attempt_at,
+            last_error: row.last_error,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+/// Delivery rows read back, as deliveries.
+pub(super) fn deliveries(rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, StoreError> {
+    rows.into_iter().map(Delivery::try_from).collect()
+}
+
+/// Claimed delivery rows, as deliveries in the order the deliverer sends them: oldest event
+/// first (the claim itself picks the rows by due time, and its result has no order).
+pub(super) fn claimed(rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, StoreError> {
+    let mut claimed = deliveries(rows)?;
+    claimed.sort_by_key(|d| (d.occurred_at, d.event_id));
+    Ok(claimed)
+}
+
+/// One bucket of a counts series: its start in unix seconds (both backends compute it as a
+/// number) and its count.
+#[derive(sqlx::FromRow)]
+pub(super) struct BucketRow {
+    bucket: i64,
+    count: i64,
+}
+
+impl From<BucketRow> for CountBucket {
+    fn from(row: BucketRow) -> CountBucket {
+        CountBucket {
+            start: DateTime::from_timestamp(row.bucket, 0).unwrap_or_default(),
+            count: row.count,
+        }
+    }
+}
+
+/// A top city is a city's region count.
+impl From<RegionCount> for CityCount {
+    fn from(region: RegionCount) -> CityCount {
+        CityCount {
+            country: region.country,
+            city: region.city,
+            count: region.count,
+        }
+    }
+}
+
+/// Rows converted one by one into what the store answers.
+pub(super) fn into_all<R, T: From<R>>(rows: Vec<R>) -> Vec<T> {
+    rows.into_iter().map(T::from).collect()
+}
+
+/// The `detector_state` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct CheckpointRow {
+    watermark: DateTime<Utc>,
+    state_at: Option<DateTime<Utc>>,
+    state: Option<String>,
+}
+
+impl From<CheckpointRow> for Checkpoint {
+    fn from(row: CheckpointRow) -> Checkpoint {
+        Checkpoint {
+            watermark: row.watermark,
+            state: row.state_at.zip(row.state),
+        }
+    }
+}
