@@ -3,7 +3,9 @@
 //!   imports only the pure core;
 //! - `api` and `web` do not import each other (what both need is in `http`, which imports
 //!   neither), and all three reach the store only through the read layer;
-//! - the store reads no clock and spawns no task.
+//! - the store reads no clock and spawns no task;
+//! - no source file is longer than 600 lines before its test module, and `main.rs` is a table of
+//!   contents (≤ 120 lines).
 //!
 //! A rule the tree does not keep yet is listed in [`PENDING`] with the issue that removes it;
 //! the test fails on any other violation, and on a listed one that no longer occurs (so the
@@ -181,4 +183,63 @@ fn a_crate_path_names_its_top_module_and_comments_do_not_count() {
     assert_eq!(modules, ["runtime", "store"]);
     assert_eq!(top_module(Path::new("api/counts.rs")), "api");
     assert_eq!(top_module(Path::new("report.rs")), "report");
+}
+
+/// Most lines a source file may hold before its test module (issue 15: split a longer one by job).
+const MAX_LINES: usize = 600;
+
+/// The lines of `text` before its `#[cfg(test)]` module.
+fn lines_before_tests(text: &str) -> usize {
+    text.lines()
+        .take_while(|line| !line.starts_with("#[cfg(test)]"))
+        .count()
+}
+
+#[test]
+fn no_source_file_is_longer_than_600_lines_test_modules_aside() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("src")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        dirs.push(entry.unwrap().path().join("src"));
+    }
+    let long: Vec<String> = dirs
+        .iter()
+        .flat_map(|dir| sources(dir))
+        .filter_map(|path| {
+            let lines = lines_before_tests(&std::fs::read_to_string(&path).unwrap());
+            (lines > MAX_LINES).then(|| {
+                format!(
+                    "{}: {lines} lines",
+                    path.strip_prefix(root).unwrap().display()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn a_test_module_does_not_count_towards_a_files_length() {
+    let text = "fn a() {}\nfn b() {}\n#[cfg(test)]\nmod tests {\n    fn c() {}\n}\n";
+    assert_eq!(lines_before_tests(text), 2);
+    assert_eq!(lines_before_tests("fn a() {}\n"), 1);
+}
+
+#[test]
+fn main_rs_is_a_table_of_contents() {
+    let main =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
+    let lines = main.lines().count();
+    assert!(
+        lines <= 120,
+        "src/main.rs has {lines} lines; command bodies belong in src/cli/"
+    );
+    assert!(
+        main.contains("enum Command"),
+        "src/main.rs keeps the Command enum"
+    );
 }
