@@ -5,7 +5,7 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::TestApp;
-use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
+use outagewatch::domain::incidents::{Incident, Status};
 use outagewatch::store::DetectionWrite;
 use serde_json::Value;
 
@@ -13,43 +13,13 @@ fn at(minute: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_741_600_000 + minute * 60, 0).unwrap()
 }
 
-fn incident(service: &str, country: Option<&str>, minute: i64, status: Status) -> Incident {
-    Incident {
-        id: incident_id(service, country, None, at(minute)),
-        service: service.into(),
-        scope: if country.is_some() {
-            Scope::Country
-        } else {
-            Scope::Global
-        },
-        country: country.map(Into::into),
-        city: None,
-        status,
-        started_at: at(minute),
-        detected_at: at(minute + 2),
-        peak_at: at(minute + 10),
-        peak_count: 136.0,
-        expected_at_peak: 4.5,
-        start_count: 74.0,
-        excess_reports: 900.0,
-        resolved_at: (status == Status::Resolved).then(|| at(minute + 60)),
-        top_cities: Vec::new(),
-        problems: [("app".to_owned(), 1.0)].into_iter().collect(),
-        parent_id: None,
-        summary: format!("Reports about {service} rose."),
-        updated_at: at(minute + 10),
-        note: None,
-        resolved_by: None,
-    }
-}
-
 /// Three incidents stored: x/PK open (oldest), x global resolved, youtube/PK open (newest).
 async fn app_with_incidents(backend: common::Backend) -> (TestApp, [Incident; 3]) {
     let app = TestApp::spawn_with(backend, "[detector]\nenabled = false\n").await;
     let incidents = [
-        incident("x", Some("PK"), 0, Status::Open),
-        incident("x", None, 1, Status::Resolved),
-        incident("youtube", Some("PK"), 2, Status::Open),
+        common::incident("x", Some("PK"), at(0), Status::Open),
+        common::incident("x", None, at(1), Status::Resolved),
+        common::incident("youtube", Some("PK"), at(2), Status::Open),
     ];
     app.store
         .write_detection(&DetectionWrite {

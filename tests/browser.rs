@@ -36,8 +36,9 @@ const LIVE: &str =
 const SLOW_MACHINE: &str = "[database]\nquery_timeout_ms = 10000\n";
 
 /// An app whose store holds three days of X traffic in Pakistan ending with a Lahore-led surge
-/// that is still going on, and whose detector has caught up over it: the open Pakistan incident.
-async fn surge_app() -> (TestApp, Incident) {
+/// that is still going on, and whose detector has caught up over it: the open Pakistan incident;
+/// and a desktop browser to look at its pages.
+async fn surge_app() -> (TestApp, Incident, Browser) {
     let scenario = common::pakistan_surge_scenario(outagewatch::runtime::clock::now(), 11, 90, 0);
     let quiet = form_app().await;
     common::insert_scenario_at_once(&quiet, &scenario).await;
@@ -45,7 +46,7 @@ async fn surge_app() -> (TestApp, Incident) {
     let app = TestApp::spawn_on(db, &format!("{LIVE}{SLOW_MACHINE}")).await;
     let last = scenario.end() - TimeDelta::minutes(1);
     let incident = wait_for_pakistan_incident(&app.store, last).await;
-    (app, incident)
+    (app, incident, Browser::start(Options::desktop()).await)
 }
 
 /// Waits (bounded) until the detector has processed `minute` and holds the open PK incident.
@@ -98,6 +99,18 @@ async fn within(body: impl std::future::Future<Output = ()>) {
         .expect("the test did not finish within 5 minutes");
 }
 
+/// The end of every test: closes the browser, then stops the app.
+async fn close(app: TestApp, browser: Browser) {
+    browser.close().await;
+    app.stop().await;
+}
+
+/// Asserts that the page logged no console errors, then closes as [`close`] does.
+async fn close_clean(app: TestApp, browser: Browser) {
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    close(app, browser).await;
+}
+
 fn tab() -> char {
     Key::Tab.into()
 }
@@ -108,12 +121,7 @@ async fn a_report_sent_with_javascript_on_is_counted_without_a_reload() {
         let (app, browser) = enhanced_form("/").await;
 
         // The service list is searchable; the country comes from Accept-Language (en-PK).
-        browser
-            .find("#service-filter")
-            .await
-            .send_keys("twit")
-            .await
-            .unwrap();
+        browser.type_into("#service-filter", "twit").await;
         assert_eq!(
             browser
                 .run("return document.getElementById('service').value")
@@ -133,16 +141,11 @@ async fn a_report_sent_with_javascript_on_is_counted_without_a_reload() {
             .wait_for("#city-options option[value=\"Lahore\"]")
             .await;
         city.send_keys("ore").await.unwrap();
-        browser
-            .find("label[for=\"problem-login\"]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        browser.click("label[for=\"problem-login\"]").await;
         browser.screenshot("report-form").await;
 
         browser.run("window.sameDocument = true").await;
-        browser.find("#send").await.click().await.unwrap();
+        browser.click("#send").await;
         browser.wait_for("#thanks").await;
         assert_eq!(
             browser.run("return window.sameDocument === true").await,
@@ -158,9 +161,7 @@ async fn a_report_sent_with_javascript_on_is_counted_without_a_reload() {
         );
         assert_eq!(app.store.report_count().await.unwrap(), 1);
         browser.screenshot("report-thanks").await;
-        assert_eq!(browser.console_errors().await, Vec::<String>::new());
-        browser.close().await;
-        app.stop().await;
+        close_clean(app, browser).await;
     })
     .await;
 }
@@ -185,19 +186,9 @@ async fn a_report_sent_with_javascript_off_is_a_plain_post_answered_with_the_tha
             .select_by_value("GB")
             .await
             .unwrap();
-        browser
-            .find("#city")
-            .await
-            .send_keys("london")
-            .await
-            .unwrap();
-        browser
-            .find("label[for=\"problem-website\"]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        browser.find("#send").await.click().await.unwrap();
+        browser.type_into("#city", "london").await;
+        browser.click("label[for=\"problem-website\"]").await;
+        browser.click("#send").await;
 
         browser.wait_for("#thanks").await;
         let url = browser.client.current_url().await.unwrap();
@@ -208,8 +199,7 @@ async fn a_report_sent_with_javascript_off_is_a_plain_post_answered_with_the_tha
         );
         assert_eq!(browser.text("#place-count").await, "1 report");
         assert_eq!(app.store.report_count().await.unwrap(), 1);
-        browser.close().await;
-        app.stop().await;
+        close(app, browser).await;
     })
     .await;
 }
@@ -218,19 +208,9 @@ async fn a_report_sent_with_javascript_off_is_a_plain_post_answered_with_the_tha
 async fn an_unknown_city_is_answered_beside_the_field_with_a_suggestion_to_choose() {
     within(async {
         let (app, browser) = enhanced_form("/report/x").await;
-        browser
-            .find("#city")
-            .await
-            .send_keys("Rawalpindy")
-            .await
-            .unwrap();
-        browser
-            .find("label[for=\"problem-app\"]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        browser.find("#send").await.click().await.unwrap();
+        browser.type_into("#city", "Rawalpindy").await;
+        browser.click("label[for=\"problem-app\"]").await;
+        browser.click("#send").await;
 
         let error = browser.wait_for("#city-error").await;
         assert_eq!(
@@ -263,11 +243,8 @@ async fn an_unknown_city_is_answered_beside_the_field_with_a_suggestion_to_choos
         browser.screenshot("report-unknown-city").await;
 
         browser
-            .find("button.suggestion[value=\"Rawalpindi\"]")
-            .await
-            .click()
-            .await
-            .unwrap();
+            .click("button.suggestion[value=\"Rawalpindi\"]")
+            .await;
         browser.wait_for("#thanks").await;
         assert!(browser
             .text("main")
@@ -283,8 +260,7 @@ async fn an_unknown_city_is_answered_beside_the_field_with_a_suggestion_to_choos
             ),
             "{errors:?}"
         );
-        browser.close().await;
-        app.stop().await;
+        close(app, browser).await;
     })
     .await;
 }
@@ -328,9 +304,7 @@ async fn a_report_can_be_sent_with_the_keyboard_alone() {
         .await
         .contains("from Karachi in the last hour"));
     assert_eq!(app.store.report_count().await.unwrap(), 1);
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.close().await;
-    app.stop().await;
+    close_clean(app, browser).await;
     })
     .await;
 }
@@ -338,8 +312,7 @@ async fn a_report_can_be_sent_with_the_keyboard_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_draws_its_chart_and_map_and_follows_new_reports() {
     within(async {
-    let (app, incident) = surge_app().await;
-    let browser = Browser::start(Options::desktop()).await;
+    let (app, incident, browser) = surge_app().await;
     browser.open(&app, "/status/x").await;
     browser.wait_for("#chart[data-drawn=\"true\"]").await;
 
@@ -436,9 +409,7 @@ async fn the_status_page_draws_its_chart_and_map_and_follows_new_reports() {
             Duration::from_secs(120),
         )
         .await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.close().await;
-    app.stop().await;
+    close_clean(app, browser).await;
     })
     .await;
 }
@@ -446,8 +417,7 @@ async fn the_status_page_draws_its_chart_and_map_and_follows_new_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_page_shows_its_timeline_peak_cities_and_scope() {
     within(async {
-        let (app, incident) = surge_app().await;
-        let browser = Browser::start(Options::desktop()).await;
+        let (app, incident, browser) = surge_app().await;
         // From the list of services, to the service, to its incident.
         browser.open(&app, "/status").await;
         let row = browser.wait_for("tr[data-service=\"x\"]").await;
@@ -519,9 +489,7 @@ async fn the_incident_page_shows_its_timeline_peak_cities_and_scope() {
         }
         browser.wait_for("#chart[data-drawn=\"true\"]").await;
         browser.screenshot("incident").await;
-        assert_eq!(browser.console_errors().await, Vec::<String>::new());
-        browser.close().await;
-        app.stop().await;
+        close_clean(app, browser).await;
     })
     .await;
 }
@@ -539,8 +507,7 @@ const BASICS: &str = "return {\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_has_a_language_a_label_for_every_input_and_no_console_errors() {
     within(async {
-        let (app, incident) = surge_app().await;
-        let browser = Browser::start(Options::desktop()).await;
+        let (app, incident, browser) = surge_app().await;
         let pages = [
             "/".to_owned(),
             "/report/x".to_owned(),
@@ -577,8 +544,7 @@ async fn every_page_has_a_language_a_label_for_every_input_and_no_console_errors
         let errors = browser.console_errors().await;
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("status of 404"), "{errors:?}");
-        browser.close().await;
-        app.stop().await;
+        close(app, browser).await;
     })
     .await;
 }

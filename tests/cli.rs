@@ -201,16 +201,38 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn sigterm_under_load(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let port = free_port();
-    let mut serve = outagewatch(&db);
+/// Starts `outagewatch serve` listening on 127.0.0.1:`port`, with `env` set over what
+/// [`outagewatch`] sets, its stdout discarded and its stderr to `stderr`.
+fn start_serve(
+    db: &TestDb,
+    port: u16,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> tokio::process::Child {
+    let mut serve = outagewatch(db);
     serve
         .arg("serve")
         .env("OUTAGEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
+        .stderr(stderr);
+    tokio::process::Command::from(serve).spawn().unwrap()
+}
+
+/// Sends SIGTERM to `child`, as a service manager stopping it does.
+fn terminate(child: &tokio::process::Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn sigterm_under_load(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let port = free_port();
+    let mut child = start_serve(&db, port, &[], Stdio::inherit());
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;
@@ -258,12 +280,7 @@ async fn sigterm_under_load(backend: Backend) {
         .await
         .expect("500 reports acknowledged within 60 s")
         .unwrap();
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().unwrap().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    terminate(&child);
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exits within 10 s of SIGTERM")
@@ -291,18 +308,15 @@ on_both_backends!(
 #[tokio::test]
 async fn serve_logs_without_colour_codes_when_stderr_is_not_a_terminal() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut serve = outagewatch(&db);
-    serve
-        .arg("serve")
-        .env(
-            "OUTAGEWATCH__HTTP__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("OUTAGEWATCH__LOG__LEVEL", "info")
-        .env("OUTAGEWATCH__DETECTOR__ENABLED", "false")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
+    let mut child = start_serve(
+        &db,
+        free_port(),
+        &[
+            ("OUTAGEWATCH__LOG__LEVEL", "info"),
+            ("OUTAGEWATCH__DETECTOR__ENABLED", "false"),
+        ],
+        Stdio::piped(),
+    );
     let stderr = child.stderr.take().unwrap();
     let mut lines = {
         use tokio::io::AsyncBufReadExt;
@@ -321,12 +335,7 @@ async fn serve_logs_without_colour_codes_when_stderr_is_not_a_terminal() {
     })
     .await
     .expect("serve logs \"serving\" within 60 s");
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().unwrap().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    terminate(&child);
     // Its shutdown lines too, up to the end of its stderr.
     while let Some(line) = lines.next_line().await.unwrap() {
         logged.push(line);
@@ -348,18 +357,15 @@ fn spawn_serve(
     name: &'static str,
     lines: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
 ) -> tokio::process::Child {
-    let mut serve = outagewatch(db);
-    serve
-        .arg("serve")
-        .env(
-            "OUTAGEWATCH__HTTP__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info")
-        .env("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(serve).spawn().unwrap();
+    let mut child = start_serve(
+        db,
+        free_port(),
+        &[
+            ("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info"),
+            ("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1"),
+        ],
+        Stdio::piped(),
+    );
     let stderr = child.stderr.take().unwrap();
     tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;

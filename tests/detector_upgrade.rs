@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::TestApp;
+use common::{TestApp, X_IN_PAKISTAN};
 use outagewatch::app;
 use outagewatch::config::{DetectorSettings, Settings};
 use outagewatch::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
@@ -99,7 +99,7 @@ fn a_snapshot_names_its_version_and_only_that_version_restores() {
 /// 2025. Pakistan surges on Wednesday at noon (over by the watermark) and on Thursday from
 /// 20:00 to 23:00 (open at the watermark, 21:00); Great Britain surges from 21:10.
 fn scenario() -> Scenario {
-    Scenario::from_toml(
+    Scenario::from_toml(&format!(
         r#"
 name = "upgrade"
 start = "2025-03-03T00:00:00Z"
@@ -110,14 +110,7 @@ seed = 35
 app = 0.6
 login = 0.4
 
-[[traffic]]
-service = "x"
-country = "PK"
-per_minute = 1.0
-diurnal_amplitude = 0.3
-peak_hour_utc = 16
-dispersion = 0.05
-[traffic.cities]
+{X_IN_PAKISTAN}[traffic.cities]
 Lahore = 0.4
 Karachi = 0.3
 
@@ -147,8 +140,8 @@ Lahore = 0.7
 service = "x"
 country = "GB"
 points = [["2025-03-06T21:10:00Z", 0], ["2025-03-06T21:20:00Z", 400], ["2025-03-06T22:00:00Z", 400], ["2025-03-06T22:15:00Z", 0]]
-"#,
-    )
+"#
+    ))
     .unwrap()
 }
 

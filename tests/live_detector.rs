@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use common::TestApp;
+use common::{TestApp, X_IN_PAKISTAN};
 use outagewatch::detect::SeriesKey;
 use outagewatch::domain::incidents::{Incident, Scope};
 use outagewatch::store::{IncidentQuery, Store};
@@ -303,7 +303,7 @@ async fn the_event_stream_sends_a_comment_line_as_soon_as_it_opens() {
 /// Three days of X in Pakistan from Monday 3 March 2025 and, on the last afternoon, two surges
 /// 65 minutes apart: the second begins within the hour after the first resolves.
 fn resurge_scenario() -> outagewatch_scenario::Scenario {
-    outagewatch_scenario::Scenario::from_toml(
+    outagewatch_scenario::Scenario::from_toml(&format!(
         r#"
 name = "re-surge"
 start = "2025-03-03T00:00:00Z"
@@ -313,14 +313,7 @@ seed = 12
 [problems]
 app = 1.0
 
-[[traffic]]
-service = "x"
-country = "PK"
-per_minute = 1.0
-diurnal_amplitude = 0.3
-peak_hour_utc = 16
-dispersion = 0.05
-
+{X_IN_PAKISTAN}
 [[surge]]
 service = "x"
 country = "PK"
@@ -330,8 +323,8 @@ points = [["2025-03-05T12:00:00Z", 0], ["2025-03-05T12:05:00Z", 300], ["2025-03-
 service = "x"
 country = "PK"
 points = [["2025-03-05T13:35:00Z", 0], ["2025-03-05T13:40:00Z", 300], ["2025-03-05T14:00:00Z", 300], ["2025-03-05T14:05:00Z", 0]]
-"#,
-    )
+"#
+    ))
     .unwrap()
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use outagewatch::domain::geo::CountryCode;
-use outagewatch::domain::incidents::{self, CityCount, Incident, Scope, Status};
+use outagewatch::domain::incidents::{self, CityCount, Incident, Status};
 use outagewatch::domain::report::{Catalog, Problem};
 use outagewatch::store::{
     self, Attempt, Checkpoint, ConnectOptions, DeliveryStatus, DetectionWrite, Fingerprint,
@@ -78,28 +78,73 @@ fn rollup_in(minute: DateTime<Utc>, city: &str, count: i64) -> Rollup {
     }
 }
 
+/// Stores a batch as the batch writer does, committed now; the outcomes in the batch's order.
+async fn insert(store: &(impl ReportStore + ?Sized), reports: &[NewReport]) -> Vec<store::Outcome> {
+    store
+        .insert_reports(reports, outagewatch::runtime::clock::now())
+        .await
+        .unwrap()
+}
+
+/// Stores incidents as the detector writes them, in one transaction.
+async fn write_incidents(store: &dyn Store, incidents: &[Incident]) {
+    let write = DetectionWrite {
+        incidents,
+        ..DetectionWrite::default()
+    };
+    store.write_detection(&write).await.unwrap();
+}
+
+/// Queues webhook deliveries as the detector does, in one transaction.
+async fn queue_deliveries(store: &dyn Store, deliveries: &[NewDelivery]) {
+    let write = DetectionWrite {
+        deliveries,
+        ..DetectionWrite::default()
+    };
+    store.write_detection(&write).await.unwrap();
+}
+
+/// Stores the detector's learned expectations, in one transaction.
+async fn write_expectations(store: &dyn Store, expectations: &[store::Expectation]) {
+    let write = DetectionWrite {
+        expectations,
+        ..DetectionWrite::default()
+    };
+    store.write_detection(&write).await.unwrap();
+}
+
 /// Problem counts as (kind, count) pairs, to compare with literals.
 fn problem_pairs(counts: Vec<store::ProblemCount>) -> Vec<(String, i64)> {
     counts.into_iter().map(|p| (p.problem, p.count)).collect()
 }
 
-/// Expectations as (quarter, expected) pairs, to compare with literals.
-fn quarter_pairs(quarters: Vec<store::QuarterExpectation>) -> Vec<(DateTime<Utc>, f64)> {
-    quarters
+/// The expectations of `key` over the first hour after `T0`, as (quarter, expected) pairs to
+/// compare with literals.
+async fn first_hour_expectations(store: &dyn Store, key: &SeriesKey) -> Vec<(DateTime<Utc>, f64)> {
+    store
+        .expectations(key, TimeRange::new(at(0), at(3600)))
+        .await
+        .unwrap()
         .into_iter()
         .map(|q| (q.quarter, q.expected))
         .collect()
 }
 
+/// An expectation of X in Pakistan (in `city`, or the country's own with `""`) for the
+/// `quarter`-th quarter hour after `T0`.
+fn expectation(city: &str, quarter: i64, expected: f64) -> store::Expectation {
+    store::Expectation {
+        service: "x".into(),
+        country: "PK".into(),
+        city: city.into(),
+        quarter: at(quarter * 900),
+        expected,
+    }
+}
+
 on_both_backends!(a_new_report_is_stored_and_counted, |backend| async move {
     let (store, _db) = open(backend).await;
-    let outcomes = store
-        .insert_reports(
-            &[report(1, 1, Some("Lahore"), 5)],
-            outagewatch::runtime::clock::now(),
-        )
-        .await
-        .unwrap();
+    let outcomes = insert(&*store, &[report(1, 1, Some("Lahore"), 5)]).await;
     assert_eq!((outcomes[0].counted, outcomes[0].replay), (true, false));
     let stored = store.report(Uuid::from_u128(1)).await.unwrap().unwrap();
     assert_eq!(stored.city.as_deref(), Some("Lahore"));
@@ -114,20 +159,8 @@ on_both_backends!(
     |backend| async move {
         let (store, _db) = open(backend).await;
         // Same reporter, same service, same 15-minute window (10:00-10:15): in one batch and in a later one.
-        let first = store
-            .insert_reports(
-                &[report(1, 9, None, 0), report(2, 9, None, 30)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
-        let later = store
-            .insert_reports(
-                &[report(3, 9, None, 400)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
+        let first = insert(&*store, &[report(1, 9, None, 0), report(2, 9, None, 30)]).await;
+        let later = insert(&*store, &[report(3, 9, None, 400)]).await;
         let counted: Vec<bool> = first.iter().chain(&later).map(|o| o.counted).collect();
         assert_eq!(counted, [true, false, false]);
         assert_eq!(store.report_count().await.unwrap(), 3);
@@ -140,13 +173,7 @@ on_both_backends!(
     the_same_reporter_counts_again_in_the_next_window,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        let outcomes = store
-            .insert_reports(
-                &[report(1, 9, None, 0), report(2, 9, None, 900)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
+        let outcomes = insert(&*store, &[report(1, 9, None, 0), report(2, 9, None, 900)]).await;
         assert_eq!(
             outcomes.iter().map(|o| o.counted).collect::<Vec<_>>(),
             [true, true]
@@ -158,24 +185,16 @@ on_both_backends!(
     replaying_an_id_stores_nothing_twice_and_returns_the_original_outcome,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        store
-            .insert_reports(
-                &[report(1, 1, None, 0), report(2, 1, None, 1)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
-        let replay = store
-            .insert_reports(
-                &[
-                    report(2, 1, None, 1),
-                    report(1, 1, None, 0),
-                    report(3, 2, None, 2),
-                ],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
+        insert(&*store, &[report(1, 1, None, 0), report(2, 1, None, 1)]).await;
+        let replay = insert(
+            &*store,
+            &[
+                report(2, 1, None, 1),
+                report(1, 1, None, 0),
+                report(3, 2, None, 2),
+            ],
+        )
+        .await;
         let got: Vec<(u128, bool, bool)> = replay
             .iter()
             .map(|o| (o.id.as_u128(), o.counted, o.replay))
@@ -200,17 +219,8 @@ on_both_backends!(
             report(4, 4, None, 70),
             report(5, 4, Some("Lahore"), 80), // reporter 4 again: stored, not counted
         ];
-        store
-            .insert_reports(&batch, outagewatch::runtime::clock::now())
-            .await
-            .unwrap();
-        store
-            .insert_reports(
-                &[report(6, 5, Some("Lahore"), 75)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
+        insert(&*store, &batch).await;
+        insert(&*store, &[report(6, 5, Some("Lahore"), 75)]).await;
         let rollups = store.rollups("x", at(0), at(120)).await.unwrap();
         assert_eq!(
             rollups,
@@ -234,13 +244,7 @@ on_both_backends!(
     stored_ids_finds_exactly_the_stored_ones,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        store
-            .insert_reports(
-                &[report(1, 1, None, 0), report(2, 2, None, 0)],
-                outagewatch::runtime::clock::now(),
-            )
-            .await
-            .unwrap();
+        insert(&*store, &[report(1, 1, None, 0), report(2, 2, None, 0)]).await;
         let found = store
             .stored_ids(&[Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)])
             .await
@@ -286,10 +290,7 @@ on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
     let batch: Vec<NewReport> = (0..2500u128)
         .map(|i| report(i + 1, (i % 200) as u8, None, (i % 60) as i64))
         .collect();
-    let outcomes = store
-        .insert_reports(&batch, outagewatch::runtime::clock::now())
-        .await
-        .unwrap();
+    let outcomes = insert(&*store, &batch).await;
     assert_eq!(outcomes.len(), 2500);
     assert_eq!(outcomes.iter().filter(|o| o.counted).count(), 200);
     assert_eq!(store.report_count().await.unwrap(), 2500);
@@ -299,26 +300,11 @@ on_both_backends!(a_large_batch_commits_in_one_piece, |backend| async move {
     );
 });
 
+/// The shared incident fixture with cities, a problem mix and a summary of its own, updated a
+/// minute after it started.
 fn incident(service: &str, country: Option<&str>, started: i64, status: Status) -> Incident {
     Incident {
-        id: incidents::incident_id(service, country, None, at(started)),
-        service: service.into(),
-        scope: if country.is_some() {
-            Scope::Country
-        } else {
-            Scope::Global
-        },
-        country: country.map(Into::into),
-        city: None,
-        status,
-        started_at: at(started),
-        detected_at: at(started + 120),
-        peak_at: at(started + 600),
-        peak_count: 136.0,
-        expected_at_peak: 4.5,
-        start_count: 74.0,
         excess_reports: 1234.5,
-        resolved_at: (status == Status::Resolved).then(|| at(started + 3600)),
         top_cities: vec![CityCount {
             country: "PK".into(),
             city: "Lahore".into(),
@@ -327,11 +313,9 @@ fn incident(service: &str, country: Option<&str>, started: i64, status: Status) 
         problems: [("app".to_owned(), 0.75), ("login".to_owned(), 0.25)]
             .into_iter()
             .collect(),
-        parent_id: None,
         summary: "Reports about X in Pakistan rose.".into(),
         updated_at: at(started + 60),
-        note: None,
-        resolved_by: None,
+        ..common::incident(service, country, at(started), status)
     }
 }
 
@@ -344,13 +328,7 @@ on_both_backends!(
         let yt = incident("youtube", Some("PK"), 120, Status::Open);
         pk.parent_id = Some(global.id);
         let all = [pk.clone(), global.clone(), yt.clone()];
-        store
-            .write_detection(&DetectionWrite {
-                incidents: &all,
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        write_incidents(&*store, &all).await;
         assert_eq!(store.incident(pk.id).await.unwrap(), Some(pk.clone()));
         assert_eq!(store.incident(Uuid::from_u128(9)).await.unwrap(), None);
         let list = |query: IncidentQuery| {
@@ -425,13 +403,7 @@ on_both_backends!(
         let write = |incident: Incident| {
             let store = store.clone();
             async move {
-                store
-                    .write_detection(&DetectionWrite {
-                        incidents: &[incident],
-                        ..DetectionWrite::default()
-                    })
-                    .await
-                    .unwrap();
+                write_incidents(&*store, &[incident]).await;
             }
         };
         write(pk.clone()).await;
@@ -534,13 +506,7 @@ on_both_backends!(
         );
         // New incidents carry their own.
         let new = incident("x", Some("GB"), 60, Status::Open);
-        store
-            .write_detection(&DetectionWrite {
-                incidents: std::slice::from_ref(&new),
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        write_incidents(&*store, std::slice::from_ref(&new)).await;
         assert_eq!(
             store.incident(new.id).await.unwrap().unwrap().detected_at,
             at(180)
@@ -592,10 +558,7 @@ on_both_backends!(
             report(5, 1, Some("Karachi"), 80),
         ];
         batch[1].problem = Problem::Login;
-        store
-            .insert_reports(&batch, outagewatch::runtime::clock::now())
-            .await
-            .unwrap();
+        insert(&*store, &batch).await;
         assert_eq!(store.first_rollup_minute().await.unwrap(), Some(at(0)));
         let minutes = store.minute_counts(at(60), at(120)).await.unwrap();
         let rows: Vec<(i64, &str, &str, i64)> = minutes
@@ -675,20 +638,7 @@ on_both_backends!(
     old_expectations_are_pruned_and_newer_kept,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        let expectation = |quarter: i64, expected: f64| store::Expectation {
-            service: "x".into(),
-            country: "PK".into(),
-            city: String::new(),
-            quarter: at(quarter * 900),
-            expected,
-        };
-        store
-            .write_detection(&DetectionWrite {
-                expectations: &[expectation(0, 1.5), expectation(1, 2.5)],
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        write_expectations(&*store, &[expectation("", 0, 1.5), expectation("", 1, 2.5)]).await;
         store
             .write_detection(&DetectionWrite {
                 prune_expectations_before: Some(at(900)),
@@ -697,14 +647,7 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!(
-            store
-                .expectations(
-                    &SeriesKey::country("x", "PK"),
-                    TimeRange::new(at(0), at(3600))
-                )
-                .await
-                .map(quarter_pairs)
-                .unwrap(),
+            first_hour_expectations(&*store, &SeriesKey::country("x", "PK")).await,
             [(at(900), 2.5)]
         );
     }
@@ -714,25 +657,16 @@ on_both_backends!(
     recomputed_expectations_replace_a_cleared_range_and_nothing_outside_it,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        let expectation = |city: &str, quarter: i64, expected: f64| store::Expectation {
-            service: "x".into(),
-            country: "PK".into(),
-            city: city.into(),
-            quarter: at(quarter * 900),
-            expected,
-        };
-        store
-            .write_detection(&DetectionWrite {
-                expectations: &[
-                    expectation("", 0, 1.0),
-                    expectation("", 1, 2.0),
-                    expectation("", 2, 3.0),
-                    expectation("Lahore", 1, 0.5),
-                ],
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        write_expectations(
+            &*store,
+            &[
+                expectation("", 0, 1.0),
+                expectation("", 1, 2.0),
+                expectation("", 2, 3.0),
+                expectation("Lahore", 1, 0.5),
+            ],
+        )
+        .await;
         assert_eq!(
             store.clear_expectations(at(900), at(1800)).await.unwrap(),
             2
@@ -744,36 +678,15 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!(
-            store
-                .expectations(
-                    &SeriesKey::country("x", "PK"),
-                    TimeRange::new(at(0), at(3600))
-                )
-                .await
-                .map(quarter_pairs)
-                .unwrap(),
+            first_hour_expectations(&*store, &SeriesKey::country("x", "PK")).await,
             [(at(0), 1.0), (at(900), 2.25), (at(1800), 3.0)]
         );
         assert_eq!(
-            store
-                .expectations(
-                    &SeriesKey::city("x", "PK", "Lahore"),
-                    TimeRange::new(at(0), at(3600))
-                )
-                .await
-                .map(quarter_pairs)
-                .unwrap(),
+            first_hour_expectations(&*store, &SeriesKey::city("x", "PK", "Lahore")).await,
             []
         );
         assert_eq!(
-            store
-                .expectations(
-                    &SeriesKey::city("x", "PK", odd),
-                    TimeRange::new(at(0), at(3600))
-                )
-                .await
-                .map(quarter_pairs)
-                .unwrap(),
+            first_hour_expectations(&*store, &SeriesKey::city("x", "PK", odd)).await,
             [(at(900), 0.75)]
         );
         // Recomputed rows land only where the range was cleared.
@@ -825,13 +738,7 @@ on_both_backends!(
         // Queued again (a replay): the stored row stays as it was.
         let mut again = delivery(1, "a", &pk, 60);
         again.payload = "{}".into();
-        store
-            .write_detection(&DetectionWrite {
-                deliveries: &[again],
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        queue_deliveries(&*store, &[again]).await;
         assert_eq!(store.incident(pk.id).await.unwrap(), Some(pk.clone()));
         let stored = store.webhook_deliveries(100).await.unwrap();
         assert_eq!(keys(&stored), [(1, "a"), (1, "b"), (2, "a")]);
@@ -967,13 +874,7 @@ on_both_backends!(
             delivery(2, "a", &pk, 600),
             delivery(3, "a", &pk, 60),
         ];
-        store
-            .write_detection(&DetectionWrite {
-                deliveries: &queued,
-                ..DetectionWrite::default()
-            })
-            .await
-            .unwrap();
+        queue_deliveries(&*store, &queued).await;
         store
             .record_webhook_attempt(Uuid::from_u128(3), "a", at(120), &Attempt::Delivered)
             .await
@@ -1062,10 +963,7 @@ on_both_backends!(
         ];
         let mut counted = Vec::new();
         for batch in [&first[..], &second[..], &third[..]] {
-            let outcomes = store
-                .insert_reports(batch, outagewatch::runtime::clock::now())
-                .await
-                .unwrap();
+            let outcomes = insert(&*store, batch).await;
             counted.extend(outcomes.iter().map(|o| o.counted));
         }
         assert_eq!(
@@ -1081,18 +979,12 @@ on_both_backends!(
             [rollup(0, "", 5), rollup(0, "Lahore", 1), rollup(60, "", 1)]
         );
         // A replay of an over-quota report keeps its outcome.
-        let replay = store
-            .insert_reports(&second[1..2], outagewatch::runtime::clock::now())
-            .await
-            .unwrap();
+        let replay = insert(&*store, &second[1..2]).await;
         assert_eq!((replay[0].counted, replay[0].replay), (false, true));
         // Past minutes' counts can be forgotten; the current minute's stay.
         store.forget_network_counts(at(60)).await.unwrap();
         let fourth = [from_network(report(10, 10, None, 61), 9, 3)];
-        let outcomes = store
-            .insert_reports(&fourth, outagewatch::runtime::clock::now())
-            .await
-            .unwrap();
+        let outcomes = insert(&*store, &fourth).await;
         assert!(outcomes[0].counted);
     }
 );
@@ -1246,15 +1138,14 @@ async fn postgres_settling_minutes_changes_no_count() {
     let this_minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
     let minute = |i: i64| this_minute + chrono::TimeDelta::seconds(60 * (i - 1));
     let rollup_at = |i: i64, city: &str, count: i64| rollup_in(minute(i), city, count);
-    pg.insert_reports(
+    insert(
+        &pg,
         &[
             report_at(1, 1, Some("Lahore"), minute(0)),
             report_at(2, 2, None, minute(1)),
         ],
-        outagewatch::runtime::clock::now(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(rows_in("rollups_minute").await, []);
     assert_eq!(
         rows_in("rollups_live").await,
@@ -1282,17 +1173,16 @@ async fn postgres_settling_minutes_changes_no_count() {
     );
 
     // A late report for the settled minute: its count is in both tables until the next settle.
-    pg.insert_reports(
+    insert(
+        &pg,
         &[report_at(
             3,
             3,
             Some("Lahore"),
             minute(0) + chrono::TimeDelta::seconds(10),
         )],
-        outagewatch::runtime::clock::now(),
     )
-    .await
-    .unwrap();
+    .await;
     let with_late = [
         rollup_at(0, "", 2),
         rollup_at(0, "Lahore", 2),
@@ -1337,12 +1227,11 @@ async fn postgres_settling_minutes_changes_no_count() {
     );
 
     // A batch of history (an import) is counted in rollups_minute directly.
-    pg.insert_reports(
+    insert(
+        &pg,
         &[report(4, 4, Some("Lahore"), 0), report(5, 5, None, 60)],
-        outagewatch::runtime::clock::now(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(rows_in("rollups_live").await, []);
     assert_eq!(
         pg.rollups("x", at(0), at(3600)).await.unwrap(),

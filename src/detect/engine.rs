@@ -312,19 +312,40 @@ mod tests {
         events
     }
 
+    /// The event's name, as the CSV's `event` column writes it.
+    fn kind(event: &IncidentEvent) -> &'static str {
+        match event {
+            IncidentEvent::Opened(_) => "opened",
+            IncidentEvent::Updated(_) => "updated",
+            IncidentEvent::Resolved(_) => "resolved",
+            IncidentEvent::Reopened(_) => "reopened",
+        }
+    }
+
     fn kinds(events: &[EngineEvent]) -> Vec<(Option<&str>, Option<&str>, &'static str)> {
         events
             .iter()
             .map(|e| {
-                let kind = match e.event {
-                    IncidentEvent::Opened(_) => "opened",
-                    IncidentEvent::Updated(_) => "updated",
-                    IncidentEvent::Resolved(_) => "resolved",
-                    IncidentEvent::Reopened(_) => "reopened",
-                };
-                (e.key.country.as_deref(), e.key.city.as_deref(), kind)
+                (
+                    e.key.country.as_deref(),
+                    e.key.city.as_deref(),
+                    kind(&e.event),
+                )
             })
             .collect()
+    }
+
+    /// The (country, city, kind) of the events of one kind, sorted.
+    fn of_kind<'a>(
+        events: &'a [EngineEvent],
+        wanted: &str,
+    ) -> Vec<(Option<&'a str>, Option<&'a str>, &'static str)> {
+        let mut found: Vec<_> = kinds(events)
+            .into_iter()
+            .filter(|k| k.2 == wanted)
+            .collect();
+        found.sort();
+        found
     }
 
     #[test]
@@ -361,13 +382,8 @@ mod tests {
         let quiet = run(&mut engine, 0..2 * 1440, 0);
         assert_eq!(kinds(&quiet), vec![]);
         let surge = run(&mut engine, 2 * 1440..2 * 1440 + 30, 10);
-        let mut opened: Vec<_> = kinds(&surge)
-            .into_iter()
-            .filter(|k| k.2 == "opened")
-            .collect();
-        opened.sort();
         assert_eq!(
-            opened,
+            of_kind(&surge, "opened"),
             vec![
                 (None, None, "opened"),
                 (Some("PK"), None, "opened"),
@@ -380,13 +396,8 @@ mod tests {
         assert!(first_pk.start_count >= 10.0 * 3.0, "{first_pk:?}");
         assert_eq!(open.started_at, first_pk.summary().started_at);
         let calm = run(&mut engine, 2 * 1440 + 30..2 * 1440 + 180, 0);
-        let mut resolved: Vec<_> = kinds(&calm)
-            .into_iter()
-            .filter(|k| k.2 == "resolved")
-            .collect();
-        resolved.sort();
         assert_eq!(
-            resolved,
+            of_kind(&calm, "resolved"),
             vec![
                 (None, None, "resolved"),
                 (Some("PK"), None, "resolved"),
@@ -417,20 +428,11 @@ mod tests {
         events
     }
 
-    fn opened(events: &[EngineEvent]) -> Vec<(Option<&str>, Option<&str>, &'static str)> {
-        let mut opened: Vec<_> = kinds(events)
-            .into_iter()
-            .filter(|k| k.2 == "opened")
-            .collect();
-        opened.sort();
-        opened
-    }
-
     #[test]
     fn three_countries_in_incidents_make_a_global_one_though_the_world_total_barely_moves() {
         // The world goes from about 102 to about 136 per minute: 1.3x, under the 1.5x floor.
         assert_eq!(
-            opened(&regional(3)),
+            of_kind(&regional(3), "opened"),
             vec![
                 (None, None, "opened"),
                 (Some("BD"), None, "opened"),
@@ -439,7 +441,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            opened(&regional(2)),
+            of_kind(&regional(2), "opened"),
             vec![(Some("BD"), None, "opened"), (Some("NP"), None, "opened")]
         );
     }
@@ -500,12 +502,7 @@ mod tests {
             let event = events
                 .iter()
                 .filter(|e| e.key == global)
-                .map(|e| match e.event {
-                    IncidentEvent::Opened(_) => "opened",
-                    IncidentEvent::Updated(_) => "updated",
-                    IncidentEvent::Resolved(_) => "resolved",
-                    IncidentEvent::Reopened(_) => "reopened",
-                })
+                .map(|e| kind(&e.event))
                 .next()
                 .unwrap_or("");
             live.push(format!(

@@ -39,106 +39,85 @@ pub struct HttpLabels {
 
 type HistogramMaker = fn() -> Histogram;
 
-/// Every metric of the process.
-pub struct Metrics {
-    registry: Registry,
-    pub reports: Family<OutcomeLabels, Counter>,
-    pub rejected: Family<ReasonLabels, Counter>,
-    pub batch_reports: Histogram,
-    pub commit_seconds: Histogram,
-    pub http_seconds: Family<HttpLabels, Histogram, HistogramMaker>,
-    pub queue_depth: Gauge,
-    pub open_incidents: Gauge,
-    pub detector_lag_seconds: Gauge,
-    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
-    pub webhook_pending: Gauge,
-    pub rate_limit_clients: Gauge,
-}
-
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 8 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
-impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let metrics = Metrics {
-            reports: Family::default(),
-            rejected: Family::default(),
-            batch_reports: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
-            commit_seconds: latency_histogram(),
-            http_seconds: Family::new_with_constructor(latency_histogram as HistogramMaker),
-            queue_depth: Gauge::default(),
-            open_incidents: Gauge::default(),
-            detector_lag_seconds: Gauge::default(),
-            webhook_deliveries: Family::default(),
-            webhook_pending: Gauge::default(),
-            rate_limit_clients: Gauge::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "outagewatch_reports",
-            "Reports stored, by outcome",
-            metrics.reports.clone(),
-        );
-        registry.register(
-            "outagewatch_reports_rejected",
-            "Report requests refused, by problem type",
-            metrics.rejected.clone(),
-        );
-        registry.register(
-            "outagewatch_batch_reports",
-            "Reports per committed batch",
-            metrics.batch_reports.clone(),
-        );
-        registry.register(
-            "outagewatch_batch_commit_seconds",
-            "Time to commit one batch",
-            metrics.commit_seconds.clone(),
-        );
-        registry.register(
-            "outagewatch_http_request_duration_seconds",
-            "HTTP answers by route, method and status",
-            metrics.http_seconds.clone(),
-        );
-        registry.register(
-            "outagewatch_ingest_queue_depth",
-            "Submissions waiting for a batch writer",
-            metrics.queue_depth.clone(),
-        );
-        registry.register(
-            "outagewatch_rate_limit_clients",
-            "Client addresses the rate limiter tracks now (bounded by rate_limit.max_clients)",
-            metrics.rate_limit_clients.clone(),
-        );
-        registry.register(
-            "outagewatch_open_incidents",
-            "Incidents open now",
-            metrics.open_incidents.clone(),
-        );
-        registry.register(
-            "outagewatch_detector_lag_seconds",
-            "How far the detector's last processed minute is behind now",
-            metrics.detector_lag_seconds.clone(),
-        );
-        registry.register(
-            "outagewatch_webhook_deliveries",
-            "Webhook delivery attempts by outcome: delivered, retried (failed, tried again later) \
-             or failed (given up)",
-            metrics.webhook_deliveries.clone(),
-        );
-        registry.register(
-            "outagewatch_webhook_deliveries_pending",
-            "Webhook deliveries queued and not yet delivered or given up (as last seen by this process)",
-            metrics.webhook_pending.clone(),
-        );
-        Metrics {
-            registry,
-            ..metrics
+/// Declares [`Metrics`], a field a metric, and `Metrics::new`, which registers each metric under
+/// its `name` with its doc comment as the help text, in the order listed: the order `/metrics`
+/// shows them in. One entry says all there is to say about a metric.
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])+ #[name = $name:literal] $field:ident: $kind:ty = $make:expr;)+) => {
+        /// Every metric of the process.
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[doc = $doc])+ pub $field: $kind,)+
         }
-    }
 
+        impl Metrics {
+            fn new() -> Metrics {
+                let mut registry = Registry::default();
+                $(
+                    let $field: $kind = $make;
+                    registry.register($name, help(&[$($doc),+]), $field.clone());
+                )+
+                Metrics { registry, $($field),+ }
+            }
+        }
+    };
+}
+
+/// A doc comment's lines as one line of help text, without its full stop: the encoder adds one.
+fn help(doc: &[&str]) -> String {
+    let text = doc
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.strip_suffix('.').unwrap_or(&text).to_owned()
+}
+
+metrics! {
+    /// Reports stored, by outcome.
+    #[name = "outagewatch_reports"]
+    reports: Family<OutcomeLabels, Counter> = Family::default();
+    /// Report requests refused, by problem type.
+    #[name = "outagewatch_reports_rejected"]
+    rejected: Family<ReasonLabels, Counter> = Family::default();
+    /// Reports per committed batch.
+    #[name = "outagewatch_batch_reports"]
+    batch_reports: Histogram = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+    /// Time to commit one batch.
+    #[name = "outagewatch_batch_commit_seconds"]
+    commit_seconds: Histogram = latency_histogram();
+    /// HTTP answers by route, method and status.
+    #[name = "outagewatch_http_request_duration_seconds"]
+    http_seconds: Family<HttpLabels, Histogram, HistogramMaker> =
+        Family::new_with_constructor(latency_histogram as HistogramMaker);
+    /// Submissions waiting for a batch writer.
+    #[name = "outagewatch_ingest_queue_depth"]
+    queue_depth: Gauge = Gauge::default();
+    /// Client addresses the rate limiter tracks now (bounded by rate_limit.max_clients).
+    #[name = "outagewatch_rate_limit_clients"]
+    rate_limit_clients: Gauge = Gauge::default();
+    /// Incidents open now.
+    #[name = "outagewatch_open_incidents"]
+    open_incidents: Gauge = Gauge::default();
+    /// How far the detector's last processed minute is behind now.
+    #[name = "outagewatch_detector_lag_seconds"]
+    detector_lag_seconds: Gauge = Gauge::default();
+    /// Webhook delivery attempts by outcome: delivered, retried (failed, tried again later)
+    /// or failed (given up).
+    #[name = "outagewatch_webhook_deliveries"]
+    webhook_deliveries: Family<OutcomeLabels, Counter> = Family::default();
+    /// Webhook deliveries queued and not yet delivered or given up (as last seen by this
+    /// process).
+    #[name = "outagewatch_webhook_deliveries_pending"]
+    webhook_pending: Gauge = Gauge::default();
+}
+
+impl Metrics {
     /// Counts one stored report.
     pub fn report(&self, outcome: &str) {
         self.reports

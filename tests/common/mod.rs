@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use outagewatch::app::{self, App};
 use outagewatch::config::Settings;
+use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
 use outagewatch::ingest::import;
 use outagewatch::store::Store;
 use outagewatch_scenario::{self as scenario, Scenario};
@@ -157,32 +158,57 @@ impl TestApp {
     }
 }
 
-/// An open country incident of X in Pakistan that started at `started_at`, as the detector
-/// writes one (for tests of what admins do to incidents).
-pub fn open_incident(started_at: DateTime<Utc>) -> outagewatch::domain::incidents::Incident {
-    use outagewatch::domain::incidents::{incident_id, Incident, Scope, Status};
+/// An incident of `service` in `country` (worldwide when `None`) that started at `started_at`:
+/// detected two minutes in, at its peak of 136 reports ten minutes in, and, when resolved,
+/// over an hour in.
+pub fn incident(
+    service: &str,
+    country: Option<&str>,
+    started_at: DateTime<Utc>,
+    status: Status,
+) -> Incident {
     Incident {
-        id: incident_id("x", Some("PK"), None, started_at),
-        service: "x".into(),
-        scope: Scope::Country,
-        country: Some("PK".into()),
+        id: incident_id(service, country, None, started_at),
+        service: service.into(),
+        scope: if country.is_some() {
+            Scope::Country
+        } else {
+            Scope::Global
+        },
+        country: country.map(Into::into),
         city: None,
-        status: Status::Open,
+        status,
         started_at,
         detected_at: started_at + TimeDelta::minutes(2),
+        peak_at: started_at + TimeDelta::minutes(10),
+        peak_count: 136.0,
+        expected_at_peak: 4.5,
+        start_count: 74.0,
+        excess_reports: 900.0,
+        resolved_at: (status == Status::Resolved).then(|| started_at + TimeDelta::hours(1)),
+        top_cities: Vec::new(),
+        problems: [("app".to_owned(), 1.0)].into_iter().collect(),
+        parent_id: None,
+        summary: format!("Reports about {service} rose."),
+        updated_at: started_at + TimeDelta::minutes(10),
+        note: None,
+        resolved_by: None,
+    }
+}
+
+/// An open country incident of X in Pakistan that started at `started_at`, as the detector
+/// writes one (for tests of what admins do to incidents).
+pub fn open_incident(started_at: DateTime<Utc>) -> Incident {
+    Incident {
         peak_at: started_at,
         peak_count: 40.0,
         expected_at_peak: 4.0,
         start_count: 20.0,
         excess_reports: 36.0,
-        resolved_at: None,
-        top_cities: Vec::new(),
         problems: Default::default(),
-        parent_id: None,
         summary: "Reports about X in Pakistan rose.".into(),
         updated_at: started_at,
-        note: None,
-        resolved_by: None,
+        ..incident("x", Some("PK"), started_at, Status::Open)
     }
 }
 
@@ -205,6 +231,18 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// X's ordinary traffic in Pakistan as a scenario's `[[traffic]]` table: about a report a minute
+/// with a daily rhythm that peaks at 16:00 UTC. A `[traffic.cities]` table after it places some
+/// of it in cities.
+pub const X_IN_PAKISTAN: &str = r#"[[traffic]]
+service = "x"
+country = "PK"
+per_minute = 1.0
+diurnal_amplitude = 0.3
+peak_hour_utc = 16
+dispersion = 0.05
+"#;
 
 /// Three days of ordinary X traffic in Pakistan ending two minutes before `now`, with a
 /// Lahore-led surge to 300 reports a minute: it starts rising `surge_from` minutes before the
@@ -230,14 +268,7 @@ seed = {seed}
 app = 0.6
 login = 0.4
 
-[[traffic]]
-service = "x"
-country = "PK"
-per_minute = 1.0
-diurnal_amplitude = 0.3
-peak_hour_utc = 16
-dispersion = 0.05
-[traffic.cities]
+{X_IN_PAKISTAN}[traffic.cities]
 Lahore = 0.4
 Karachi = 0.3
 

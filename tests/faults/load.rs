@@ -224,15 +224,44 @@ async fn detector_caught_up(
     false
 }
 
-/// The database goes away (stopped, or stalled) for `length` under load, then comes back.
-async fn database_fault(
-    cluster: &Cluster,
-    scale: Scale,
-    name: &'static str,
-    db: &str,
-    length: Duration,
-    stall: bool,
-) -> Row {
+/// How the database goes away in a [`database_fault`] round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseFault {
+    /// `pg_ctl stop -m immediate` under load, started again later.
+    Stopped,
+    /// SIGSTOP on every Postgres process under load, SIGCONT later.
+    Stalled,
+}
+
+impl DatabaseFault {
+    /// The round's name in the table, and the database it runs in.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            DatabaseFault::Stopped => (
+                "postgres stopped (pg_ctl stop -m immediate), restarted",
+                "faults_pg_stop",
+            ),
+            DatabaseFault::Stalled => (
+                "postgres stalled (SIGSTOP, then SIGCONT)",
+                "faults_pg_stall",
+            ),
+        }
+    }
+
+    /// How long the database stays away.
+    fn length(self, scale: Scale) -> Duration {
+        Duration::from_secs(match self {
+            DatabaseFault::Stopped => scale.pick(6, 20),
+            DatabaseFault::Stalled => scale.pick(5, 10),
+        })
+    }
+}
+
+/// The database goes away (stopped, or stalled) for a while under load, then comes back.
+pub async fn database_fault(cluster: &Cluster, scale: Scale, fault: DatabaseFault) -> Row {
+    let (name, db) = fault.names();
+    let length = fault.length(scale);
+    let stall = fault == DatabaseFault::Stalled;
     let url = cluster.create_db(db).await;
     let service = Service::start(&url, &[]).await;
     let before = Duration::from_secs(3);
@@ -307,34 +336,6 @@ async fn database_fault(
             detector
         ),
     }
-}
-
-/// `pg_ctl stop -m immediate` under load, started again later.
-pub async fn postgres_stopped(cluster: &Cluster, scale: Scale) -> Row {
-    let length = Duration::from_secs(scale.pick(6, 20));
-    database_fault(
-        cluster,
-        scale,
-        "postgres stopped (pg_ctl stop -m immediate), restarted",
-        "faults_pg_stop",
-        length,
-        false,
-    )
-    .await
-}
-
-/// SIGSTOP on every Postgres process under load, SIGCONT later.
-pub async fn postgres_stalled(cluster: &Cluster, scale: Scale) -> Row {
-    let length = Duration::from_secs(scale.pick(5, 10));
-    database_fault(
-        cluster,
-        scale,
-        "postgres stalled (SIGSTOP, then SIGCONT)",
-        "faults_pg_stall",
-        length,
-        true,
-    )
-    .await
 }
 
 /// RSS samples (seconds after start, MiB) until `stop` turns true.

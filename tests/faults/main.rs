@@ -19,6 +19,8 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use load::DatabaseFault;
+
 /// One printed row: which fault, whether its pass condition held, and its figures.
 pub struct Row {
     pub test: &'static str,
@@ -50,10 +52,10 @@ type Round = for<'a> fn(&'a cluster::Cluster, Scale) -> RoundFuture<'a>;
 const ROUNDS: [(&str, Round); 10] = [
     ("kill -9", |c, s| Box::pin(load::kill_nine(c, s))),
     ("postgres stopped", |c, s| {
-        Box::pin(load::postgres_stopped(c, s))
+        Box::pin(load::database_fault(c, s, DatabaseFault::Stopped))
     }),
     ("postgres stalled", |c, s| {
-        Box::pin(load::postgres_stalled(c, s))
+        Box::pin(load::database_fault(c, s, DatabaseFault::Stalled))
     }),
     ("overload", |c, s| Box::pin(load::overload(c, s))),
     ("sigterm", |c, s| Box::pin(load::sigterm(c, s))),
