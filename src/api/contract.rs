@@ -44,6 +44,27 @@ pub(super) fn country_schema() -> Schema {
         .into()
 }
 
+/// A parameter's schema, for `#[param(value_type = …, inline)]`.
+macro_rules! parameter_schema {
+    ($($(#[$doc:meta])* $name:ident => $schema:expr;)*) => {$(
+        $(#[$doc])*
+        pub(super) struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                $schema.into()
+            }
+        }
+    )*};
+}
+
+parameter_schema! {
+    /// A `service` parameter.
+    Slug => slug_schema();
+    /// A `country` parameter.
+    Country => country_schema();
+}
+
 /// The `format` parameter the CSV layer (`super::export`) reads before the handler does.
 pub(super) struct CsvFormat;
 

@@ -14,7 +14,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::contract::{country_schema, slug_schema, CsvFormat, ReadAnswers};
+use super::contract::{Country, CsvFormat, ReadAnswers, Slug};
 use super::docs::{choice_schema, enum_schema};
 use super::extract::{from_parameters, ApiQuery};
 use super::params::{
@@ -69,13 +69,17 @@ pub struct Counts {
 }
 
 /// A city name as the gazetteer reads it: not blank, at most its longest.
-fn city_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(MAX_CITY_CHARS))
-        .pattern(Some(r"\S"))
-        .into()
+struct City;
+
+impl PartialSchema for City {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_CITY_CHARS))
+            .pattern(Some(r"\S"))
+            .into()
+    }
 }
 
 /// The parameters of `GET /api/v1/counts`.
@@ -83,16 +87,16 @@ fn city_schema() -> Schema {
 #[into_params(parameter_in = Query)]
 pub struct CountsParams {
     /// A service slug from the catalog.
-    #[param(required = true, schema_with = slug_schema, example = "x")]
+    #[param(value_type = Slug, inline, example = "x")]
     service: Option<String>,
     /// ISO 3166-1 alpha-2, any case; leave out for worldwide.
-    #[param(schema_with = country_schema, example = "PK")]
+    #[param(value_type = Option<Country>, inline, example = "PK")]
     country: Option<String>,
     /// A city of that country, any spelling the gazetteer knows; needs `country`.
-    #[param(schema_with = city_schema, example = "Lahore")]
+    #[param(value_type = Option<City>, inline, example = "Lahore")]
     city: Option<String>,
     /// The bucket width.
-    #[param(schema_with = IntervalChoice::schema)]
+    #[param(value_type = Option<IntervalChoice>, inline)]
     interval: Option<String>,
     /// RFC 3339; floored to the interval. Default: 24 hours before `to`.
     #[param(value_type = Option<DateTime<Utc>>, example = "2025-03-10T00:00:00Z")]
@@ -325,10 +329,10 @@ pub struct PlaceList {
 #[into_params(parameter_in = Query)]
 pub struct PlacesParams {
     /// ISO 3166-1 alpha-2, any case.
-    #[param(required = true, schema_with = country_schema, example = "PK")]
+    #[param(value_type = Country, inline, example = "PK")]
     country: Option<String>,
     /// The start of a city name, any case (not blank; at most as long as the longest name read).
-    #[param(required = true, schema_with = city_schema, example = "lah")]
+    #[param(value_type = City, inline, example = "lah")]
     q: Option<String>,
     /// Most places to answer; default 10.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 50)]
@@ -470,11 +474,15 @@ pub struct RegionPage {
 }
 
 /// A regions cursor: `r` and the position of the page's first region.
-fn regions_cursor() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some("^r[0-9]{1,18}$"))
-        .into()
+struct RegionsCursor;
+
+impl PartialSchema for RegionsCursor {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^r[0-9]{1,18}$"))
+            .into()
+    }
 }
 
 /// The parameters of `GET /api/v1/regions`.
@@ -482,22 +490,22 @@ fn regions_cursor() -> Schema {
 #[into_params(parameter_in = Query)]
 pub struct RegionsParams {
     /// A service slug from the catalog.
-    #[param(required = true, schema_with = slug_schema, example = "x")]
+    #[param(value_type = Slug, inline, example = "x")]
     service: Option<String>,
     /// Rank countries, or cities.
-    #[param(schema_with = LevelChoice::schema)]
+    #[param(value_type = Option<LevelChoice>, inline)]
     level: Option<String>,
     /// Only this country (ISO 3166-1 alpha-2, any case).
-    #[param(schema_with = country_schema, example = "PK")]
+    #[param(value_type = Option<Country>, inline, example = "PK")]
     country: Option<String>,
     /// How far back to count.
-    #[param(schema_with = WindowChoice::schema)]
+    #[param(value_type = Option<WindowChoice>, inline)]
     window: Option<String>,
     /// Most regions per page; default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The previous page's `next_cursor`.
-    #[param(schema_with = regions_cursor, example = "r100")]
+    #[param(value_type = Option<RegionsCursor>, inline, example = "r100")]
     cursor: Option<String>,
 }
 

@@ -13,7 +13,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::contract::slug_schema;
+use super::contract::Slug;
 use super::error::Problem;
 use super::extract::ApiQuery;
 use super::{ApiError, AppState};
@@ -24,7 +24,7 @@ use crate::runtime::events::LiveEvent;
 #[into_params(parameter_in = Query)]
 pub struct EventsParams {
     /// Only this service's events (a catalog slug).
-    #[param(schema_with = slug_schema, example = "x")]
+    #[param(value_type = Option<Slug>, inline, example = "x")]
     service: Option<String>,
 }
 

@@ -123,17 +123,23 @@ impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
             state.body_read_timeout,
         )
         .await?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+        let body = serde_json::from_slice(&bytes).map_err(|e| {
             if e.is_data() {
                 T::refuse(e)
             } else {
                 ApiError::MalformedJson(e.to_string())
             }
-        })
+        })?;
+        // serde reads a struct from an array too (`[null, null]`); a body is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "body",
+                "the body must be a JSON object",
+            )]));
+        }
+        Ok(ApiJson(body))
     }
 }
-
-impl JsonBody for serde_json::Value {}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::contract::{country_schema, slug_schema, ReadAnswers};
+use super::contract::{Country, ReadAnswers, Slug};
 use super::error::Problem;
 use super::extract::ApiQuery;
 use super::params::country_parameter;
@@ -46,10 +46,10 @@ fn scope_of(
 #[into_params(parameter_in = Query)]
 pub struct FeedParams {
     /// A service slug from the catalog.
-    #[param(required = true, schema_with = slug_schema, example = "x")]
+    #[param(value_type = Slug, inline, example = "x")]
     service: Option<String>,
     /// Only this country (ISO 3166-1 alpha-2, any case).
-    #[param(schema_with = country_schema, example = "PK")]
+    #[param(value_type = Option<Country>, inline, example = "PK")]
     country: Option<String>,
 }
 
@@ -58,7 +58,7 @@ pub struct FeedParams {
 #[into_params(parameter_in = Query)]
 pub struct BadgeParams {
     /// Only this country (ISO 3166-1 alpha-2, any case).
-    #[param(schema_with = country_schema, example = "PK")]
+    #[param(value_type = Option<Country>, inline, example = "PK")]
     country: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use super::contract::{country_schema, slug_schema, CsvFormat, ReadAnswers};
+use super::contract::{Country, CsvFormat, ReadAnswers, Slug};
 use super::docs::choice_schema;
 use super::error::Problem;
 use super::extract::{from_parameters, ApiQuery};
@@ -29,13 +29,17 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// An incidents cursor: the next incident's start (unix seconds), `_` and its id.
-fn incidents_cursor() -> Schema {
-    ObjectBuilder::new()
+struct IncidentsCursor;
+
+impl PartialSchema for IncidentsCursor {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(
             "^-?[0-9]{1,12}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
         ))
         .into()
+    }
 }
 
 /// The parameters of `GET /api/v1/incidents`.
@@ -43,13 +47,13 @@ fn incidents_cursor() -> Schema {
 #[into_params(parameter_in = Query)]
 pub struct IncidentsParams {
     /// Only this service (a catalog slug).
-    #[param(schema_with = slug_schema, example = "x")]
+    #[param(value_type = Option<Slug>, inline, example = "x")]
     service: Option<String>,
     /// Only this country (ISO 3166-1 alpha-2, any case).
-    #[param(schema_with = country_schema, example = "PK")]
+    #[param(value_type = Option<Country>, inline, example = "PK")]
     country: Option<String>,
     /// Open, resolved, or all incidents.
-    #[param(schema_with = StatusChoice::schema)]
+    #[param(value_type = Option<StatusChoice>, inline)]
     status: Option<String>,
     /// RFC 3339: incidents that started then or later.
     #[param(value_type = Option<DateTime<Utc>>, example = "2025-03-10T00:00:00Z")]
@@ -58,7 +62,7 @@ pub struct IncidentsParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The previous page's `next_cursor`.
-    #[param(schema_with = incidents_cursor, example = "1741600680_5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b")]
+    #[param(value_type = Option<IncidentsCursor>, inline, example = "1741600680_5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b")]
     cursor: Option<String>,
 }
 
