@@ -16,6 +16,7 @@ mod health;
 mod incidents;
 mod metrics;
 mod params;
+mod places;
 pub mod pow;
 mod reports;
 pub mod security;
@@ -130,7 +131,7 @@ pub fn router(state: AppState) -> Router {
     let read_routes = OpenApiRouter::new()
         .routes(routes!(counts::get_counts))
         .routes(routes!(counts::list_services))
-        .routes(routes!(counts::list_places))
+        .routes(routes!(places::list_places))
         .routes(routes!(counts::list_regions))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
