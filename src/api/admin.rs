@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::extract::{ApiJson, JsonBody};
 use super::{ApiError, AppState};
 use crate::config::AdminSettings;
 use crate::detector::DetectError;
@@ -149,7 +148,12 @@ pub(super) struct AdminServices {
 #[schema(example = json!({"name": "Bluesky", "enabled": true}))]
 pub(super) struct ServiceBody {
     /// The name people know the service by (1 to 100 characters).
-    #[schema(min_length = 1, max_length = 100)]
+    // The pattern is `checked_text`'s rule: not blank, no control characters but \t, \n, \r.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
     /// False disables it; true (the default) enables it.
     #[serde(default = "enabled_by_default")]
@@ -167,7 +171,11 @@ fn enabled_by_default() -> bool {
 #[schema(example = json!({"note": "Confirmed by the provider: a DDoS on their edge."}))]
 pub(super) struct NoteBody {
     /// Free text, 1 to 2000 characters; stored and shown as sent.
-    #[schema(min_length = 1, max_length = 2000)]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     note: String,
 }
 
@@ -270,22 +278,10 @@ enum BodyProblems {
     WrongType(Problem<'static>),
 }
 
-/// Reads an admin body: 400 for broken JSON, 422 naming what is wrong with well-formed JSON.
-async fn admin_body<T: DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    let bytes =
-        super::json_body(headers, body, state.max_body_bytes, state.body_read_timeout).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        if e.is_data() {
-            ApiError::Invalid(vec![FieldError::new("body", e.to_string())])
-        } else {
-            ApiError::MalformedJson(e.to_string())
-        }
-    })
-}
+// Admin bodies: 400 for broken JSON, 422 (on `body`) naming what is wrong with well-formed JSON.
+impl JsonBody for ServiceBody {}
+impl JsonBody for NoteBody {}
+impl JsonBody for RedetectBody {}
 
 /// Free text from an admin: trimmed length within bounds, and no control characters other
 /// than newlines and tabs (which Postgres text cannot always hold, and no page should show).
@@ -377,12 +373,10 @@ pub async fn list_services(State(state): State<AppState>) -> Result<Json<AdminSe
 pub async fn put_service(
     State(state): State<AppState>,
     slug: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(body): ApiJson<ServiceBody>,
 ) -> Result<Response, ApiError> {
     let Path(slug) = slug.map_err(|_| ApiError::NotFound)?;
     checked_slug(&slug)?;
-    let body: ServiceBody = admin_body(&state, &headers, body).await?;
     checked_text("name", &body.name, MAX_NAME_CHARS)?;
     let record = ServiceRecord {
         slug,
@@ -427,11 +421,9 @@ pub async fn put_service(
 pub async fn put_incident_note(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(body): ApiJson<NoteBody>,
 ) -> Result<Json<Incident>, ApiError> {
     let id = incident_id(id)?;
-    let body: NoteBody = admin_body(&state, &headers, body).await?;
     checked_text("note", &body.note, MAX_NOTE_CHARS)?;
     act(
         &state.reads,
@@ -518,10 +510,8 @@ async fn act(
 )]
 pub async fn redetect(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(body): ApiJson<RedetectBody>,
 ) -> Result<Response, ApiError> {
-    let body: RedetectBody = admin_body(&state, &headers, body).await?;
     if let (Some(from), Some(to)) = (body.from, body.to) {
         if from >= to {
             return Err(ApiError::Invalid(vec![FieldError::new(

@@ -2,29 +2,26 @@
 //! expectation), `GET /api/v1/services` (the catalog with status) and `GET /api/v1/places`
 //! (gazetteer suggestions for a form's city field).
 
-use std::collections::BTreeMap;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use super::contract::{Country, CsvFormat, ReadAnswers, Slug};
 use super::docs::{choice_schema, enum_schema};
-use super::export::FormatChoice;
+use super::extract::ApiQuery;
 use super::params::{
-    choice_parameter, country_parameter, limit_parameter, parameters, service_parameter,
-    time_parameter,
+    choice_parameter, country_parameter, limit_parameter, service_parameter, time_parameter,
 };
 use super::{ApiError, AppState};
-use crate::domain::geo::gazetteer;
+use crate::domain::geo::{gazetteer, MAX_CITY_CHARS};
 use crate::domain::report::Catalog;
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
-use crate::http::Problem;
 use crate::read::counts::{CountsQuery, Interval, INTERVALS};
 use crate::read::regions::{Level, RegionsQuery};
 use crate::read::Reads;
@@ -67,8 +64,43 @@ pub struct Counts {
     pub buckets: Vec<Bucket>,
 }
 
-/// The parameters `counts` knows.
-const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", "from", "to"];
+/// A city name as the gazetteer reads it: not blank, at most its longest.
+pub(super) struct City;
+
+impl PartialSchema for City {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_CITY_CHARS))
+            .pattern(Some(r"\S"))
+            .into()
+    }
+}
+
+/// The parameters of `GET /api/v1/counts`.
+#[derive(Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountsParams {
+    /// A service slug from the catalog.
+    #[param(value_type = Slug, inline, example = "x")]
+    pub service: Option<String>,
+    /// ISO 3166-1 alpha-2, any case; leave out for worldwide.
+    #[param(value_type = Option<Country>, inline, example = "PK")]
+    pub country: Option<String>,
+    /// A city of that country, any spelling the gazetteer knows; needs `country`.
+    #[param(value_type = Option<City>, inline, example = "Lahore")]
+    pub city: Option<String>,
+    /// The bucket width.
+    #[param(value_type = Option<IntervalChoice>, inline)]
+    pub interval: Option<String>,
+    /// RFC 3339; floored to the interval. Default: 24 hours before `to`.
+    #[param(value_type = Option<DateTime<Utc>>, example = "2025-03-10T00:00:00Z")]
+    pub from: Option<String>,
+    /// RFC 3339, exclusive. Default: the end of the current bucket.
+    #[param(value_type = Option<DateTime<Utc>>, example = "2025-03-11T00:00:00Z")]
+    pub to: Option<String>,
+}
 
 /// `GET /api/v1/counts`
 #[utoipa::path(
@@ -78,16 +110,10 @@ const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", 
     tag = "reads",
     description = "Counted reports of a service worldwide, in a country or in a city, in dense \
         buckets aligned to UTC, with the detector's expectation for each bucket. Default range: the \
-        last 24 hours; at most 10,080 buckets. The CSV has one row per bucket.",
-    params(
-        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
-        ("country" = Option<String>, Query, description = "ISO 3166-1 alpha-2, any case; leave out for worldwide.", example = "PK"),
-        ("city" = Option<String>, Query, description = "A city of that country, any spelling the gazetteer knows; needs `country`.", example = "Lahore"),
-        ("interval" = inline(Option<IntervalChoice>), Query, description = "The bucket width."),
-        ("from" = Option<DateTime<Utc>>, Query, description = "RFC 3339; floored to the interval. Default: 24 hours before `to`.", example = "2025-03-10T00:00:00Z"),
-        ("to" = Option<DateTime<Utc>>, Query, description = "RFC 3339, exclusive. Default: the end of the current bucket.", example = "2025-03-11T00:00:00Z"),
-        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
-    ),
+        last 24 hours. A range is capped at 10,080 buckets (7 days of `1m`, 35 days of `5m`, …): \
+        a longer one is refused with 400 naming `from`, a limit no schema can state. The CSV has \
+        one row per bucket.",
+    params(CountsParams, CsvFormat),
     responses(
         (status = 200, description = "The series.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
@@ -99,41 +125,31 @@ const COUNTS_PARAMETERS: [&str; 6] = ["service", "country", "city", "interval", 
                             {"start": "2025-03-10T00:15:00Z", "count": 0, "expected": null}]})),
             (String = "text/csv", example = "start,count,expected\n2025-03-10T00:00:00Z,3,2.61\n2025-03-10T00:15:00Z,0,\n"),
         )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "interval: interval must be one of 1m, 5m, 15m, 1h, 1d",
-            "errors": [{"field": "interval", "message": "interval must be one of 1m, 5m, 15m, 1h, 1d"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
+        ReadAnswers,
     )
 )]
 pub async fn get_counts(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<CountsParams>,
 ) -> Result<Json<Counts>, ApiError> {
-    let params = parameters(params, &COUNTS_PARAMETERS)?;
     Ok(Json(
         counts_answer(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
-/// The counts answer for query parameters (the API's and the `counts` command's).
+/// The counts answer for [`CountsParams`].
 pub async fn counts_answer(
     reads: &Reads,
     catalog: &Catalog,
-    params: &BTreeMap<String, String>,
+    params: &CountsParams,
 ) -> Result<Counts, ApiError> {
     let mut errors = Vec::new();
-    let service = service_parameter(params, catalog, &mut errors);
-    let country = country_parameter(params, &mut errors);
-    let city = match (params.get("city"), country) {
+    let service = service_parameter(params.service.as_deref(), catalog, &mut errors);
+    let country = country_parameter(params.country.as_deref(), &mut errors);
+    let city = match (params.city.as_deref(), country) {
         (None, _) => None,
         (Some(_), None) => {
-            if !params.contains_key("country") {
+            if params.country.is_none() {
                 errors.push(FieldError::new("city", "city needs a country"));
             }
             None
@@ -146,9 +162,15 @@ pub async fn counts_answer(
             }
         },
     };
-    let (interval, _) = choice_parameter(params, "interval", "15m", &INTERVALS, &mut errors);
-    let to = time_parameter(params, "to", &mut errors);
-    let from = time_parameter(params, "from", &mut errors);
+    let (interval, _) = choice_parameter(
+        params.interval.as_deref(),
+        "interval",
+        "15m",
+        &INTERVALS,
+        &mut errors,
+    );
+    let to = time_parameter(params.to.as_deref(), "to", &mut errors);
+    let from = time_parameter(params.from.as_deref(), "from", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::InvalidParameters(errors));
     }
@@ -215,6 +237,10 @@ pub struct ServiceList {
     pub services: Vec<ServiceStatus>,
 }
 
+/// No parameters: any given is refused.
+#[derive(Deserialize, IntoParams)]
+pub struct NoParams {}
+
 /// `GET /api/v1/services`
 #[utoipa::path(
     get,
@@ -222,7 +248,7 @@ pub struct ServiceList {
     summary = "The service catalog with each service's status",
     tag = "reads",
     description = "The service catalog with each service's status. The CSV has one row per service.",
-    params(("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),),
+    params(NoParams, CsvFormat),
     responses(
         (status = 200, description = "The catalog, in catalog order.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
@@ -233,23 +259,13 @@ pub struct ServiceList {
                 {"slug": "youtube", "name": "YouTube", "status": "normal", "open_incidents": 0, "reports_24h": 41}]})),
             (String = "text/csv", example = "slug,name,status,open_incidents,reports_24h\nx,X (Twitter),incident,2,1520\n"),
         )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "format: format must be json or csv",
-            "errors": [{"field": "format", "message": "format must be json or csv"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
+        ReadAnswers,
     )
 )]
 pub async fn list_services(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<ServiceList>, ApiError> {
-    parameters(params, &[])?;
     Ok(Json(
         services_answer(&state.reads, &state.catalog.current()).await?,
     ))
@@ -272,95 +288,6 @@ pub async fn services_answer(reads: &Reads, catalog: &Catalog) -> Result<Service
         })
         .collect();
     Ok(ServiceList { services })
-}
-
-/// One place suggestion.
-#[derive(Serialize, ToSchema)]
-pub struct Place {
-    /// The canonical name, as reports and counts use it.
-    pub name: String,
-    pub ascii_name: String,
-    /// ISO 3166-1 alpha-2.
-    pub country: String,
-    pub latitude: f64,
-    pub longitude: f64,
-    pub population: u32,
-}
-
-/// Place suggestions.
-#[derive(Serialize, ToSchema)]
-pub struct PlaceList {
-    /// Most populous first.
-    pub places: Vec<Place>,
-}
-
-/// `GET /api/v1/places?country=PK&q=lah[&limit=10]`
-#[utoipa::path(
-    get,
-    path = "/api/v1/places",
-    summary = "City suggestions for a form",
-    tag = "reads",
-    description = "Gazetteer suggestions for a form's city field: cities of the country whose name \
-        (or a known alternate name) starts with `q`. The CSV has one row per place.",
-    params(
-        ("country" = String, Query, description = "ISO 3166-1 alpha-2, any case.", example = "PK"),
-        ("q" = String, Query, description = "The start of a city name, any case.", example = "lah"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Most places to answer; default 10."),
-        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
-    ),
-    responses(
-        (status = 200, description = "The suggestions.", headers(
-                ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
-                ("Cache-Control" = String, description = "`public, max-age=15`."),
-            ), content(
-            (PlaceList = "application/json", example = json!({"places": [{"name": "Lahore",
-                "ascii_name": "Lahore", "country": "PK", "latitude": 31.558, "longitude": 74.35071,
-                "population": 6310888}]})),
-            (String = "text/csv", example = "name,ascii_name,country,latitude,longitude,population\nLahore,Lahore,PK,31.558,74.35071,6310888\n"),
-        )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "q: q (the start of a city name) is required",
-            "errors": [{"field": "q", "message": "q (the start of a city name) is required"}]})),
-    )
-)]
-pub async fn list_places(
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<Json<PlaceList>, ApiError> {
-    let params = parameters(params, &["country", "q", "limit"])?;
-    let mut errors = Vec::new();
-    let country = country_parameter(&params, &mut errors);
-    if !params.contains_key("country") {
-        errors.push(FieldError::new("country", "country is required"));
-    }
-    let q = params
-        .get("q")
-        .map(|q| q.trim().to_owned())
-        .unwrap_or_default();
-    if q.is_empty() {
-        errors.push(FieldError::new(
-            "q",
-            "q (the start of a city name) is required",
-        ));
-    }
-    let limit = limit_parameter(&params, 10, 50, &mut errors);
-    let Some(country) = country.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::InvalidParameters(errors));
-    };
-    let places: Vec<Place> = gazetteer()
-        .search_prefix(country, &q, limit)
-        .into_iter()
-        .map(|city| Place {
-            name: city.name.to_owned(),
-            ascii_name: city.ascii_name.to_owned(),
-            country: city.country.as_str().to_owned(),
-            latitude: city.latitude,
-            longitude: city.longitude,
-            population: city.population,
-        })
-        .collect();
-    Ok(Json(PlaceList { places }))
 }
 
 /// The windows `regions` accepts, in seconds.
@@ -436,6 +363,42 @@ pub struct RegionPage {
     pub next_cursor: Option<String>,
 }
 
+/// A regions cursor: `r` and the position of the page's first region.
+struct RegionsCursor;
+
+impl PartialSchema for RegionsCursor {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^r[0-9]{1,18}$"))
+            .into()
+    }
+}
+
+/// The parameters of `GET /api/v1/regions`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RegionsParams {
+    /// A service slug from the catalog.
+    #[param(value_type = Slug, inline, example = "x")]
+    service: Option<String>,
+    /// Rank countries, or cities.
+    #[param(value_type = Option<LevelChoice>, inline)]
+    level: Option<String>,
+    /// Only this country (ISO 3166-1 alpha-2, any case).
+    #[param(value_type = Option<Country>, inline, example = "PK")]
+    country: Option<String>,
+    /// How far back to count.
+    #[param(value_type = Option<WindowChoice>, inline)]
+    window: Option<String>,
+    /// Most regions per page; default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[param(value_type = Option<RegionsCursor>, inline, example = "r100")]
+    cursor: Option<String>,
+}
+
 /// `GET /api/v1/regions?service=x&level=country|city&country=PK&window=15m|1h|24h&limit=`
 #[utoipa::path(
     get,
@@ -444,15 +407,7 @@ pub struct RegionPage {
     tag = "reads",
     description = "The countries or cities with reports of a service in the last window, most \
         first, each with its expectation and status. The CSV has one row per region.",
-    params(
-        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
-        ("level" = inline(Option<LevelChoice>), Query, description = "Rank countries, or cities."),
-        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
-        ("window" = inline(Option<WindowChoice>), Query, description = "How far back to count."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most regions per page; default 100."),
-        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`.", example = "r100"),
-        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
-    ),
+    params(RegionsParams, CsvFormat),
     responses(
         (status = 200, description = "One page of the ranking.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
@@ -466,40 +421,27 @@ pub struct RegionPage {
                 "next_cursor": null})),
             (String = "text/csv", example = "country,city,name,count,expected,ratio,status,incident_id\nPK,Lahore,Lahore,212,8.4,25.24,incident,5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b\n"),
         )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "level: level must be country or city",
-            "errors": [{"field": "level", "message": "level must be country or city"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
+        ReadAnswers,
     )
 )]
 pub async fn list_regions(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RegionsParams>,
 ) -> Result<Json<RegionPage>, ApiError> {
-    let params = parameters(
-        params,
-        &["service", "level", "country", "window", "limit", "cursor"],
-    )?;
     Ok(Json(
         regions_answer(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
-/// One page of the region ranking for query parameters (the API's and the status pages').
+/// One page of the region ranking for [`RegionsParams`].
 pub async fn regions_answer(
     reads: &Reads,
     catalog: &Catalog,
-    params: &BTreeMap<String, String>,
+    params: &RegionsParams,
 ) -> Result<RegionPage, ApiError> {
     let mut errors = Vec::new();
-    let service = service_parameter(params, catalog, &mut errors);
-    let cities = match params.get("level").map_or(LEVELS[0], String::as_str) {
+    let service = service_parameter(params.service.as_deref(), catalog, &mut errors);
+    let cities = match params.level.as_deref().unwrap_or(LEVELS[0]) {
         "country" => false,
         "city" => true,
         _ => {
@@ -507,12 +449,19 @@ pub async fn regions_answer(
             false
         }
     };
-    let country = country_parameter(params, &mut errors);
-    let (window, window_seconds) = choice_parameter(params, "window", "1h", &WINDOWS, &mut errors);
-    let limit = limit_parameter(params, 100, 1000, &mut errors);
+    let country = country_parameter(params.country.as_deref(), &mut errors);
+    let (window, window_seconds) = choice_parameter(
+        params.window.as_deref(),
+        "window",
+        "1h",
+        &WINDOWS,
+        &mut errors,
+    );
+    let limit = limit_parameter(params.limit.as_deref(), 100, 1000, &mut errors);
     // The ranking is computed whole per request; a cursor is the position of the next region.
     let offset = match params
-        .get("cursor")
+        .cursor
+        .as_deref()
         .map(|c| c.strip_prefix("r").map(str::parse::<usize>))
     {
         None => 0,

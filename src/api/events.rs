@@ -1,19 +1,99 @@
 //! `GET /api/v1/events`: Server-Sent Events of incident changes and per-minute counts, optionally for one service.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::params::parameters;
+use super::contract::Slug;
+use super::extract::ApiQuery;
 use super::{ApiError, AppState};
 use crate::http::Problem;
 use crate::runtime::events::LiveEvent;
+
+/// The parameters of the event stream.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// Only this service's events (a catalog slug).
+    #[param(value_type = Option<Slug>, inline, example = "x")]
+    service: Option<String>,
+}
+
+/// One event of the stream as a client reads it: the envelope (`event`, `data`, `id`,
+/// `retry`) whose `data` is text. OpenAPI 3.2 calls this the `itemSchema` of
+/// `text/event-stream`; in this 3.1 document it is the media type's `schema`, describing one
+/// event, with `data` as JSON (`contentMediaType`) of the [`LiveEvent`] schema
+/// (`contentSchema`), or a count for `lagged`.
+pub(super) struct StreamEvent;
+
+impl PartialSchema for StreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let mut live_event = Extensions::default();
+        live_event.insert(
+            "contentSchema".to_owned(),
+            serde_json::json!({"$ref": format!("#/components/schemas/{}", <LiveEvent as ToSchema>::name())}),
+        );
+        let envelope = |names: &[&str], data: ObjectBuilder| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "event",
+                    text("The event's name.").enum_values(Some(names.iter().copied())),
+                )
+                .required("event")
+                .property("data", data)
+                .required("data")
+                .property("id", text("The event's id (not sent)."))
+                .property(
+                    "retry",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .description(Some("Milliseconds to wait before reconnecting (not sent).")),
+                )
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "One Server-Sent Event: `incident` and `counts` carry a LiveEvent as JSON text;                  `lagged` carries how many events this client missed.",
+            ))
+            .item(envelope(
+                &["incident", "counts"],
+                text("The event, as JSON text.")
+                    .content_media_type("application/json")
+                    .extensions(Some(live_event)),
+            ))
+            .item(envelope(
+                &["lagged"],
+                text("How many events were skipped.").pattern(Some("^[0-9]+$")),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for StreamEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        // `data`'s contentSchema refers to it.
+        schemas.push((
+            <LiveEvent as ToSchema>::name().into_owned(),
+            LiveEvent::schema(),
+        ));
+        LiveEvent::schemas(schemas);
+    }
+}
 
 /// The comment every stream opens with (`: connected`); clients ignore comments.
 const OPENED: &str = "connected";
@@ -32,10 +112,10 @@ const OPENED: &str = "connected";
         service's worldwide `counts`. A client more than 4,096 events behind gets a `lagged` event \
         whose data is how many it missed. The stream opens with the comment line `: connected` \
         at once (clients ignore comments) and ends when the service shuts down.",
-    params(("service" = Option<String>, Query, description = "Only this service's events (a catalog slug).", example = "x")),
+    params(EventsParams),
     responses(
-        (status = 200, description = "The event stream; each event's `data` is one JSON event.",
-            content_type = "text/event-stream", body = LiveEvent,
+        (status = 200, description = "The event stream; the schema describes one event of it.",
+            content_type = "text/event-stream", body = StreamEvent,
             example = "event: counts\ndata: {\"type\":\"counts\",\"service\":\"x\",\"minute\":\"2025-03-10T18:06:00Z\",\"count\":12}\n\n"),
         (status = 400, description = "An unknown service or parameter, named in `errors`.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
@@ -45,11 +125,11 @@ const OPENED: &str = "connected";
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let params = parameters(params, &["service"])?;
     let service = match params
-        .get("service")
+        .service
+        .as_deref()
         .map(|s| state.catalog.current().parse(s).cloned())
     {
         None => None,

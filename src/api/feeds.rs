@@ -1,14 +1,15 @@
 //! For people and pages rather than programs: an Atom feed of a service's incidents and an SVG status badge.
 
-use std::collections::BTreeMap;
-
 use atom_syndication::{Content, Entry, Feed, Link, Text};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
-use super::params::{country_parameter, parameters};
+use super::contract::{Country, ReadAnswers, Slug};
+use super::extract::ApiQuery;
+use super::params::country_parameter;
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::IncidentQuery;
@@ -23,10 +24,10 @@ const FEED_ENTRIES: u32 = 50;
 fn scope_of(
     state: &AppState,
     service: &str,
-    params: &BTreeMap<String, String>,
+    country: Option<&str>,
 ) -> Result<(String, String, Option<CountryCode>), ApiError> {
     let mut errors = Vec::new();
-    let country = country_parameter(params, &mut errors);
+    let country = country_parameter(country, &mut errors);
     match state.catalog.current().parse(service) {
         Ok(found) if errors.is_empty() => {
             Ok((found.slug.as_str().to_owned(), found.name.clone(), country))
@@ -39,6 +40,27 @@ fn scope_of(
     }
 }
 
+/// The parameters of the Atom feed.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedParams {
+    /// A service slug from the catalog.
+    #[param(value_type = Slug, inline, example = "x")]
+    service: Option<String>,
+    /// Only this country (ISO 3166-1 alpha-2, any case).
+    #[param(value_type = Option<Country>, inline, example = "PK")]
+    country: Option<String>,
+}
+
+/// The parameters of a badge.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BadgeParams {
+    /// Only this country (ISO 3166-1 alpha-2, any case).
+    #[param(value_type = Option<Country>, inline, example = "PK")]
+    country: Option<String>,
+}
+
 /// `GET /feeds/incidents.atom?service=x[&country=PK]`
 #[utoipa::path(
     get,
@@ -47,37 +69,24 @@ fn scope_of(
     tag = "pages",
     description = "An Atom feed of the service's 50 latest incidents: title, summary sentence, \
         start, last change and a link to the incident's JSON.",
-    params(
-        ("service" = String, Query, description = "A service slug from the catalog.", example = "x"),
-        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
-    ),
+    params(FeedParams),
     responses(
         (status = 200, description = "The feed.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), body = String, content_type = "application/atom+xml",
             example = "<?xml version=\"1.0\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><title>X (Twitter) incidents in Pakistan (outagewatch)</title>…</feed>"),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "A missing or unknown service, an unknown country or parameter, named in `errors`.",
-            body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "service: service is required",
-            "errors": [{"field": "service", "message": "service is required"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
+        ReadAnswers,
     )
 )]
 pub async fn incidents_feed(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<FeedParams>,
 ) -> Result<Response, ApiError> {
-    let params = parameters(params, &["service", "country"])?;
-    let service = params.get("service").ok_or_else(|| {
+    let service = params.service.as_deref().ok_or_else(|| {
         ApiError::InvalidParameters(vec![FieldError::new("service", "service is required")])
     })?;
-    let (slug, name, country) = scope_of(&state, service, &params)?;
+    let (slug, name, country) = scope_of(&state, service, params.country.as_deref())?;
     let incidents = state
         .reads
         .incidents(&IncidentQuery {
@@ -194,8 +203,9 @@ pub fn badge_svg(label: &str, message: &str, colour: &str) -> String {
     description = "An SVG status badge to embed in a page, \"up\" (green) or \"incident\" (red) while \
         the service (in the country, if given) has an open incident.",
     params(
-        ("file" = String, Path, description = "The service's slug followed by `.svg`.", example = "x.svg"),
-        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
+        ("file" = String, Path, description = "The service's slug followed by `.svg`.",
+            pattern = "^[A-Za-z0-9_-]{1,40}\\.svg$", example = "x.svg"),
+        BadgeParams,
     ),
     responses(
         (status = 200, description = "The badge.", headers(
@@ -203,31 +213,21 @@ pub fn badge_svg(label: &str, message: &str, colour: &str) -> String {
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), body = String, content_type = "image/svg+xml",
             example = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"…\" height=\"20\" role=\"img\" aria-label=\"X (Twitter): up\">…</svg>"),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown service, country or parameter, named in `errors`.",
-            body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "country: \"XX\" is not an ISO 3166-1 alpha-2 country code",
-            "errors": [{"field": "country", "message": "\"XX\" is not an ISO 3166-1 alpha-2 country code"}]})),
+        ReadAnswers,
         (status = 404, description = "The file does not end in `.svg`.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/not-found",
             "title": "Not found", "status": 404, "detail": "not found"})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn status_badge(
     State(state): State<AppState>,
     Path(file): Path<String>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<BadgeParams>,
 ) -> Result<Response, ApiError> {
     let Some(service) = file.strip_suffix(".svg") else {
         return Err(ApiError::NotFound);
     };
-    let params = parameters(params, &["country"])?;
-    let (slug, name, country) = scope_of(&state, service, &params)?;
+    let (slug, name, country) = scope_of(&state, service, params.country.as_deref())?;
     let open = state
         .reads
         .incidents(&IncidentQuery {

@@ -1,19 +1,18 @@
 //! `GET /api/v1/incidents` (filtered, newest first, cursor-paged) and `GET /api/v1/incidents/{id}`.
 
-use std::collections::BTreeMap;
-
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
+use super::contract::{Country, CsvFormat, ReadAnswers, Slug};
 use super::docs::choice_schema;
-use super::export::FormatChoice;
-use super::params::parameters;
+use super::extract::ApiQuery;
 use super::{ApiError, AppState};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::IncidentQuery;
@@ -27,7 +26,43 @@ use crate::read::Reads;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
-const PARAMETERS: [&str; 6] = ["service", "country", "status", "since", "limit", "cursor"];
+/// An incidents cursor: the next incident's start (unix seconds), `_` and its id.
+struct IncidentsCursor;
+
+impl PartialSchema for IncidentsCursor {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(
+            "^-?[0-9]{1,12}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        ))
+        .into()
+    }
+}
+
+/// The parameters of `GET /api/v1/incidents`.
+#[derive(Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncidentsParams {
+    /// Only this service (a catalog slug).
+    #[param(value_type = Option<Slug>, inline, example = "x")]
+    pub service: Option<String>,
+    /// Only this country (ISO 3166-1 alpha-2, any case).
+    #[param(value_type = Option<Country>, inline, example = "PK")]
+    pub country: Option<String>,
+    /// Open, resolved, or all incidents.
+    #[param(value_type = Option<StatusChoice>, inline)]
+    pub status: Option<String>,
+    /// RFC 3339: incidents that started then or later.
+    #[param(value_type = Option<DateTime<Utc>>, example = "2025-03-10T00:00:00Z")]
+    pub since: Option<String>,
+    /// Most incidents per page; default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[param(value_type = Option<IncidentsCursor>, inline, example = "1741600680_5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b")]
+    pub cursor: Option<String>,
+}
 
 /// The `status` filter's schema: either status, or `all`.
 pub(super) struct StatusChoice;
@@ -65,7 +100,7 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 
 /// Reads the list parameters, collecting every problem rather than stopping at the first.
 fn list_query(
-    params: &BTreeMap<String, String>,
+    params: &IncidentsParams,
     catalog: &Catalog,
 ) -> Result<IncidentQuery, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -73,8 +108,18 @@ fn list_query(
         limit: DEFAULT_LIMIT,
         ..IncidentQuery::default()
     };
-    for (name, value) in params {
-        match name.as_str() {
+    // In the parameters' alphabetical order, as the errors were always listed.
+    let given = [
+        ("country", &params.country),
+        ("cursor", &params.cursor),
+        ("limit", &params.limit),
+        ("service", &params.service),
+        ("since", &params.since),
+        ("status", &params.status),
+    ];
+    for (name, value) in given {
+        let Some(value) = value else { continue };
+        match name {
             "service" => match catalog.parse(value) {
                 Ok(service) => query.service = Some(service.slug.as_str().to_owned()),
                 Err(e) => errors.push(e),
@@ -114,7 +159,6 @@ fn list_query(
                     "cursor must be a next_cursor value from a previous page",
                 )),
             },
-            // The handler has refused unknown parameters already.
             _ => {}
         }
     }
@@ -133,15 +177,7 @@ fn list_query(
     tag = "incidents",
     description = "Incidents, newest first, filtered and cursor-paged. Counts are per 15 minutes \
         (the detector's window). The CSV has one row per incident.",
-    params(
-        ("service" = Option<String>, Query, description = "Only this service (a catalog slug).", example = "x"),
-        ("country" = Option<String>, Query, description = "Only this country (ISO 3166-1 alpha-2, any case).", example = "PK"),
-        ("status" = inline(Option<StatusChoice>), Query, description = "Open, resolved, or all incidents."),
-        ("since" = Option<DateTime<Utc>>, Query, description = "RFC 3339: incidents that started then or later.", example = "2025-03-10T00:00:00Z"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most incidents per page; default 100."),
-        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`.", example = "1741600680_5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b"),
-        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
-    ),
+    params(IncidentsParams, CsvFormat),
     responses(
         (status = 200, description = "One page of incidents.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
@@ -160,33 +196,23 @@ fn list_query(
                 "updated_at": "2025-03-10T19:40:00Z"}], "next_cursor": null})),
             (String = "text/csv", example = "id,service,scope,country,city,status,started_at,detected_at,peak_at,peak_count,expected_at_peak,start_count,excess_reports,resolved_at,top_cities,problems,parent_id,summary,updated_at\n"),
         )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "An unknown or invalid parameter, named in `errors`.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "status: status must be open, resolved or all",
-            "errors": [{"field": "status", "message": "status must be open, resolved or all"}]})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
+        ReadAnswers,
     )
 )]
 pub async fn list_incidents(
     State(state): State<AppState>,
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<IncidentsParams>,
 ) -> Result<Json<IncidentPage>, ApiError> {
-    let params = parameters(params, &PARAMETERS)?;
     Ok(Json(
         incidents_page(&state.reads, &state.catalog.current(), &params).await?,
     ))
 }
 
-/// One page of incidents for query parameters (the API's and the `incidents` command's).
+/// One page of incidents for [`IncidentsParams`].
 pub async fn incidents_page(
     reads: &Reads,
     catalog: &Catalog,
-    params: &BTreeMap<String, String>,
+    params: &IncidentsParams,
 ) -> Result<IncidentPage, ApiError> {
     let query = list_query(params, catalog).map_err(ApiError::InvalidParameters)?;
     let page = reads
@@ -208,7 +234,7 @@ pub async fn incidents_page(
     description = "One incident. The CSV is one row.",
     params(
         ("id" = Uuid, Path, description = "The incident's id.", example = "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b"),
-        ("format" = inline(Option<FormatChoice>), Query, description = "`csv` for CSV (as `Accept: text/csv` does); `json` wins over `Accept`."),
+        CsvFormat,
     ),
     responses(
         (status = 200, description = "The incident.", headers(
@@ -231,19 +257,10 @@ pub async fn incidents_page(
                 country=PK city=Lahore count=1072; country=PK city=Rawalpindi count=658,app=0.558 login=0.008 server_connection=0.113 website=0.32,\
                 0d7a9e51-3c4b-8f2a-b6d1-7e5f4c3b2a19,Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.,2025-03-10T19:40:00Z\n"),
         )),
-        (status = 304, description = "Not modified: the `ETag` sent in `If-None-Match` still holds."),
-        (status = 400, description = "The id is not a UUID, or a parameter is unknown or invalid.", body = Problem,
-            content_type = "application/problem+json", example = json!({"type": "/problems/invalid-parameter",
-            "title": "Invalid parameter", "status": 400, "detail": "id: id must be a UUID",
-            "errors": [{"field": "id", "message": "id must be a UUID"}]})),
+        ReadAnswers,
         (status = 404, description = "No incident has this id.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/not-found",
             "title": "Not found", "status": 404, "detail": "not found"})),
-        (status = 503, description = "The store is unavailable.", body = Problem,
-            content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-            example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"})),
     )
 )]
 pub async fn get_incident(

@@ -3,15 +3,18 @@
 mod admin;
 mod caching;
 mod challenge;
+mod contract;
 mod counts;
 mod docs;
 mod events;
 mod export;
+mod extract;
 mod feeds;
 mod health;
 mod incidents;
 mod metrics;
 mod params;
+mod places;
 mod reports;
 
 use std::sync::Arc;
@@ -35,12 +38,9 @@ use crate::runtime::events::EventBus;
 
 pub use admin::AdminTokens;
 pub use caching::ReadCache;
-pub use counts::{
-    counts_answer, regions_answer, services_answer, Counts, Region, RegionPage, ServiceList,
-    ServiceStatus,
-};
+pub use counts::{counts_answer, Counts, CountsParams};
 pub use export::{to_csv, to_table};
-pub use incidents::{incidents_page, IncidentPage};
+pub use incidents::{incidents_page, IncidentPage, IncidentsParams};
 pub use reports::MAX_BATCH;
 
 /// The problem document every endpoint answers errors with (shared with the pages).
@@ -114,7 +114,7 @@ pub fn router(state: AppState) -> Router {
     let read_routes = OpenApiRouter::new()
         .routes(routes!(counts::get_counts))
         .routes(routes!(counts::list_services))
-        .routes(routes!(counts::list_places))
+        .routes(routes!(places::list_places))
         .routes(routes!(counts::list_regions))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))

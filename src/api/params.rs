@@ -1,46 +1,18 @@
 //! Query parameters as text, checked one by one: each bad one becomes a field error, and an
-//! answer lists them all.
+//! answer lists them all (the parameter structs in each handler's file call these).
 
-use std::collections::BTreeMap;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::Query;
 use chrono::{DateTime, Utc};
 
-use super::ApiError;
 use crate::domain::geo::CountryCode;
 use crate::domain::report::{Catalog, FieldError};
 
-/// The query parameters as given, rejecting anything not in `known`.
-pub(super) fn parameters(
-    params: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-    known: &[&str],
-) -> Result<BTreeMap<String, String>, ApiError> {
-    let Query(params) = params
-        .map_err(|e| ApiError::InvalidParameters(vec![FieldError::new("query", e.body_text())]))?;
-    let unknown: Vec<FieldError> = params
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| {
-            FieldError::new(
-                k.as_str(),
-                format!("unknown parameter; known: {}", known.join(", ")),
-            )
-        })
-        .collect();
-    if unknown.is_empty() {
-        Ok(params)
-    } else {
-        Err(ApiError::InvalidParameters(unknown))
-    }
-}
-
+/// An optional RFC 3339 time parameter named `name`.
 pub(super) fn time_parameter(
-    params: &BTreeMap<String, String>,
+    value: Option<&str>,
     name: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<DateTime<Utc>> {
-    let value = params.get(name)?;
+    let value = value?;
     match value.parse::<DateTime<Utc>>() {
         Ok(at) => Some(at),
         Err(_) => {
@@ -55,11 +27,11 @@ pub(super) fn time_parameter(
 
 /// The required `service` parameter, as a catalog slug.
 pub(super) fn service_parameter(
-    params: &BTreeMap<String, String>,
+    value: Option<&str>,
     catalog: &Catalog,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    match params.get("service").map(|s| catalog.parse(s)) {
+    match value.map(|s| catalog.parse(s)) {
         None => {
             errors.push(FieldError::new("service", "service is required"));
             None
@@ -74,10 +46,10 @@ pub(super) fn service_parameter(
 
 /// The optional `country` parameter.
 pub(super) fn country_parameter(
-    params: &BTreeMap<String, String>,
+    value: Option<&str>,
     errors: &mut Vec<FieldError>,
 ) -> Option<CountryCode> {
-    match params.get("country").map(|c| CountryCode::parse(c)) {
+    match value.map(CountryCode::parse) {
         None => None,
         Some(Ok(code)) => Some(code),
         Some(Err(e)) => {
@@ -89,13 +61,13 @@ pub(super) fn country_parameter(
 
 /// A parameter naming one of `choices` (name, seconds); `default` when absent.
 pub(super) fn choice_parameter(
-    params: &BTreeMap<String, String>,
+    value: Option<&str>,
     name: &str,
     default: &str,
     choices: &[(&str, i64)],
     errors: &mut Vec<FieldError>,
 ) -> (String, i64) {
-    let value = params.get(name).map_or(default, String::as_str);
+    let value = value.unwrap_or(default);
     let fallback = choices
         .iter()
         .find(|(c, _)| *c == default)
@@ -115,12 +87,12 @@ pub(super) fn choice_parameter(
 
 /// The optional `limit` parameter, from 1 to `max`.
 pub(super) fn limit_parameter(
-    params: &BTreeMap<String, String>,
+    value: Option<&str>,
     default: usize,
     max: usize,
     errors: &mut Vec<FieldError>,
 ) -> usize {
-    match params.get("limit").map(|l| l.parse::<usize>()) {
+    match value.map(|l| l.parse::<usize>()) {
         None => default,
         Some(Ok(n)) if (1..=max).contains(&n) => n,
         Some(_) => {

@@ -1,6 +1,5 @@
 //! `outagewatch counts` and `outagewatch incidents`: the read API's queries run against the store and printed for an operator's terminal, as CSV or as JSON.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use outagewatch::config::Settings;
@@ -75,17 +74,14 @@ pub async fn counts(settings: &Settings, args: CountsArgs) -> anyhow::Result<()>
         Some(from) => from,
         None => (outagewatch::runtime::clock::now() - parse_last(&last)?).to_rfc3339(),
     };
-    let params: BTreeMap<String, String> = [
-        ("service", Some(service)),
-        ("country", country),
-        ("city", city),
-        ("interval", Some(interval)),
-        ("from", Some(from)),
-        ("to", to),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-    .collect();
+    let params = api::CountsParams {
+        service: Some(service),
+        country,
+        city,
+        interval: Some(interval),
+        from: Some(from),
+        to,
+    };
     let (reads, catalog) = open_reads(settings).await?;
     let answer = api::counts_answer(&reads, &catalog, &params)
         .await
@@ -102,15 +98,13 @@ pub async fn incidents(settings: &Settings, args: IncidentsArgs) -> anyhow::Resu
         limit,
         format,
     } = args;
-    let params: BTreeMap<String, String> = [
-        ("status", Some(if open { "open" } else { "all" }.to_owned())),
-        ("service", service),
-        ("country", country),
-        ("limit", Some(limit.to_string())),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-    .collect();
+    let params = api::IncidentsParams {
+        status: Some(if open { "open" } else { "all" }.to_owned()),
+        service,
+        country,
+        limit: Some(limit.to_string()),
+        ..api::IncidentsParams::default()
+    };
     let (reads, catalog) = open_reads(settings).await?;
     let page = api::incidents_page(&reads, &catalog, &params)
         .await

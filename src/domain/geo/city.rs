@@ -12,7 +12,7 @@ use super::country::CountryCode;
 const CITIES_TSV: &str = include_str!("cities.tsv");
 
 /// Longest city input accepted, in characters; real names are far shorter.
-const MAX_CITY_CHARS: usize = 100;
+pub const MAX_CITY_CHARS: usize = 100;
 
 /// How many suggestions an unknown city carries.
 const SUGGESTIONS_ON_ERROR: usize = 5;

@@ -6,5 +6,5 @@
 mod city;
 mod country;
 
-pub use city::{gazetteer, City, CityError, Gazetteer};
+pub use city::{gazetteer, City, CityError, Gazetteer, MAX_CITY_CHARS};
 pub use country::{CountryCode, CountryError};
