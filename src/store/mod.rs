@@ -5,6 +5,7 @@ mod roles;
 mod rows;
 mod sql;
 mod sqlite;
+mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;

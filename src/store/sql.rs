@@ -4,14 +4,21 @@
 //! Where the dialects part (arrays against `json_each`, the settled-minute tables, index
 //! hints, the claim's locking) each backend keeps its own statement beside its method.
 
+use std::marker::PhantomData;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgQueryResult;
 use sqlx::query::{Query, QueryAs};
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
-use super::{Attempt, DeliveryStatus, IncidentAction, IncidentQuery, SeriesKey, TimeRange};
+use super::rows::BucketRow;
+use super::{
+    region_countries, Attempt, DeliveryStatus, IncidentAction, IncidentQuery, RegionCount, Rollup,
+    SeriesKey, TimeRange,
+};
 use crate::domain::incidents::Incident;
 
 /// A backend as the shared statements see it: how it stores a time.
@@ -24,6 +31,15 @@ pub(super) trait Backend: Database {
 
     /// A report's `received_at` (SQLite: unix milliseconds).
     fn received_at(at: DateTime<Utc>) -> Self::Time;
+
+    /// Postgres: `text[]`; SQLite: a JSON array, read with `json_each`.
+    type TextList: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
+
+    /// A list of texts bound as one value.
+    fn text_list(items: Vec<String>) -> Self::TextList;
+
+    /// How many rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 impl Backend for Postgres {
@@ -35,6 +51,16 @@ impl Backend for Postgres {
 
     fn received_at(at: DateTime<Utc>) -> DateTime<Utc> {
         at
+    }
+
+    type TextList = Vec<String>;
+
+    fn text_list(items: Vec<String>) -> Vec<String> {
+        items
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
     }
 }
 
@@ -48,6 +74,16 @@ impl Backend for Sqlite {
     fn received_at(at: DateTime<Utc>) -> i64 {
         at.timestamp_millis()
     }
+
+    type TextList = String;
+
+    fn text_list(items: Vec<String>) -> String {
+        serde_json::Value::from(items).to_string()
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 /// A value backend `DB` binds into arguments that live for `'a`.
@@ -56,10 +92,10 @@ pub(super) trait Bind<'a, DB: Database>: 'a + Encode<'a, DB> + Type<DB> {}
 impl<'a, DB: Database, T: 'a + Encode<'a, DB> + Type<DB>> Bind<'a, DB> for T {}
 
 /// A statement with its arguments bound, as the builders here return it.
-type Bound<'a, DB> = Query<'a, DB, <DB as Database>::Arguments<'a>>;
+pub(super) type Bound<'a, DB> = Query<'a, DB, <DB as Database>::Arguments<'a>>;
 
 /// A statement read into rows of `O`, as the builders here return it.
-type BoundAs<'a, DB, O> = QueryAs<'a, DB, O, <DB as Database>::Arguments<'a>>;
+pub(super) type BoundAs<'a, DB, O> = QueryAs<'a, DB, O, <DB as Database>::Arguments<'a>>;
 
 /// The columns of `incidents`, in the order both backends select and insert them.
 pub(super) const INCIDENT_COLUMNS: &str = "id, service, scope, country, city, status, started_at, \
@@ -196,7 +232,7 @@ where
 pub(super) fn upsert_incident<'a, DB>(
     incident: &'a Incident,
     json: &'a (String, String),
-) -> QueryBuilder<'a, DB>
+) -> Bound<'a, DB>
 where
     DB: Backend,
     &'a str: Bind<'a, DB>,
@@ -206,30 +242,36 @@ where
     f64: Bind<'a, DB>,
     Option<DB::Time>: Bind<'a, DB>,
 {
-    let mut insert = QueryBuilder::new(format!("insert into incidents ({INCIDENT_COLUMNS}) "));
-    insert.push_values([incident], |mut row, i| {
-        row.push_bind(i.id)
-            .push_bind(i.service.as_str())
-            .push_bind(i.scope.as_str())
-            .push_bind(i.country.as_deref())
-            .push_bind(i.city.as_deref())
-            .push_bind(i.status.as_str())
-            .push_bind(DB::time(i.started_at))
-            .push_bind(DB::time(i.detected_at))
-            .push_bind(DB::time(i.peak_at))
-            .push_bind(i.peak_count)
-            .push_bind(i.expected_at_peak)
-            .push_bind(i.start_count)
-            .push_bind(i.excess_reports)
-            .push_bind(i.resolved_at.map(DB::time))
-            .push_bind(json.0.as_str())
-            .push_bind(json.1.as_str())
-            .push_bind(i.parent_id)
-            .push_bind(i.summary.as_str())
-            .push_bind(DB::time(i.updated_at));
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let binds: Vec<String> = (1..=INCIDENT_COLUMNS.split(',').count())
+            .map(|n| format!("${n}"))
+            .collect();
+        format!(
+            "insert into incidents ({INCIDENT_COLUMNS}) values ({}){INCIDENT_UPSERT}",
+            binds.join(", ")
+        )
     });
-    insert.push(INCIDENT_UPSERT);
-    insert
+    let i = incident;
+    sqlx::query(&SQL)
+        .bind(i.id)
+        .bind(i.service.as_str())
+        .bind(i.scope.as_str())
+        .bind(i.country.as_deref())
+        .bind(i.city.as_deref())
+        .bind(i.status.as_str())
+        .bind(DB::time(i.started_at))
+        .bind(DB::time(i.detected_at))
+        .bind(DB::time(i.peak_at))
+        .bind(i.peak_count)
+        .bind(i.expected_at_peak)
+        .bind(i.start_count)
+        .bind(i.excess_reports)
+        .bind(i.resolved_at.map(DB::time))
+        .bind(json.0.as_str())
+        .bind(json.1.as_str())
+        .bind(i.parent_id)
+        .bind(i.summary.as_str())
+        .bind(DB::time(i.updated_at))
 }
 
 /// [`super::CatalogStore::act_on_incident`]'s update of incident `id` at `at`.
@@ -351,4 +393,113 @@ where
     .bind(city)
     .bind(DB::time(range.from))
     .bind(DB::time(range.to))
+}
+
+/// The read statements where the dialects part (tables, casts, index hints, lists), one set a
+/// backend; its methods bind each set alike, so the binds are written once.
+pub(super) struct ReadSql<DB> {
+    /// [`super::ReadStore::rollups`]: $1 service, $2 from, $3 to.
+    pub(super) rollups: &'static str,
+    /// [`super::ReadStore::top_cities`]: $1 service, $2 country (null: all), $3 from, $4 to,
+    /// $5 limit.
+    pub(super) top_cities: &'static str,
+    /// [`super::ReadStore::counts`] of a city: $1 service, $2 country, $3 city, $4 from, $5 to,
+    /// $6 bucket seconds.
+    pub(super) city_counts: &'static str,
+    /// Counts of a country: $1 service, $2 country, $3 from, $4 to, $5 bucket seconds.
+    pub(super) country_counts: &'static str,
+    /// Counts of the world: $1 service, $2 every country (a [`Backend::TextList`]), $3 from,
+    /// $4 to, $5 bucket seconds.
+    pub(super) world_counts: &'static str,
+    /// [`super::ReadStore::region_counts`] per country: $1 service, $2 from, $3 to,
+    /// $4 countries (a [`Backend::TextList`]).
+    pub(super) country_totals: &'static str,
+    /// Region counts per city, bound as `country_totals`.
+    pub(super) city_totals: &'static str,
+    pub(super) backend: PhantomData<DB>,
+}
+
+impl<DB> ReadSql<DB>
+where
+    DB: Backend,
+    for<'a> &'a str: Bind<'a, DB>,
+    for<'a> Option<&'a str>: Bind<'a, DB>,
+    for<'a> i64: Bind<'a, DB>,
+    Rollup: for<'r> FromRow<'r, DB::Row>,
+    RegionCount: for<'r> FromRow<'r, DB::Row>,
+    BucketRow: for<'r> FromRow<'r, DB::Row>,
+{
+    /// [`super::ReadStore::rollups`] of `service` in `range`.
+    pub(super) fn rollups<'a>(
+        &self,
+        service: &'a str,
+        range: TimeRange,
+    ) -> BoundAs<'a, DB, Rollup> {
+        sqlx::query_as(self.rollups)
+            .bind(service)
+            .bind(DB::time(range.from))
+            .bind(DB::time(range.to))
+    }
+
+    /// [`super::ReadStore::top_cities`] of `series`' service (and country) in `range`.
+    pub(super) fn top_cities<'a>(
+        &self,
+        series: &'a SeriesKey,
+        range: TimeRange,
+        limit: u32,
+    ) -> BoundAs<'a, DB, RegionCount> {
+        let (service, country, _) = series.parts();
+        sqlx::query_as(self.top_cities)
+            .bind(service)
+            .bind(country)
+            .bind(DB::time(range.from))
+            .bind(DB::time(range.to))
+            .bind(i64::from(limit))
+    }
+
+    /// [`super::ReadStore::counts`]: the statement of `series`' level, bound.
+    pub(super) fn counts<'a>(
+        &self,
+        series: &'a SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+    ) -> BoundAs<'a, DB, BucketRow> {
+        let (service, country, city) = series.parts();
+        let query = match (country, city) {
+            (Some(country), Some(city)) => sqlx::query_as(self.city_counts)
+                .bind(service)
+                .bind(country)
+                .bind(city),
+            (Some(country), None) => sqlx::query_as(self.country_counts)
+                .bind(service)
+                .bind(country),
+            (None, _) => sqlx::query_as(self.world_counts)
+                .bind(service)
+                .bind(DB::text_list(region_countries(None))),
+        };
+        query
+            .bind(DB::time(range.from))
+            .bind(DB::time(range.to))
+            .bind(bucket_seconds)
+    }
+
+    /// [`super::ReadStore::region_counts`]: per city with `cities`, else per country.
+    pub(super) fn region_counts<'a>(
+        &self,
+        service: &'a str,
+        country: Option<&str>,
+        cities: bool,
+        range: TimeRange,
+    ) -> BoundAs<'a, DB, RegionCount> {
+        let statement = if cities {
+            self.city_totals
+        } else {
+            self.country_totals
+        };
+        sqlx::query_as(statement)
+            .bind(service)
+            .bind(DB::time(range.from))
+            .bind(DB::time(range.to))
+            .bind(DB::text_list(region_countries(country)))
+    }
 }

@@ -1,20 +1,21 @@
 //! [`CoordinationStore`] on Postgres: migrations, the ping, live events across processes and the detector leader's lock.
 
+use sqlx::migrate::Migrator;
+
 use super::*;
 use crate::store::CoordinationStore;
+
+/// The Postgres migrations, built into the binary.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 #[async_trait]
 impl CoordinationStore for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        steps::migrate(&MIGRATOR, &self.pool).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
+        steps::ping(&self.pool).await
     }
 
     async fn notify(&self, payload: &str) -> Result<bool, StoreError> {

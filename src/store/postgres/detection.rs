@@ -86,28 +86,12 @@ impl DetectionStore for PostgresStore {
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row: Option<CheckpointRow> = sqlx::query_as(sql::CHECKPOINT)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(Checkpoint::from))
+        steps::checkpoint(&self.pool).await
     }
 
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        if let Some((from, to)) = write.replace {
-            sqlx::query(sql::DELETE_REDETECTED)
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for incident in write.incidents {
-            let json = rows::incident_json(incident);
-            sql::upsert_incident::<Postgres>(incident, &json)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
+        steps::replace_incidents::<Postgres>(&mut tx, write).await?;
         if !write.expectations.is_empty() {
             let e = write.expectations;
             sqlx::query(
@@ -123,25 +107,7 @@ impl DetectionStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(before) = write.prune_expectations_before {
-            sqlx::query(sql::PRUNE_EXPECTATIONS)
-                .bind(before)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(watermark) = write.watermark {
-            sqlx::query(sql::SET_WATERMARK)
-                .bind(watermark)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some((state_at, state)) = write.state {
-            sqlx::query(sql::SET_STATE)
-                .bind(state_at)
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
-        }
+        steps::advance_detector::<Postgres>(&mut tx, write).await?;
         if !write.deliveries.is_empty() {
             let d = write.deliveries;
             sqlx::query(

@@ -17,13 +17,14 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions}
 use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
+use super::rows::{self, DeliveryRow, IncidentRow};
 use super::sql::{self, DELIVERY_COLUMNS};
+use super::steps;
 use super::{
-    minute_of, quotas, region_countries, settled_before, Attempt, Checkpoint, ConnectOptions,
-    CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership,
-    Listener, MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
-    RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
+    minute_of, quotas, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
+    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
+    NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup,
+    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};

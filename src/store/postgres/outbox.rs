@@ -52,18 +52,7 @@ impl OutboxStore for PostgresStore {
         forget_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let expired = sqlx::query(sql::EXPIRE_DELIVERIES)
-            .bind(give_up_before)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::FORGET_DELIVERIES)
-            .bind(forget_before)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(expired.rows_affected())
+        steps::expire_deliveries(&self.pool, give_up_before, forget_before, now).await
     }
 
     async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {

@@ -1,7 +1,58 @@
 //! [`ReadStore`] on Postgres: the read side: counts, regions, expectations, top cities, problem mixes, incidents.
 
+use std::marker::PhantomData;
+
 use super::*;
 use crate::store::ReadStore;
+
+/// The read statements in Postgres' dialect; [`sql::ReadSql`] says how each is bound.
+///
+/// `counts`: the global series is the sum of the country totals; a country's is its total row.
+/// One statement each, with literal city predicates, so every plan of each prepared statement
+/// can use its index: `($2 is null or country = $2)` or `city = $3` cannot be index conditions
+/// of a generic plan (the partial country-series index needs `city = ''` in the text). A
+/// city's series is a primary-key range; a country's an index-only range of the country-series
+/// index; the world's that index walked country by country.
+///
+/// `region_counts`: literal city predicates, so the partial region indexes match any plan of
+/// the prepared statement; the country list keeps the city index a range scan per country.
+const READS: sql::ReadSql<Postgres> = sql::ReadSql {
+    rollups: "select minute, country, city, count from rollups
+         where service = $1 and minute >= $2 and minute < $3
+         order by minute, country, city",
+    top_cities: "select country, city, sum(count)::int8 as count from rollups
+         where service = $1 and ($2::text is null or country = $2) and city <> ''
+           and minute >= $3 and minute < $4
+         group by country, city
+         order by count desc, country, city
+         limit $5",
+    city_counts:
+        "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8 as count
+         from rollups
+         where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
+         group by bucket
+         order by bucket",
+    country_counts:
+        "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
+         from rollups
+         where service = $1 and country = $2 and city = '' and minute >= $3 and minute < $4
+         group by bucket
+         order by bucket",
+    world_counts:
+        "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
+         from rollups
+         where service = $1 and city = '' and country = any($2) and minute >= $3 and minute < $4
+         group by bucket
+         order by bucket",
+    city_totals: "select country, city, sum(count)::int8 as count from rollups
+         where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
+         group by country, city",
+    // '' rather than the column, so the country-series index answers alone.
+    country_totals: "select country, ''::text as city, sum(count)::int8 as count from rollups
+         where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
+         group by country",
+    backend: PhantomData,
+};
 
 #[async_trait]
 impl ReadStore for PostgresStore {
@@ -11,19 +62,10 @@ impl ReadStore for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
-        let rows: Vec<Rollup> = sqlx::query_as(
-            "select minute, country, city, count from rollups
-             where service = $1 and minute >= $2 and minute < $3
-             order by minute, country, city",
-        )
-        .bind(service)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        let query = READS.rollups(service, TimeRange::new(from, to));
         Ok(sum_adjacent(
-            rows,
-            |a, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
+            steps::fetch_all(query, &self.pool).await?,
+            |a: &Rollup, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
             |r| &mut r.count,
         ))
     }
@@ -34,24 +76,8 @@ impl ReadStore for PostgresStore {
         range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
-        let (service, country, _) = series.parts();
-        let TimeRange { from, to } = range;
-        let rows: Vec<RegionCount> = sqlx::query_as(
-            "select country, city, sum(count)::int8 as count from rollups
-             where service = $1 and ($2::text is null or country = $2) and city <> ''
-               and minute >= $3 and minute < $4
-             group by country, city
-             order by count desc, country, city
-             limit $5",
-        )
-        .bind(service)
-        .bind(country)
-        .bind(from)
-        .bind(to)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows::into_all(rows))
+        let query = READS.top_cities(series, range, limit);
+        steps::fetch_all(query, &self.pool).await
     }
 
     async fn problem_counts(
@@ -59,9 +85,11 @@ impl ReadStore for PostgresStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<ProblemCount>, StoreError> {
-        Ok(sql::problem_counts::<Postgres, _>(series, range)
-            .fetch_all(&self.pool)
-            .await?)
+        steps::fetch_all(
+            sql::problem_counts::<Postgres, ProblemCount>(series, range),
+            &self.pool,
+        )
+        .await
     }
 
     async fn counts(
@@ -70,52 +98,8 @@ impl ReadStore for PostgresStore {
         range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
-        let (service, country, city) = series.parts();
-        let TimeRange { from, to } = range;
-        // The global series is the sum of the country totals; a country's is its total row.
-        // One statement each, with literal city predicates, so every plan of each prepared
-        // statement can use its index: `($2 is null or country = $2)` or `city = $3` cannot
-        // be index conditions of a generic plan (the partial country-series index needs
-        // `city = ''` in the text). A city's series is a primary-key range; a country's an
-        // index-only range of the country-series index; the world's that index walked
-        // country by country.
-        let query = match (country, city) {
-            (Some(country), Some(city)) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $6) * $6 as bucket, sum(count)::int8 as count
-                 from rollups
-                 where service = $1 and country = $2 and city = $3 and minute >= $4 and minute < $5
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(country)
-            .bind(city),
-            (Some(country), None) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
-                 from rollups
-                 where service = $1 and country = $2 and city = '' and minute >= $3 and minute < $4
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(country),
-            (None, _) => sqlx::query_as(
-                "select (extract(epoch from minute)::int8 / $5) * $5 as bucket, sum(count)::int8 as count
-                 from rollups
-                 where service = $1 and city = '' and country = any($2) and minute >= $3 and minute < $4
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(region_countries(None)),
-        };
-        let rows: Vec<BucketRow> = query
-            .bind(from)
-            .bind(to)
-            .bind(bucket_seconds)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows::into_all(rows))
+        let query = READS.counts(series, range, bucket_seconds);
+        steps::fetch_all(query, &self.pool).await
     }
 
     async fn region_counts(
@@ -125,26 +109,8 @@ impl ReadStore for PostgresStore {
         cities: bool,
         range: TimeRange,
     ) -> Result<Vec<RegionCount>, StoreError> {
-        let TimeRange { from, to } = range;
-        // Literal city predicates, so the partial region indexes match any plan of the
-        // prepared statement; the country list keeps the city index a range scan per country.
-        let statement = if cities {
-            "select country, city, sum(count)::int8 as count from rollups
-             where service = $1 and city <> '' and country = any($4) and minute >= $2 and minute < $3
-             group by country, city"
-        } else {
-            // '' rather than the column, so the country-series index answers alone.
-            "select country, ''::text as city, sum(count)::int8 as count from rollups
-             where service = $1 and city = '' and country = any($4) and minute >= $2 and minute < $3
-             group by country"
-        };
-        Ok(sqlx::query_as(statement)
-            .bind(service)
-            .bind(from)
-            .bind(to)
-            .bind(region_countries(country))
-            .fetch_all(&self.pool)
-            .await?)
+        let query = READS.region_counts(service, country, cities, range);
+        steps::fetch_all(query, &self.pool).await
     }
 
     async fn region_expectations(
@@ -179,9 +145,8 @@ impl ReadStore for PostgresStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<QuarterExpectation>, StoreError> {
-        Ok(sql::expectations::<Postgres, _>(series, range)
-            .fetch_all(&self.pool)
-            .await?)
+        let query = sql::expectations::<Postgres, QuarterExpectation>(series, range);
+        steps::fetch_all(query, &self.pool).await
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

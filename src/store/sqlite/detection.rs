@@ -51,53 +51,19 @@ impl DetectionStore for SqliteStore {
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row: Option<CheckpointRow> = sqlx::query_as(sql::CHECKPOINT)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(Checkpoint::from))
+        steps::checkpoint(&self.reader).await
     }
 
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        if let Some((from, to)) = write.replace {
-            sqlx::query(sql::DELETE_REDETECTED)
-                .bind(from.timestamp())
-                .bind(to.timestamp())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for incident in write.incidents {
-            let json = rows::incident_json(incident);
-            sql::upsert_incident::<Sqlite>(incident, &json)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
+        steps::replace_incidents::<Sqlite>(&mut tx, write).await?;
         insert_expectations(
             &mut tx,
             write.expectations,
             " on conflict (service, country, city, quarter) do update set expected = excluded.expected",
         )
         .await?;
-        if let Some(before) = write.prune_expectations_before {
-            sqlx::query(sql::PRUNE_EXPECTATIONS)
-                .bind(before.timestamp())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(watermark) = write.watermark {
-            sqlx::query(sql::SET_WATERMARK)
-                .bind(watermark.timestamp())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some((state_at, state)) = write.state {
-            sqlx::query(sql::SET_STATE)
-                .bind(state_at.timestamp())
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
-        }
+        steps::advance_detector::<Sqlite>(&mut tx, write).await?;
         for chunk in write.deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "insert into webhook_deliveries (event_id, endpoint, event_type, incident_id, \

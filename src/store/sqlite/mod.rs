@@ -18,13 +18,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::rows::{self, BucketRow, CheckpointRow, DeliveryRow, IncidentRow};
+use super::rows::{self, DeliveryRow, IncidentRow};
 use super::sql::{self, DELIVERY_COLUMNS};
+use super::steps;
 use super::{
-    quotas, region_countries, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
-    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
-    NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup,
-    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
+    quotas, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery, DetectionWrite,
+    Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport,
+    Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
+    ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
@@ -79,11 +80,6 @@ fn millis(at: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-/// A JSON array of strings, for `json_each` lists in queries.
-fn json_list(items: &[String]) -> String {
-    serde_json::Value::from(items.to_vec()).to_string()
 }
 
 /// SQLite serves one process, so that process always leads the detector.

@@ -1,7 +1,55 @@
 //! [`ReadStore`] on SQLite: the read side: counts, regions, expectations, top cities, problem mixes, incidents.
 
+use std::marker::PhantomData;
+
 use super::*;
 use crate::store::ReadStore;
+
+/// The read statements in SQLite's dialect; [`sql::ReadSql`] says how each is bound.
+///
+/// `top_cities`: an incident's range is short, so the minute index beats any country's whole
+/// history. `counts`: the global series is the sum of the country totals; a country's is its
+/// total row. One statement each, with literal city predicates so the partial country-series
+/// index applies: a city's series is a primary-key range, a country's a range of the
+/// country-series index, the world's that index walked country by country. `region_counts`:
+/// literal city predicates, so the partial region indexes apply.
+const READS: sql::ReadSql<Sqlite> = sql::ReadSql {
+    rollups: "select minute, country, city, count from rollups_minute
+         where service = ?1 and minute >= ?2 and minute < ?3
+         order by minute, country, city",
+    top_cities: "select country, city, sum(count) as count
+         from rollups_minute indexed by rollups_minute_by_minute
+         where service = ?1 and (?2 is null or country = ?2) and city <> ''
+           and minute >= ?3 and minute < ?4
+         group by country, city
+         order by count desc, country, city
+         limit ?5",
+    city_counts: "select (minute / ?6) * ?6 as bucket, sum(count) as count
+         from rollups_minute
+         where service = ?1 and country = ?2 and city = ?3 and minute >= ?4 and minute < ?5
+         group by bucket
+         order by bucket",
+    country_counts: "select (minute / ?5) * ?5 as bucket, sum(count) as count
+         from rollups_minute indexed by rollups_country_series
+         where service = ?1 and country = ?2 and city = '' and minute >= ?3 and minute < ?4
+         group by bucket
+         order by bucket",
+    world_counts: "select (minute / ?5) * ?5 as bucket, sum(count) as count
+         from rollups_minute indexed by rollups_country_series
+         where service = ?1 and city = '' and country in (select value from json_each(?2))
+           and minute >= ?3 and minute < ?4
+         group by bucket
+         order by bucket",
+    city_totals: "select country, city, sum(count) as count from rollups_minute
+         where service = ?1 and city <> '' and country in (select value from json_each(?4))
+           and minute >= ?2 and minute < ?3
+         group by country, city",
+    country_totals: "select country, '' as city, sum(count) as count from rollups_minute
+         where service = ?1 and city = '' and country in (select value from json_each(?4))
+           and minute >= ?2 and minute < ?3
+         group by country",
+    backend: PhantomData,
+};
 
 #[async_trait]
 impl ReadStore for SqliteStore {
@@ -11,16 +59,8 @@ impl ReadStore for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
-        Ok(sqlx::query_as(
-            "select minute, country, city, count from rollups_minute
-             where service = ? and minute >= ? and minute < ?
-             order by minute, country, city",
-        )
-        .bind(service)
-        .bind(from.timestamp())
-        .bind(to.timestamp())
-        .fetch_all(&self.reader)
-        .await?)
+        let query = READS.rollups(service, TimeRange::new(from, to));
+        steps::fetch_all(query, &self.reader).await
     }
 
     async fn top_cities(
@@ -29,26 +69,8 @@ impl ReadStore for SqliteStore {
         range: TimeRange,
         limit: u32,
     ) -> Result<Vec<CityCount>, StoreError> {
-        let (service, country, _) = series.parts();
-        let TimeRange { from, to } = range;
-        // An incident's range is short: the minute index beats any country's whole history.
-        let rows: Vec<RegionCount> = sqlx::query_as(
-            "select country, city, sum(count) as count
-             from rollups_minute indexed by rollups_minute_by_minute
-             where service = ?1 and (?2 is null or country = ?2) and city <> ''
-               and minute >= ?3 and minute < ?4
-             group by country, city
-             order by count desc, country, city
-             limit ?5",
-        )
-        .bind(service)
-        .bind(country)
-        .bind(from.timestamp())
-        .bind(to.timestamp())
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows::into_all(rows))
+        let query = READS.top_cities(series, range, limit);
+        steps::fetch_all(query, &self.reader).await
     }
 
     async fn problem_counts(
@@ -56,9 +78,11 @@ impl ReadStore for SqliteStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<ProblemCount>, StoreError> {
-        Ok(sql::problem_counts::<Sqlite, _>(series, range)
-            .fetch_all(&self.reader)
-            .await?)
+        steps::fetch_all(
+            sql::problem_counts::<Sqlite, ProblemCount>(series, range),
+            &self.reader,
+        )
+        .await
     }
 
     async fn counts(
@@ -67,50 +91,8 @@ impl ReadStore for SqliteStore {
         range: TimeRange,
         bucket_seconds: i64,
     ) -> Result<Vec<CountBucket>, StoreError> {
-        let (service, country, city) = series.parts();
-        let TimeRange { from, to } = range;
-        // The global series is the sum of the country totals; a country's is its total row.
-        // One statement each, with literal city predicates so the partial country-series
-        // index applies: a city's series is a primary-key range, a country's a range of the
-        // country-series index, the world's that index walked country by country.
-        let query = match (country, city) {
-            (Some(country), Some(city)) => sqlx::query_as(
-                "select (minute / ?6) * ?6 as bucket, sum(count) as count
-                 from rollups_minute
-                 where service = ?1 and country = ?2 and city = ?3 and minute >= ?4 and minute < ?5
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(country)
-            .bind(city),
-            (Some(country), None) => sqlx::query_as(
-                "select (minute / ?5) * ?5 as bucket, sum(count) as count
-                 from rollups_minute indexed by rollups_country_series
-                 where service = ?1 and country = ?2 and city = '' and minute >= ?3 and minute < ?4
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(country),
-            (None, _) => sqlx::query_as(
-                "select (minute / ?5) * ?5 as bucket, sum(count) as count
-                 from rollups_minute indexed by rollups_country_series
-                 where service = ?1 and city = '' and country in (select value from json_each(?2))
-                   and minute >= ?3 and minute < ?4
-                 group by bucket
-                 order by bucket",
-            )
-            .bind(service)
-            .bind(json_list(&region_countries(None))),
-        };
-        let rows: Vec<BucketRow> = query
-            .bind(from.timestamp())
-            .bind(to.timestamp())
-            .bind(bucket_seconds)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows::into_all(rows))
+        let query = READS.counts(series, range, bucket_seconds);
+        steps::fetch_all(query, &self.reader).await
     }
 
     async fn region_counts(
@@ -120,26 +102,8 @@ impl ReadStore for SqliteStore {
         cities: bool,
         range: TimeRange,
     ) -> Result<Vec<RegionCount>, StoreError> {
-        let TimeRange { from, to } = range;
-        // Literal city predicates, so the partial region indexes apply.
-        let statement = if cities {
-            "select country, city, sum(count) as count from rollups_minute
-             where service = ?1 and city <> '' and country in (select value from json_each(?4))
-               and minute >= ?2 and minute < ?3
-             group by country, city"
-        } else {
-            "select country, '' as city, sum(count) as count from rollups_minute
-             where service = ?1 and city = '' and country in (select value from json_each(?4))
-               and minute >= ?2 and minute < ?3
-             group by country"
-        };
-        Ok(sqlx::query_as(statement)
-            .bind(service)
-            .bind(from.timestamp())
-            .bind(to.timestamp())
-            .bind(json_list(&region_countries(country)))
-            .fetch_all(&self.reader)
-            .await?)
+        let query = READS.region_counts(service, country, cities, range);
+        steps::fetch_all(query, &self.reader).await
     }
 
     async fn region_expectations(
@@ -178,9 +142,8 @@ impl ReadStore for SqliteStore {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<QuarterExpectation>, StoreError> {
-        Ok(sql::expectations::<Sqlite, _>(series, range)
-            .fetch_all(&self.reader)
-            .await?)
+        let query = sql::expectations::<Sqlite, QuarterExpectation>(series, range);
+        steps::fetch_all(query, &self.reader).await
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
