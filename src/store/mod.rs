@@ -1,5 +1,7 @@
 //! The store: one narrow trait over Postgres (production) and SQLite (embedded default), spoken in domain terms.
 
+#[macro_use]
+mod shared_reads;
 mod postgres;
 mod roles;
 mod rows;

@@ -54,8 +54,7 @@ const READS: sql::ReadSql<Postgres> = sql::ReadSql {
     backend: PhantomData,
 };
 
-#[async_trait]
-impl ReadStore for PostgresStore {
+read_store!(PostgresStore, Postgres, pool, READS, {
     async fn rollups(
         &self,
         service: &str,
@@ -68,49 +67,6 @@ impl ReadStore for PostgresStore {
             |a: &Rollup, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
             |r| &mut r.count,
         ))
-    }
-
-    async fn top_cities(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        limit: u32,
-    ) -> Result<Vec<CityCount>, StoreError> {
-        let query = READS.top_cities(series, range, limit);
-        steps::fetch_all(query, &self.pool).await
-    }
-
-    async fn problem_counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<Vec<ProblemCount>, StoreError> {
-        steps::fetch_all(
-            sql::problem_counts::<Postgres, ProblemCount>(series, range),
-            &self.pool,
-        )
-        .await
-    }
-
-    async fn counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        bucket_seconds: i64,
-    ) -> Result<Vec<CountBucket>, StoreError> {
-        let query = READS.counts(series, range, bucket_seconds);
-        steps::fetch_all(query, &self.pool).await
-    }
-
-    async fn region_counts(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        cities: bool,
-        range: TimeRange,
-    ) -> Result<Vec<RegionCount>, StoreError> {
-        let query = READS.region_counts(service, country, cities, range);
-        steps::fetch_all(query, &self.pool).await
     }
 
     async fn region_expectations(
@@ -139,29 +95,4 @@ impl ReadStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?)
     }
-
-    async fn expectations(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<Vec<QuarterExpectation>, StoreError> {
-        let query = sql::expectations::<Postgres, QuarterExpectation>(series, range);
-        steps::fetch_all(query, &self.pool).await
-    }
-
-    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let rows: Vec<IncidentRow> = sql::incidents::<Postgres>(query)
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        rows::incidents(rows)
-    }
-
-    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        let row: Option<IncidentRow> = sqlx::query_as(sql::incident_by_id())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(Incident::try_from).transpose()
-    }
-}
+});

@@ -51,8 +51,7 @@ const READS: sql::ReadSql<Sqlite> = sql::ReadSql {
     backend: PhantomData,
 };
 
-#[async_trait]
-impl ReadStore for SqliteStore {
+read_store!(SqliteStore, Sqlite, reader, READS, {
     async fn rollups(
         &self,
         service: &str,
@@ -60,49 +59,6 @@ impl ReadStore for SqliteStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         let query = READS.rollups(service, TimeRange::new(from, to));
-        steps::fetch_all(query, &self.reader).await
-    }
-
-    async fn top_cities(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        limit: u32,
-    ) -> Result<Vec<CityCount>, StoreError> {
-        let query = READS.top_cities(series, range, limit);
-        steps::fetch_all(query, &self.reader).await
-    }
-
-    async fn problem_counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<Vec<ProblemCount>, StoreError> {
-        steps::fetch_all(
-            sql::problem_counts::<Sqlite, ProblemCount>(series, range),
-            &self.reader,
-        )
-        .await
-    }
-
-    async fn counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        bucket_seconds: i64,
-    ) -> Result<Vec<CountBucket>, StoreError> {
-        let query = READS.counts(series, range, bucket_seconds);
-        steps::fetch_all(query, &self.reader).await
-    }
-
-    async fn region_counts(
-        &self,
-        service: &str,
-        country: Option<&str>,
-        cities: bool,
-        range: TimeRange,
-    ) -> Result<Vec<RegionCount>, StoreError> {
-        let query = READS.region_counts(service, country, cities, range);
         steps::fetch_all(query, &self.reader).await
     }
 
@@ -136,29 +92,4 @@ impl ReadStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?)
     }
-
-    async fn expectations(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-    ) -> Result<Vec<QuarterExpectation>, StoreError> {
-        let query = sql::expectations::<Sqlite, QuarterExpectation>(series, range);
-        steps::fetch_all(query, &self.reader).await
-    }
-
-    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let rows: Vec<IncidentRow> = sql::incidents::<Sqlite>(query)
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await?;
-        rows::incidents(rows)
-    }
-
-    async fn incident(&self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        let row: Option<IncidentRow> = sqlx::query_as(sql::incident_by_id())
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Incident::try_from).transpose()
-    }
-}
+});
