@@ -516,6 +516,46 @@ on_both_backends!(every_read_answers_csv_on_request, |backend| async move {
 });
 
 on_both_backends!(
+    a_percent_encoded_format_is_read_as_the_plain_one,
+    |backend| async move {
+        let app = app_with_counts(backend).await;
+        let csv = |path: String| {
+            let app = &app;
+            async move {
+                let response = app.client.get(app.url(&path)).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{path}");
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "text/csv; charset=utf-8",
+                    "{path}"
+                );
+                response.text().await.unwrap()
+            }
+        };
+        let plain = csv(format!(
+            "/api/v1/counts?service=x&format=csv&{}",
+            range(0, 45)
+        ))
+        .await;
+        // `%63sv` is `csv`, and `%66ormat` is `format` (removed before the handler sees it).
+        let encoded = csv(format!(
+            "/api/v1/counts?service=x&format=%63sv&{}",
+            range(0, 45)
+        ))
+        .await;
+        let encoded_name = csv(format!(
+            "/api/v1/counts?service=x&%66ormat=csv&{}",
+            range(0, 45)
+        ))
+        .await;
+        assert!(plain.starts_with("start,count,expected\n"), "{plain}");
+        assert_eq!(encoded, plain);
+        assert_eq!(encoded_name, plain);
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
     a_read_answer_is_shared_for_the_cache_seconds_per_url_and_format,
     |backend| async move {
         let app = TestApp::spawn_with(

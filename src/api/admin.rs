@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::contract::{AdminProblems, BodyProblems, IncidentAnswers};
 use super::extract::{ApiJson, JsonBody};
 use super::{ApiError, AppState};
 use crate::config::AdminSettings;
@@ -205,77 +206,6 @@ pub(super) struct RedetectAnswer {
     /// Incidents that started in the range, and how many of them are open.
     incidents: Option<usize>,
     open: Option<usize>,
-}
-
-/// What every admin route may answer besides its own answers (for the route descriptions).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-enum AdminProblems {
-    /// No bearer token.
-    #[response(status = 401, content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "`Bearer`.")),
-        example = json!({"type": "/problems/unauthorized", "title": "Admin token required", "status": 401,
-            "detail": "this route needs an admin bearer token (Authorization: Bearer ...)"}))]
-    Unauthorized(Problem<'static>),
-    /// The token is not an admin token.
-    #[response(status = 403, content_type = "application/problem+json",
-        example = json!({"type": "/problems/forbidden", "title": "Forbidden", "status": 403,
-            "detail": "the token is not an admin token"}))]
-    Forbidden(Problem<'static>),
-    /// The store is unavailable.
-    #[response(status = 503, content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")),
-        example = json!({"type": "/problems/unavailable", "title": "Service unavailable", "status": 503,
-            "detail": "the store is unavailable; retry later"}))]
-    Unavailable(Problem<'static>),
-}
-
-/// What the incident routes answer besides the problems above (for the route descriptions).
-#[derive(utoipa::IntoResponses)]
-// Never built: it only describes answers, so the variants' sizes do not matter.
-#[allow(dead_code, clippy::large_enum_variant)]
-enum IncidentAnswers {
-    /// The incident as it now stands.
-    #[response(status = 200,
-        example = json!({"id": "5f0c6a53-8d1e-8a4b-9c3d-2e1f0a9b8c7d", "service": "x", "scope": "country",
-            "country": "PK", "city": null, "status": "resolved", "started_at": "2025-03-10T09:58:00Z",
-            "detected_at": "2025-03-10T10:00:00Z", "peak_at": "2025-03-10T18:06:00Z",
-            "peak_count": 133.0, "expected_at_peak": 4.9,
-            "start_count": 37.0, "excess_reports": 1800.0, "resolved_at": "2025-03-10T19:40:00Z",
-            "top_cities": [], "problems": {"app": 1.0}, "parent_id": null,
-            "summary": "Reports about X (Twitter) in Pakistan rose from 37 to 133 per 15 minutes.",
-            "updated_at": "2025-03-10T19:40:00Z", "note": "Confirmed by the provider.", "resolved_by": "ops"}))]
-    Changed(Incident),
-    /// The id is not a UUID (or a body is not well-formed JSON).
-    #[response(status = 400, content_type = "application/problem+json",
-        example = json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter", "status": 400,
-            "detail": "id: \"abc\" is not a UUID", "errors": [{"field": "id", "message": "\"abc\" is not a UUID"}]}))]
-    BadId(Problem<'static>),
-    /// No such incident.
-    #[response(status = 404, content_type = "application/problem+json",
-        example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "not found"}))]
-    Missing(Problem<'static>),
-}
-
-/// What an admin route with a JSON body may answer about the body (for the route descriptions).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-enum BodyProblems {
-    /// The body did not arrive in time.
-    #[response(status = 408, content_type = "application/problem+json",
-        example = json!({"type": "/problems/request-timeout", "title": "Request body too slow", "status": 408,
-            "detail": "the body did not arrive within 5000 ms"}))]
-    TooSlow(Problem<'static>),
-    /// The body is larger than the limit.
-    #[response(status = 413, content_type = "application/problem+json",
-        example = json!({"type": "/problems/payload-too-large", "title": "Body too large", "status": 413,
-            "detail": "the body is larger than 65536 bytes"}))]
-    TooLarge(Problem<'static>),
-    /// `Content-Type` is not `application/json`.
-    #[response(status = 415, content_type = "application/problem+json",
-        example = json!({"type": "/problems/unsupported-media-type", "title": "Unsupported content type",
-            "status": 415, "detail": "expected Content-Type: application/json"}))]
-    WrongType(Problem<'static>),
 }
 
 // Admin bodies: 400 for broken JSON, 422 (on `body`) naming what is wrong with well-formed JSON.

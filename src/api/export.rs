@@ -30,13 +30,9 @@ impl PartialSchema for FormatChoice {
 
 /// Which representation the client asked for: `format` wins over `Accept`.
 fn wants_csv(request: &Request) -> Result<bool, ApiError> {
-    let format = request.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find(|(k, _)| *k == "format")
-            .map(|(_, v)| v.to_owned())
-    });
-    match format.as_deref() {
+    // Decoded as the handlers' own parameters are (`%63sv` is `csv`; the last one given wins).
+    let params = super::extract::query_parameters(request.uri().query().unwrap_or_default())?;
+    match params.get("format").map(String::as_str) {
         Some("csv") => Ok(true),
         Some("json") => Ok(false),
         Some(_) => Err(ApiError::InvalidParameters(vec![FieldError::new(
@@ -51,13 +47,13 @@ fn wants_csv(request: &Request) -> Result<bool, ApiError> {
     }
 }
 
-/// The URI without its `format` parameter (the handlers do not know it).
+/// The URI without its `format` parameter (the handlers do not know it), however its name is
+/// encoded; the other parameters are kept as sent.
 fn without_format(uri: &Uri) -> Option<Uri> {
     let query = uri.query()?;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !(pair.starts_with("format=") || *pair == "format"))
-        .collect();
+    let is_format =
+        |pair: &str| super::extract::query_parameters(pair).is_ok_and(|p| p.contains_key("format"));
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_format(pair)).collect();
     let path = if kept.is_empty() {
         uri.path().to_owned()
     } else {
@@ -244,6 +240,28 @@ mod tests {
         assert_eq!(
             without_format(&uri).expect("still valid").to_string(),
             "/api/v1/counts?service=x&interval=1h"
+        );
+    }
+
+    #[test]
+    fn a_percent_encoded_format_is_read_and_removed_like_a_plain_one() {
+        let request = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request")
+        };
+        let wants = |uri: &str| wants_csv(&request(uri)).expect("a known format");
+        assert!(wants("/api/v1/counts?service=x&format=%63sv"));
+        assert!(wants("/api/v1/counts?service=x&%66ormat=csv"));
+        assert!(!wants("/api/v1/counts?format=%6Ason"));
+        assert!(wants_csv(&request("/api/v1/counts?format=%78ml")).is_err());
+        let uri: Uri = "/api/v1/counts?q=S%C3%A3o+Paulo&%66ormat=%63sv&interval=1h"
+            .parse()
+            .expect("valid uri");
+        assert_eq!(
+            without_format(&uri).expect("still valid").to_string(),
+            "/api/v1/counts?q=S%C3%A3o+Paulo&interval=1h"
         );
     }
 }

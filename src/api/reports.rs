@@ -1,17 +1,17 @@
 //! `POST /api/v1/reports`: one report or a batch, acknowledged only once committed.
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::extract::{ApiJson, JsonBody};
 use super::{ApiError, AppState};
 use crate::domain::counting::Outcome;
 use crate::domain::report::{Catalog, FieldError, Problem as ProblemKind, Report, ReportFields};
@@ -48,44 +48,210 @@ pub(super) enum Receipts {
     Batch(ReceiptBatch),
 }
 
-/// One report as a client sends it. Only the schema: the handler reads the fields one by one,
-/// so that it can name every field at fault, so the fields are never read.
-#[allow(dead_code)]
-#[derive(Deserialize, ToSchema)]
+/// One report as a client sends it.
+// Read by hand (`from_object`) rather than by serde's derive, which stops at the first fault:
+// every key at fault is kept in `faults`, so that the answer names them all.
+#[derive(Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"service": "x", "country": "PK", "city": "Lahore", "problem": "app"}))]
 pub(super) struct ReportBody {
     /// A slug from the service catalog, e.g. `x`, `youtube`, `whatsapp`.
-    service: String,
+    #[schema(value_type = String, required)]
+    service: Option<String>,
     /// ISO 3166-1 alpha-2, any case (`pk` is `PK`).
-    country: String,
+    #[schema(value_type = String, required)]
+    country: Option<String>,
     /// A city of at least 15,000 people in that country, any case or spelling the gazetteer
     /// knows (`Bombay` is `Mumbai`); left out (or null) for a country-level report.
     city: Option<String>,
     /// What is broken.
-    #[schema(schema_with = problem_kind)]
-    problem: String,
+    #[schema(schema_with = problem_kind, required)]
+    problem: Option<String>,
     /// A UUID of your choosing; send it again on retry and nothing is stored twice.
-    id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    id: Option<String>,
+    /// Keys no report has and values that are not text, in the order sent.
+    #[serde(skip)]
+    faults: Vec<FieldError>,
 }
 
-/// A batch of reports, answered with one receipt per report (only the schema, as above).
-#[allow(dead_code)]
-#[derive(Deserialize, ToSchema)]
+/// A batch of reports, answered with one receipt per report.
+#[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchBody {
     /// 1 to 1000 reports (`MAX_BATCH`).
-    #[schema(min_items = 1, max_items = 1000)]
-    reports: Vec<ReportBody>,
+    // `None` stands for an item that is not a JSON object.
+    #[schema(value_type = Vec<ReportBody>, min_items = 1, max_items = 1000)]
+    reports: Vec<Option<ReportBody>>,
+    /// What is wrong with the batch as a whole (another key, a wrong count), if anything.
+    #[serde(skip)]
+    fault: Option<FieldError>,
 }
 
-/// A request body: one report, or a batch (only the schema, as above).
-#[allow(dead_code)]
-#[derive(Deserialize, ToSchema)]
+/// A request body: one report, or a batch.
+#[derive(ToSchema)]
 #[serde(untagged)]
 pub(super) enum SubmissionBody {
     One(ReportBody),
     Batch(BatchBody),
+}
+
+impl<'de> Deserialize<'de> for SubmissionBody {
+    /// Reads the body whole as JSON first, so that JSON that is not well-formed is refused as
+    /// such wherever it breaks, then sorts it into this shape keeping every fault.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(SubmissionBody::from_json)
+    }
+}
+
+// Well-formed JSON always reads as a `SubmissionBody`; its faults are answered by `parse`.
+impl JsonBody for SubmissionBody {}
+
+impl SubmissionBody {
+    /// A batch when the object holds `reports`, otherwise one report.
+    fn from_json(value: Value) -> SubmissionBody {
+        let Value::Object(mut object) = value else {
+            // `ApiJson` refuses such a body before this is read; said here too for completeness.
+            return SubmissionBody::One(ReportBody {
+                faults: vec![FieldError::new("body", "the body must be a JSON object")],
+                ..ReportBody::default()
+            });
+        };
+        let other = object.keys().find(|k| k.as_str() != "reports").cloned();
+        match object.remove("reports") {
+            Some(reports) => SubmissionBody::Batch(BatchBody::from_json(reports, other)),
+            None => SubmissionBody::One(ReportBody::from_object(object)),
+        }
+    }
+
+    /// Validates every report, naming every field at fault (`reports[2].city` in a batch).
+    fn parse(self, catalog: &Catalog) -> Result<Submission, ApiError> {
+        match self {
+            SubmissionBody::One(report) => report
+                .parse(catalog)
+                .map(Submission::One)
+                .map_err(ApiError::Invalid),
+            SubmissionBody::Batch(batch) => batch.parse(catalog).map(Submission::Batch),
+        }
+    }
+}
+
+impl BatchBody {
+    /// The batch in `reports`; `other` is the first key of the body besides `reports`.
+    fn from_json(reports: Value, other: Option<String>) -> BatchBody {
+        let refused = |fault| BatchBody {
+            reports: Vec::new(),
+            fault: Some(fault),
+        };
+        if let Some(other) = other {
+            return refused(FieldError::new(
+                other,
+                "a batch body holds only \"reports\"",
+            ));
+        }
+        let Value::Array(items) = reports else {
+            return refused(FieldError::new(
+                "reports",
+                "reports must be an array of reports",
+            ));
+        };
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return refused(FieldError::new(
+                "reports",
+                format!(
+                    "a batch holds 1 to {MAX_BATCH} reports, not {}",
+                    items.len()
+                ),
+            ));
+        }
+        let reports = items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(object) => Some(ReportBody::from_object(object)),
+                _ => None,
+            })
+            .collect();
+        BatchBody {
+            reports,
+            fault: None,
+        }
+    }
+
+    /// Every report, or every fault of every report, each named under `reports[i]`.
+    fn parse(self, catalog: &Catalog) -> Result<Vec<Report>, ApiError> {
+        if let Some(fault) = self.fault {
+            return Err(ApiError::Invalid(vec![fault]));
+        }
+        let mut errors = Vec::new();
+        let mut parsed = Vec::with_capacity(self.reports.len());
+        for (i, item) in self.reports.iter().enumerate() {
+            let prefix = format!("reports[{i}]");
+            let Some(report) = item else {
+                errors.push(FieldError::new(prefix, "each report must be a JSON object"));
+                continue;
+            };
+            match report.parse(catalog) {
+                Ok(report) => parsed.push(report),
+                Err(field_errors) => {
+                    errors.extend(field_errors.into_iter().map(|e| e.within(&prefix)))
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(ApiError::Invalid(errors))
+        }
+    }
+}
+
+impl ReportBody {
+    /// Reads the known text fields of one report object; any other key, or a non-string
+    /// value, is a fault.
+    fn from_object(object: Map<String, Value>) -> ReportBody {
+        let mut body = ReportBody::default();
+        for (key, value) in object {
+            let slot = match key.as_str() {
+                "service" => &mut body.service,
+                "country" => &mut body.country,
+                "city" => &mut body.city,
+                "problem" => &mut body.problem,
+                "id" => &mut body.id,
+                other => {
+                    body.faults.push(FieldError::new(
+                        other,
+                        "unknown field; a report has service, country, city, problem and id",
+                    ));
+                    continue;
+                }
+            };
+            match value {
+                Value::String(text) => *slot = Some(text),
+                // An explicit null is the same as leaving an optional field out.
+                Value::Null if matches!(key.as_str(), "city" | "id") => {}
+                _ => body.faults.push(FieldError::new(
+                    key.as_str(),
+                    format!("{key} must be a string"),
+                )),
+            }
+        }
+        body
+    }
+
+    /// The report, or its faults, or else every field the domain refuses.
+    fn parse(&self, catalog: &Catalog) -> Result<Report, Vec<FieldError>> {
+        if !self.faults.is_empty() {
+            return Err(self.faults.clone());
+        }
+        let fields = ReportFields {
+            service: self.service.as_deref(),
+            country: self.country.as_deref(),
+            city: self.city.as_deref(),
+            problem: self.problem.as_deref(),
+            id: self.id.as_deref(),
+        };
+        Report::parse(&fields, catalog)
+    }
 }
 
 /// The `problem` field's schema: the wire names of every problem kind the parser accepts.
@@ -180,7 +346,7 @@ pub async fn create_reports(
     state: State<AppState>,
     client: Extension<ClientAddr>,
     headers: HeaderMap,
-    body: Body,
+    body: Result<ApiJson<SubmissionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let answer = store_reports(state, client, headers, body).await;
     if let Err(error) = &answer {
@@ -193,16 +359,10 @@ async fn store_reports(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
-    body: Body,
+    body: Result<ApiJson<SubmissionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let bytes = super::json_body(
-        &headers,
-        body,
-        state.max_body_bytes,
-        state.body_read_timeout,
-    )
-    .await?;
-    let (reports, single) = match parse_submission(&bytes, &state.catalog.current())? {
+    let ApiJson(body) = body?;
+    let (reports, single) = match body.parse(&state.catalog.current())? {
         Submission::One(report) => (vec![report], true),
         Submission::Batch(reports) => (reports, false),
     };
@@ -223,98 +383,4 @@ async fn store_reports(
         }),
     };
     Ok((status, Json(receipts)).into_response())
-}
-
-/// Parses and validates a body, naming every field at fault (`reports[2].city` in a batch).
-fn parse_submission(bytes: &[u8], catalog: &Catalog) -> Result<Submission, ApiError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "body",
-            "the body must be a JSON object",
-        )]));
-    };
-    let Some(reports) = object.get("reports") else {
-        return report_fields(&object)
-            .and_then(|fields| Report::parse(&fields, catalog))
-            .map(Submission::One)
-            .map_err(ApiError::Invalid);
-    };
-    if let Some(other) = object.keys().find(|k| k.as_str() != "reports") {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            other.as_str(),
-            "a batch body holds only \"reports\"",
-        )]));
-    }
-    let Value::Array(items) = reports else {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "reports",
-            "reports must be an array of reports",
-        )]));
-    };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "reports",
-            format!(
-                "a batch holds 1 to {MAX_BATCH} reports, not {}",
-                items.len()
-            ),
-        )]));
-    }
-    let mut errors = Vec::new();
-    let mut parsed = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let prefix = format!("reports[{i}]");
-        let Value::Object(object) = item else {
-            errors.push(FieldError::new(prefix, "each report must be a JSON object"));
-            continue;
-        };
-        let result = report_fields(object).and_then(|fields| Report::parse(&fields, catalog));
-        match result {
-            Ok(report) => parsed.push(report),
-            Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| e.within(&prefix))),
-        }
-    }
-    if errors.is_empty() {
-        Ok(Submission::Batch(parsed))
-    } else {
-        Err(ApiError::Invalid(errors))
-    }
-}
-
-/// Reads the known text fields of one report object; any other key, or a non-string value, is an error.
-fn report_fields(object: &Map<String, Value>) -> Result<ReportFields<'_>, Vec<FieldError>> {
-    let mut fields = ReportFields::default();
-    let mut errors = Vec::new();
-    for (key, value) in object {
-        let slot = match key.as_str() {
-            "service" => &mut fields.service,
-            "country" => &mut fields.country,
-            "city" => &mut fields.city,
-            "problem" => &mut fields.problem,
-            "id" => &mut fields.id,
-            other => {
-                errors.push(FieldError::new(
-                    other,
-                    "unknown field; a report has service, country, city, problem and id",
-                ));
-                continue;
-            }
-        };
-        match value {
-            Value::String(text) => *slot = Some(text.as_str()),
-            // An explicit null is the same as leaving an optional field out.
-            Value::Null if matches!(key.as_str(), "city" | "id") => {}
-            _ => errors.push(FieldError::new(
-                key.as_str(),
-                format!("{key} must be a string"),
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(fields)
-    } else {
-        Err(errors)
-    }
 }
