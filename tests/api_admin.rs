@@ -72,6 +72,31 @@ async fn admin_routes_answer_401_without_a_token_403_with_a_wrong_one_and_200_wi
 }
 
 #[tokio::test]
+async fn an_admin_body_that_is_not_a_json_object_is_refused_naming_the_body() {
+    let app = admin_app(Backend::Sqlite).await;
+    // serde would read a struct's fields from an array; schemathesis found `[null, null]`
+    // taken as a redetect of everything.
+    for (method, path, body) in [
+        ("POST", "/api/v1/admin/redetect", json!([null, null])),
+        (
+            "PUT",
+            "/api/v1/admin/services/bluesky",
+            json!(["Bluesky", true]),
+        ),
+    ] {
+        let (status, problem) = call(&app, method, path, Some(body), Some(TOKEN)).await;
+        assert_eq!(status, 422, "{path}: {problem}");
+        assert_eq!(
+            problem["errors"],
+            json!([{"field": "body", "message": "the body must be a JSON object"}]),
+            "{path}"
+        );
+    }
+    assert_eq!(services_listed(&app).await.len(), 10);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn without_configured_tokens_every_admin_call_is_refused() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (status, _) = call(&app, "GET", "/api/v1/admin/services", None, Some(TOKEN)).await;

@@ -185,6 +185,11 @@ on_both_backends!(
             ("/api/v1/places?q=lah".to_owned(), "country"),
             ("/api/v1/places?country=PK".to_owned(), "q"),
             ("/api/v1/places?country=PK&q=la&limit=0".to_owned(), "limit"),
+            // Longer than any city name the gazetteer holds (the document's maxLength).
+            (
+                format!("/api/v1/places?country=PK&q={}", "a".repeat(101)),
+                "q",
+            ),
             ("/api/v1/services?x=1".to_owned(), "x"),
         ];
         for (path, field) in cases {
