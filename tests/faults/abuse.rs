@@ -383,14 +383,20 @@ pub async fn schemathesis(cluster: &Cluster, scale: Scale) -> Row {
         })
         .map(str::trim)
         .collect();
+    let log = service.log_text();
     if !output.status.success() {
+        // The service's own last words, for a run that fails on the server's side (e.g.
+        // schemathesis reporting that it stopped responding).
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
         eprintln!(
             "{text}
+{}
+service log, last lines:
 {}",
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    let log = service.log_text();
     let server_errors = log.matches("internal error").count();
     Row {
         test,
