@@ -1,4 +1,4 @@
-//! Fills a Postgres database with the read benchmark's data set: minute rollups and quarter-hour expectations for the last N days of many services, countries and cities.
+//! Fills a Postgres database with the read benchmark's data set: minute rollups (and their quarter and hour tiers) and quarter-hour expectations for the last N days of many services, countries and cities.
 //!
 //! `cargo run --release --example seed_reads -- URL [DAYS] [SERVICES] [COUNTRIES] [CITIES] [TARGETS_DIR]`
 //! (defaults 30 days, 10 services, 50 countries, 20 cities per country); with TARGETS_DIR it
@@ -163,6 +163,20 @@ async fn main() {
         "seeded {rollup_rows} rollup rows ({reports} reports) and {expectation_rows} expectation rows in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    // The coarser rollup tiers, as the service keeps them beside the minutes it settles.
+    for statement in [
+        "insert into rollups_quarter (service, country, city, quarter, count)
+         select service, country, city, date_bin('15 minutes', minute, timestamptz 'epoch'), sum(count)
+         from rollups_minute group by 1, 2, 3, 4",
+        "insert into rollups_hour (service, country, city, hour, count)
+         select service, country, city, date_bin('1 hour', quarter, timestamptz 'epoch'), sum(count)
+         from rollups_quarter group by 1, 2, 3, 4",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("fill the rollup tiers");
+    }
     // Fresh statistics and visibility map, as autovacuum would leave them on a live database.
     sqlx::query("vacuum analyze")
         .execute(&pool)

@@ -37,7 +37,9 @@
 //! 2. `ingest/mod.rs` queues it; `ingest/writer.rs` batches it and calls the store's
 //!    `insert_reports` (`store/postgres/reports.rs` or `store/sqlite/reports.rs`), which applies
 //!    `domain/counting.rs` (dedup candidates, network quotas, rollup increments) and commits
-//!    the report and its minute counts in one transaction; only then is it acknowledged.
+//!    the report and its minute counts in one transaction (the quarter and hour tiers follow
+//!    in the same statement or transaction, or as Postgres' upkeep settles the minute); only
+//!    then is it acknowledged.
 //! 3. Each minute `detector/task.rs` (the leader) calls `detector/live.rs`'s `tick(now)`: it
 //!    reads the minute rollups (`store/*/detection.rs`), steps `detect/engine.rs`, and
 //!    `detector/detection.rs` names what opened, grew or resolved (`domain/incidents.rs`).
@@ -46,7 +48,8 @@
 //!    (`runtime/events.rs` → `api/events.rs`, Server-Sent Events), and
 //!    `runtime/webhooks/deliverer.rs` POSTs the queued deliveries.
 //! 5. Reads come back through `read/` (counts, regions, services, incidents, each under
-//!    `read::Reads`'s deadline) to `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the
+//!    `read::Reads`'s deadline; the store answers from the rollup tiers, `store/read_sql.rs`)
+//!    to `api/counts.rs`, `api/incidents.rs`, `api/feeds.rs` and the
 //!    pages in `web/status.rs`.
 //!
 //! Beside the service, not in it: the workspace's tool crates, crates/loadgen (the load

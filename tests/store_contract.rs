@@ -432,25 +432,7 @@ on_both_backends!(
     |backend| async move {
         let db = common::TestDb::new(backend).await;
         // The schema as it stood before migration 0009, from a copy of the earlier files.
-        let folder = match backend {
-            common::Backend::Sqlite => "sqlite",
-            common::Backend::Postgres => "postgres",
-        };
-        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join(folder);
-        let earlier = tempfile::tempdir().unwrap();
-        let mut copied = 0;
-        for entry in std::fs::read_dir(&source).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.as_str() < "0009" {
-                std::fs::copy(&path, earlier.path().join(&name)).unwrap();
-                copied += 1;
-            }
-        }
-        assert!(copied >= 7);
-        let migrator = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
+        let (migrator, _earlier) = common::migrator_before(backend, "0009").await;
         let id = incidents::incident_id("x", Some("PK"), None, at(0));
         let columns = "id, service, scope, country, city, status, started_at, peak_at, \
              peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, \

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::buckets::minute_of;
+use super::buckets::{floor_to, minute_of, Tier};
 use crate::domain::geo::CountryCode;
 use crate::domain::report::{Problem, ServiceSlug};
 
@@ -126,6 +126,21 @@ pub fn rollup_increments<'a>(
                 .entry((service, country, city, minute))
                 .or_default() += 1;
         }
+    }
+    increments.into_iter().collect()
+}
+
+/// Minute increments ([`rollup_increments`]) summed into the rows of a coarser `tier`, in
+/// key order.
+pub fn tier_increments<'a>(
+    minutes: &[(RollupKey<'a>, i64)],
+    tier: Tier,
+) -> Vec<(RollupKey<'a>, i64)> {
+    let mut increments: BTreeMap<RollupKey<'a>, i64> = BTreeMap::new();
+    for &((service, country, city, minute), n) in minutes {
+        *increments
+            .entry((service, country, city, floor_to(minute, tier.seconds())))
+            .or_default() += n;
     }
     increments.into_iter().collect()
 }
@@ -276,6 +291,41 @@ mod tests {
                 ("", 1_741_600_020, 1),
                 ("Lahore", 1_741_599_960, 1),
                 ("Lahore", 1_741_600_020, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn minute_increments_sum_into_their_quarter_and_hour() {
+        // 09:46:40, 09:59:55 and 10:00:05 UTC: two quarters of two hours.
+        let batch = [
+            report(1, 1, Some("Lahore"), 0),
+            report(2, 2, None, 795),
+            report(3, 3, Some("Lahore"), 805),
+        ];
+        let minutes = rollup_increments(batch.iter());
+        let rows = |tier| -> Vec<(&str, i64, i64)> {
+            tier_increments(&minutes, tier)
+                .into_iter()
+                .map(|((_, _, city, start), n)| (city, start.timestamp(), n))
+                .collect()
+        };
+        assert_eq!(
+            rows(Tier::Quarter),
+            [
+                ("", 1_741_599_900, 2),
+                ("", 1_741_600_800, 1),
+                ("Lahore", 1_741_599_900, 1),
+                ("Lahore", 1_741_600_800, 1)
+            ]
+        );
+        assert_eq!(
+            rows(Tier::Hour),
+            [
+                ("", 1_741_597_200, 2),
+                ("", 1_741_600_800, 1),
+                ("Lahore", 1_741_597_200, 1),
+                ("Lahore", 1_741_600_800, 1)
             ]
         );
     }

@@ -3,6 +3,7 @@
 #[macro_use]
 mod shared_reads;
 mod postgres;
+mod read_sql;
 mod roles;
 mod rows;
 mod sql;

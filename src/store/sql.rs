@@ -4,7 +4,6 @@
 //! Where the dialects part (arrays against `json_each`, the settled-minute tables, index
 //! hints, the claim's locking) each backend keeps its own statement beside its method.
 
-use std::marker::PhantomData;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -14,11 +13,7 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
-use super::rows::BucketRow;
-use super::{
-    region_countries, Attempt, DeliveryStatus, IncidentAction, IncidentQuery, RegionCount, Rollup,
-    SeriesKey, TimeRange,
-};
+use super::{Attempt, DeliveryStatus, IncidentAction, IncidentQuery, SeriesKey, TimeRange};
 use crate::domain::incidents::Incident;
 
 /// A backend as the shared statements see it: how it stores a time.
@@ -393,113 +388,4 @@ where
     .bind(city)
     .bind(DB::time(range.from))
     .bind(DB::time(range.to))
-}
-
-/// The read statements where the dialects part (tables, casts, index hints, lists), one set a
-/// backend; its methods bind each set alike, so the binds are written once.
-pub(super) struct ReadSql<DB> {
-    /// [`super::ReadStore::rollups`]: $1 service, $2 from, $3 to.
-    pub(super) rollups: &'static str,
-    /// [`super::ReadStore::top_cities`]: $1 service, $2 country (null: all), $3 from, $4 to,
-    /// $5 limit.
-    pub(super) top_cities: &'static str,
-    /// [`super::ReadStore::counts`] of a city: $1 service, $2 country, $3 city, $4 from, $5 to,
-    /// $6 bucket seconds.
-    pub(super) city_counts: &'static str,
-    /// Counts of a country: $1 service, $2 country, $3 from, $4 to, $5 bucket seconds.
-    pub(super) country_counts: &'static str,
-    /// Counts of the world: $1 service, $2 every country (a [`Backend::TextList`]), $3 from,
-    /// $4 to, $5 bucket seconds.
-    pub(super) world_counts: &'static str,
-    /// [`super::ReadStore::region_counts`] per country: $1 service, $2 from, $3 to,
-    /// $4 countries (a [`Backend::TextList`]).
-    pub(super) country_totals: &'static str,
-    /// Region counts per city, bound as `country_totals`.
-    pub(super) city_totals: &'static str,
-    pub(super) backend: PhantomData<DB>,
-}
-
-impl<DB> ReadSql<DB>
-where
-    DB: Backend,
-    for<'a> &'a str: Bind<'a, DB>,
-    for<'a> Option<&'a str>: Bind<'a, DB>,
-    for<'a> i64: Bind<'a, DB>,
-    Rollup: for<'r> FromRow<'r, DB::Row>,
-    RegionCount: for<'r> FromRow<'r, DB::Row>,
-    BucketRow: for<'r> FromRow<'r, DB::Row>,
-{
-    /// [`super::ReadStore::rollups`] of `service` in `range`.
-    pub(super) fn rollups<'a>(
-        &self,
-        service: &'a str,
-        range: TimeRange,
-    ) -> BoundAs<'a, DB, Rollup> {
-        sqlx::query_as(self.rollups)
-            .bind(service)
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
-    }
-
-    /// [`super::ReadStore::top_cities`] of `series`' service (and country) in `range`.
-    pub(super) fn top_cities<'a>(
-        &self,
-        series: &'a SeriesKey,
-        range: TimeRange,
-        limit: u32,
-    ) -> BoundAs<'a, DB, RegionCount> {
-        let (service, country, _) = series.parts();
-        sqlx::query_as(self.top_cities)
-            .bind(service)
-            .bind(country)
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
-            .bind(i64::from(limit))
-    }
-
-    /// [`super::ReadStore::counts`]: the statement of `series`' level, bound.
-    pub(super) fn counts<'a>(
-        &self,
-        series: &'a SeriesKey,
-        range: TimeRange,
-        bucket_seconds: i64,
-    ) -> BoundAs<'a, DB, BucketRow> {
-        let (service, country, city) = series.parts();
-        let query = match (country, city) {
-            (Some(country), Some(city)) => sqlx::query_as(self.city_counts)
-                .bind(service)
-                .bind(country)
-                .bind(city),
-            (Some(country), None) => sqlx::query_as(self.country_counts)
-                .bind(service)
-                .bind(country),
-            (None, _) => sqlx::query_as(self.world_counts)
-                .bind(service)
-                .bind(DB::text_list(region_countries(None))),
-        };
-        query
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
-            .bind(bucket_seconds)
-    }
-
-    /// [`super::ReadStore::region_counts`]: per city with `cities`, else per country.
-    pub(super) fn region_counts<'a>(
-        &self,
-        service: &'a str,
-        country: Option<&str>,
-        cities: bool,
-        range: TimeRange,
-    ) -> BoundAs<'a, DB, RegionCount> {
-        let statement = if cities {
-            self.city_totals
-        } else {
-            self.country_totals
-        };
-        sqlx::query_as(statement)
-            .bind(service)
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
-            .bind(DB::text_list(region_countries(country)))
-    }
 }

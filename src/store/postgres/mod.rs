@@ -80,8 +80,9 @@ fn sum_adjacent<T>(
 /// writer holds is moved once its batch has committed. A late count for a minute already
 /// moved is added to its row there.
 async fn settle_rollups(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StoreError> {
-    let moved = sqlx::query(
-        "with due as (
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with due as (
              select service, country, city, minute from rollups_live where minute < $1
              order by service, country, city, minute
              for update
@@ -91,17 +92,49 @@ async fn settle_rollups(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, Sto
              where l.service = d.service and l.country = d.country and l.city = d.city
                and l.minute = d.minute
              returning l.service, l.country, l.city, l.minute, l.count
-         )
-         insert into rollups_minute (service, country, city, minute, count)
-         select service, country, city, minute, count from moved
-         order by service, country, city, minute
-         on conflict (service, country, city, minute)
-         do update set count = rollups_minute.count + excluded.count",
-    )
-    .bind(before)
-    .execute(pool)
-    .await?;
-    Ok(moved.rows_affected())
+         ),
+         settled as (
+             insert into rollups_minute (service, country, city, minute, count)
+             select service, country, city, minute, count from moved
+             order by service, country, city, minute
+             on conflict (service, country, city, minute)
+             do update set count = rollups_minute.count + excluded.count
+         ){}
+         select count(*) from moved",
+            add_to_tiers("moved")
+        )
+    });
+    let moved: i64 = sqlx::query_scalar(&STATEMENT)
+        .bind(before)
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(moved).unwrap_or(0))
+}
+
+/// Data-modifying CTEs (each after a comma) that add the minute counts of `source` (service,
+/// country, city, minute, count) to the quarter and hour tiers, in key order as every writer
+/// locks rows. Whatever adds to `rollups_minute` runs these in the same statement, so each
+/// tier always holds the sum of the settled minutes it covers.
+fn add_to_tiers(source: &str) -> String {
+    [
+        ("rollups_quarter", "quarter", "15 minutes"),
+        ("rollups_hour", "hour", "1 hour"),
+    ]
+    .map(|(table, column, width)| {
+        format!(
+            ",
+         {table}_added as (
+             insert into {table} (service, country, city, {column}, count)
+             select service, country, city, date_bin('{width}', minute, timestamptz 'epoch'), sum(count)
+             from {source}
+             group by 1, 2, 3, 4
+             order by 1, 2, 3, 4
+             on conflict (service, country, city, {column})
+             do update set count = {table}.count + excluded.count
+         )"
+        )
+    })
+    .concat()
 }
 
 /// Reads the stored `counted` of each id that exists.
@@ -170,8 +203,13 @@ const INSERT_BATCH: &str = "with input as (
 
 /// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
 /// rollups (city row and country total) in `table`, locked in key order so two writers never
-/// deadlock.
-fn insert_rollups_cte(table: &str) -> String {
+/// deadlock; counts of settled minutes go to the coarser tiers too.
+fn insert_rollups_cte(table: RollupTable) -> String {
+    let name = table.name();
+    let tiers = match table {
+        RollupTable::Live => String::new(),
+        RollupTable::Settled => add_to_tiers("per_minute"),
+    };
     format!(
         ",
      places as (
@@ -179,14 +217,17 @@ fn insert_rollups_cte(table: &str) -> String {
          union all
          select i.service, i.country, '', i.minute from input i join counted c using (id)
      ),
-     rolled as (
-         insert into {table} (service, country, city, minute, count)
-         select service, country, city, minute, count(*) from places
+     per_minute as (
+         select service, country, city, minute, count(*) as count from places
          group by service, country, city, minute
+     ),
+     rolled as (
+         insert into {name} (service, country, city, minute, count)
+         select service, country, city, minute, count from per_minute
          order by service, country, city, minute
          on conflict (service, country, city, minute)
-         do update set count = {table}.count + excluded.count
-     )"
+         do update set count = {name}.count + excluded.count
+     ){tiers}"
     )
 }
 
@@ -234,23 +275,34 @@ impl RollupTable {
             };
             [
                 with(""),
-                with(&insert_rollups_cte(RollupTable::Live.name())),
-                with(&insert_rollups_cte(RollupTable::Settled.name())),
+                with(&insert_rollups_cte(RollupTable::Live)),
+                with(&insert_rollups_cte(RollupTable::Settled)),
             ]
         });
         &STATEMENTS[table.map_or(0, |t| 1 + t as usize)]
     }
 
-    /// The upsert of [`add_to_rollups`] into this table.
+    /// The upsert of [`add_to_rollups`] into this table (and, for settled minutes, the tiers).
     fn add_statement(self) -> &'static str {
         static STATEMENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
             [RollupTable::Live, RollupTable::Settled].map(|table| {
+                let tiers = match table {
+                    RollupTable::Live => String::new(),
+                    RollupTable::Settled => add_to_tiers("input"),
+                };
                 let table = table.name();
                 format!(
-                    "insert into {table} (service, country, city, minute, count)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
-         on conflict (service, country, city, minute)
-         do update set count = {table}.count + excluded.count"
+                    "with input as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[])
+                 as t(service, country, city, minute, count)
+         ),
+         rolled as (
+             insert into {table} (service, country, city, minute, count)
+             select * from input
+             on conflict (service, country, city, minute)
+             do update set count = {table}.count + excluded.count
+         ){tiers}
+         select 1"
                 )
             })
         });

@@ -3,51 +3,16 @@
 use std::marker::PhantomData;
 
 use super::*;
+use crate::store::read_sql;
 use crate::store::ReadStore;
 
-/// The read statements in SQLite's dialect; [`sql::ReadSql`] says how each is bound.
-///
-/// `top_cities`: an incident's range is short, so the minute index beats any country's whole
-/// history. `counts`: the global series is the sum of the country totals; a country's is its
-/// total row. One statement each, with literal city predicates so the partial country-series
-/// index applies: a city's series is a primary-key range, a country's a range of the
-/// country-series index, the world's that index walked country by country. `region_counts`:
-/// literal city predicates, so the partial region indexes apply.
-const READS: sql::ReadSql<Sqlite> = sql::ReadSql {
+/// The read statements in SQLite's dialect: its own `rollups` and the tiered ones of
+/// [`read_sql`].
+static READS: read_sql::ReadSql<Sqlite> = read_sql::ReadSql {
     rollups: "select minute, country, city, count from rollups_minute
          where service = ?1 and minute >= ?2 and minute < ?3
          order by minute, country, city",
-    top_cities: "select country, city, sum(count) as count
-         from rollups_minute indexed by rollups_minute_by_minute
-         where service = ?1 and (?2 is null or country = ?2) and city <> ''
-           and minute >= ?3 and minute < ?4
-         group by country, city
-         order by count desc, country, city
-         limit ?5",
-    city_counts: "select (minute / ?6) * ?6 as bucket, sum(count) as count
-         from rollups_minute
-         where service = ?1 and country = ?2 and city = ?3 and minute >= ?4 and minute < ?5
-         group by bucket
-         order by bucket",
-    country_counts: "select (minute / ?5) * ?5 as bucket, sum(count) as count
-         from rollups_minute indexed by rollups_country_series
-         where service = ?1 and country = ?2 and city = '' and minute >= ?3 and minute < ?4
-         group by bucket
-         order by bucket",
-    world_counts: "select (minute / ?5) * ?5 as bucket, sum(count) as count
-         from rollups_minute indexed by rollups_country_series
-         where service = ?1 and city = '' and country in (select value from json_each(?2))
-           and minute >= ?3 and minute < ?4
-         group by bucket
-         order by bucket",
-    city_totals: "select country, city, sum(count) as count from rollups_minute
-         where service = ?1 and city <> '' and country in (select value from json_each(?4))
-           and minute >= ?2 and minute < ?3
-         group by country, city",
-    country_totals: "select country, '' as city, sum(count) as count from rollups_minute
-         where service = ?1 and city = '' and country in (select value from json_each(?4))
-           and minute >= ?2 and minute < ?3
-         group by country",
+    tiered: &read_sql::SQLITE_TIERED,
     backend: PhantomData,
 };
 

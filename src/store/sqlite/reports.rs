@@ -1,6 +1,8 @@
 //! [`ReportStore`] on SQLite: reports in: the batch insert, the reporter secret, reports by id and the upkeep of counts.
 
 use super::*;
+use crate::domain::buckets::Tier;
+use crate::domain::counting::{tier_increments, RollupKey};
 use crate::store::ReportStore;
 
 #[async_trait]
@@ -70,21 +72,12 @@ impl ReportStore for SqliteStore {
                 .copied()
                 .filter(|r| counted.contains(&r.id)),
         );
-        for chunk in increments.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "insert into rollups_minute (service, country, city, minute, count) ",
-            );
-            query.push_values(chunk, |mut row, ((service, country, city, minute), n)| {
-                row.push_bind(*service)
-                    .push_bind(*country)
-                    .push_bind(*city)
-                    .push_bind(minute.timestamp())
-                    .push_bind(*n);
-            });
-            query.push(
-                " on conflict (service, country, city, minute) do update set count = rollups_minute.count + excluded.count",
-            );
-            query.build().execute(&mut *tx).await?;
+        add_counts(&mut tx, "rollups_minute", "minute", &increments).await?;
+        for (table, column, tier) in [
+            ("rollups_quarter", "quarter", Tier::Quarter),
+            ("rollups_hour", "hour", Tier::Hour),
+        ] {
+            add_counts(&mut tx, table, column, &tier_increments(&increments, tier)).await?;
         }
 
         tx.commit().await?;
@@ -131,4 +124,30 @@ impl ReportStore for SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// Adds `increments` to the rows of one rollup tier (`table`, its time in `column`).
+async fn add_counts(
+    tx: &mut Transaction<'_, Sqlite>,
+    table: &str,
+    column: &str,
+    increments: &[(RollupKey<'_>, i64)],
+) -> Result<(), StoreError> {
+    for chunk in increments.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "insert into {table} (service, country, city, {column}, count) "
+        ));
+        query.push_values(chunk, |mut row, ((service, country, city, at), n)| {
+            row.push_bind(*service)
+                .push_bind(*country)
+                .push_bind(*city)
+                .push_bind(at.timestamp())
+                .push_bind(*n);
+        });
+        query.push(format!(
+            " on conflict (service, country, city, {column}) do update set count = {table}.count + excluded.count"
+        ));
+        query.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,271 @@
+//! The read statements of both backends, written once over the rollup tiers: a range is cut
+//! ([`TierSplit`]) into minutes at its edges, quarter hours and whole hours between, and each
+//! statement sums the rows of each part from the tier that holds it, so a week at 15 minutes
+//! reads 672 quarter rows rather than 10,080 minute rows, and every answer is the same as the
+//! minutes' would be. A backend gives its [`Dialect`]; the statements are built from it once.
+
+use std::marker::PhantomData;
+use std::sync::LazyLock;
+
+use sqlx::FromRow;
+
+use super::rows::BucketRow;
+use super::sql::{Backend, Bind, BoundAs};
+use super::{region_countries, RegionCount, Rollup, SeriesKey, TimeRange};
+use crate::domain::buckets::{Tier, TierSplit};
+
+/// How a backend spells what the tiered statements need.
+pub(super) struct Dialect {
+    /// The minute rows (Postgres: the view over settled and live minutes).
+    minutes: &'static str,
+    /// Postgres: the live minutes, which no coarser tier holds until they settle.
+    live: Option<&'static str>,
+    /// A row's `at` as unix seconds.
+    epoch_seconds: &'static str,
+    /// `country` in the list bound as `$N` (a [`Backend::TextList`]).
+    country_in: fn(usize) -> String,
+}
+
+pub(super) const POSTGRES: Dialect = Dialect {
+    minutes: "rollups",
+    live: Some("rollups_live"),
+    epoch_seconds: "extract(epoch from at)::int8",
+    country_in: |n| format!("country = any(${n})"),
+};
+
+pub(super) const SQLITE: Dialect = Dialect {
+    minutes: "rollups_minute",
+    live: None,
+    epoch_seconds: "at",
+    country_in: |n| format!("country in (select value from json_each(${n}))"),
+};
+
+/// The rows matching `filter` over a [`TierSplit`] bound as `$first` .. `$first + 5`, each
+/// with `columns` and its time as `at`: minutes, quarters, hours, quarters, minutes, and on
+/// Postgres the live minutes of the coarse parts (the edges read them through the view).
+fn tiered(dialect: &Dialect, columns: &str, filter: &str, first: usize) -> String {
+    let part = |table: &str, time: &str, from: usize, to: usize| {
+        format!(
+            "select {columns}, {time} as at from {table}
+             where {filter} and {time} >= ${} and {time} < ${}",
+            first + from,
+            first + to
+        )
+    };
+    let mut parts = vec![
+        part(dialect.minutes, "minute", 0, 1),
+        part("rollups_quarter", "quarter", 1, 2),
+        part("rollups_hour", "hour", 2, 3),
+        part("rollups_quarter", "quarter", 3, 4),
+        part(dialect.minutes, "minute", 4, 5),
+    ];
+    if let Some(live) = dialect.live {
+        parts.push(part(live, "minute", 1, 4));
+    }
+    parts.join("\n             union all ")
+}
+
+/// The tiered statements of one backend.
+pub(super) struct Statements {
+    /// [`super::ReadStore::top_cities`]: $1 service, $2 country (null: all), $3–$8 the split,
+    /// $9 limit.
+    top_cities: String,
+    /// [`super::ReadStore::counts`] of a city: $1 service, $2 country, $3 city, $4–$9 the
+    /// split, $10 bucket seconds.
+    city_counts: String,
+    /// Counts of a country: $1 service, $2 country, $3–$8 the split, $9 bucket seconds.
+    country_counts: String,
+    /// Counts of the world (the sum of the country totals): $1 service, $2 every country,
+    /// $3–$8 the split, $9 bucket seconds.
+    world_counts: String,
+    /// [`super::ReadStore::region_counts`] per country: $1 service, $2 countries, $3–$8 the
+    /// split.
+    country_totals: String,
+    /// Region counts per city, bound as `country_totals`.
+    city_totals: String,
+}
+
+impl Statements {
+    /// Literal city predicates throughout, so the partial indexes match every plan.
+    pub(super) fn new(d: &Dialect) -> Statements {
+        let epoch = d.epoch_seconds;
+        let buckets = |rows: String, bucket: usize| {
+            format!(
+                "select ({epoch} / ${bucket}) * ${bucket} as bucket, cast(sum(count) as bigint) as count
+             from ({rows}) r
+             group by bucket
+             order by bucket"
+            )
+        };
+        let totals = |city: &str, rows: String| {
+            format!(
+                "select country, {city} as city, cast(sum(count) as bigint) as count
+             from ({rows}) r
+             group by country{}",
+                if city == "city" { ", city" } else { "" }
+            )
+        };
+        Statements {
+            top_cities: format!(
+                "select country, city, cast(sum(count) as bigint) as count
+             from ({}) r
+             group by country, city
+             order by count desc, country, city
+             limit $9",
+                tiered(
+                    d,
+                    "country, city, count",
+                    "service = $1 and (cast($2 as text) is null or country = $2) and city <> ''",
+                    3
+                )
+            ),
+            city_counts: buckets(
+                tiered(d, "count", "service = $1 and country = $2 and city = $3", 4),
+                10,
+            ),
+            country_counts: buckets(
+                tiered(d, "count", "service = $1 and country = $2 and city = ''", 3),
+                9,
+            ),
+            world_counts: buckets(
+                tiered(
+                    d,
+                    "count",
+                    &format!("service = $1 and city = '' and {}", (d.country_in)(2)),
+                    3,
+                ),
+                9,
+            ),
+            country_totals: totals(
+                "''",
+                tiered(
+                    d,
+                    "country, count",
+                    &format!("service = $1 and city = '' and {}", (d.country_in)(2)),
+                    3,
+                ),
+            ),
+            city_totals: totals(
+                "city",
+                tiered(
+                    d,
+                    "country, city, count",
+                    &format!("service = $1 and city <> '' and {}", (d.country_in)(2)),
+                    3,
+                ),
+            ),
+        }
+    }
+}
+
+/// The read statements of a backend: its own `rollups` (the detector's minute rows) and the
+/// tiered ones; its methods bind each alike, so the binds are written once.
+pub(super) struct ReadSql<DB> {
+    /// [`super::ReadStore::rollups`]: $1 service, $2 from, $3 to.
+    pub(super) rollups: &'static str,
+    pub(super) tiered: &'static LazyLock<Statements>,
+    pub(super) backend: PhantomData<DB>,
+}
+
+/// Binds a [`TierSplit`]'s six bounds after the binds already on `query`.
+fn bind_split<'a, DB: Backend, O>(
+    query: BoundAs<'a, DB, O>,
+    split: TierSplit,
+) -> BoundAs<'a, DB, O> {
+    split
+        .bounds
+        .into_iter()
+        .fold(query, |query, bound| query.bind(DB::time(bound)))
+}
+
+impl<DB> ReadSql<DB>
+where
+    DB: Backend,
+    for<'a> &'a str: Bind<'a, DB>,
+    for<'a> Option<&'a str>: Bind<'a, DB>,
+    for<'a> i64: Bind<'a, DB>,
+    Rollup: for<'r> FromRow<'r, DB::Row>,
+    RegionCount: for<'r> FromRow<'r, DB::Row>,
+    BucketRow: for<'r> FromRow<'r, DB::Row>,
+{
+    fn statements(&self) -> &'static Statements {
+        LazyLock::force(self.tiered)
+    }
+
+    /// [`super::ReadStore::rollups`] of `service` in `range`.
+    pub(super) fn rollups<'a>(
+        &self,
+        service: &'a str,
+        range: TimeRange,
+    ) -> BoundAs<'a, DB, Rollup> {
+        sqlx::query_as(self.rollups)
+            .bind(service)
+            .bind(DB::time(range.from))
+            .bind(DB::time(range.to))
+    }
+
+    /// [`super::ReadStore::top_cities`] of `series`' service (and country) in `range`.
+    pub(super) fn top_cities<'a>(
+        &self,
+        series: &'a SeriesKey,
+        range: TimeRange,
+        limit: u32,
+    ) -> BoundAs<'a, DB, RegionCount> {
+        let (service, country, _) = series.parts();
+        let query = sqlx::query_as(&self.statements().top_cities)
+            .bind(service)
+            .bind(country);
+        bind_split(query, TierSplit::new(range, Tier::Hour)).bind(i64::from(limit))
+    }
+
+    /// [`super::ReadStore::counts`]: the statement of `series`' level, bound; buckets of
+    /// `bucket_seconds` are summed from the coarsest tier whose rows fit in them.
+    pub(super) fn counts<'a>(
+        &self,
+        series: &'a SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+    ) -> BoundAs<'a, DB, BucketRow> {
+        let (service, country, city) = series.parts();
+        let query = match (country, city) {
+            (Some(country), Some(city)) => sqlx::query_as(&self.statements().city_counts)
+                .bind(service)
+                .bind(country)
+                .bind(city),
+            (Some(country), None) => sqlx::query_as(&self.statements().country_counts)
+                .bind(service)
+                .bind(country),
+            (None, _) => sqlx::query_as(&self.statements().world_counts)
+                .bind(service)
+                .bind(DB::text_list(region_countries(None))),
+        };
+        let split = TierSplit::new(range, Tier::for_buckets(bucket_seconds));
+        bind_split(query, split).bind(bucket_seconds)
+    }
+
+    /// [`super::ReadStore::region_counts`]: per city with `cities`, else per country.
+    pub(super) fn region_counts<'a>(
+        &self,
+        service: &'a str,
+        country: Option<&str>,
+        cities: bool,
+        range: TimeRange,
+    ) -> BoundAs<'a, DB, RegionCount> {
+        let statement = if cities {
+            &self.statements().city_totals
+        } else {
+            &self.statements().country_totals
+        };
+        let query = sqlx::query_as(statement)
+            .bind(service)
+            .bind(DB::text_list(region_countries(country)));
+        bind_split(query, TierSplit::new(range, Tier::Hour))
+    }
+}
+
+/// Postgres' statements, built once.
+pub(super) static POSTGRES_TIERED: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new(&POSTGRES));
+
+/// SQLite's statements, built once.
+pub(super) static SQLITE_TIERED: LazyLock<Statements> = LazyLock::new(|| Statements::new(&SQLITE));
