@@ -84,7 +84,7 @@ async fn main() {
     .await;
     let mut expectations = Copy::start(
         &pool,
-        "copy expectations_quarter (service, country, city, quarter, expected) from stdin",
+        "copy expectations_day (service, country, city, day, expected) from stdin",
     )
     .await;
     let (mut rollup_rows, mut expectation_rows, mut reports) = (0u64, 0u64, 0u64);
@@ -137,18 +137,32 @@ async fn main() {
                     .map(String::as_str)
                     .zip(country.city_weights.iter().map(|w| w * CITY_SHARE)),
             );
+            // Stored a day per row, as the service stores them (src/store/expectations.rs):
+            // the day's 96 quarters as a JSON array, null where the seeded range has none.
             for (name, share) in shares {
-                for quarter in (0..minutes).step_by(15) {
-                    let expected: f64 = (quarter..quarter + 15).map(rate).sum::<f64>() * share;
-                    let at = start + TimeDelta::minutes(quarter as i64);
+                let mut day = start - TimeDelta::seconds(start.timestamp().rem_euclid(86_400));
+                while day < end {
+                    let quarters: Vec<Option<f64>> = (0..96)
+                        .map(|q| {
+                            let at = day + TimeDelta::minutes(15 * q);
+                            (at >= start && at < end).then(|| {
+                                let first = (at - start).num_minutes() as usize;
+                                let expected: f64 =
+                                    (first..first + 15).map(rate).sum::<f64>() * share;
+                                (expected * 1000.0).round() / 1000.0
+                            })
+                        })
+                        .collect();
                     expectations
                         .row(format_args!(
-                            "{service}\t{}\t{name}\t{}\t{expected:.3}\n",
+                            "{service}\t{}\t{name}\t{}\t{}\n",
                             country.code,
-                            at.format("%Y-%m-%d %H:%M:%S+00")
+                            day.format("%Y-%m-%d %H:%M:%S+00"),
+                            serde_json::Value::from(quarters)
                         ))
                         .await;
                     expectation_rows += 1;
+                    day += TimeDelta::days(1);
                 }
             }
         }
@@ -160,7 +174,7 @@ async fn main() {
     rollups.finish().await;
     expectations.finish().await;
     println!(
-        "seeded {rollup_rows} rollup rows ({reports} reports) and {expectation_rows} expectation rows in {:.0} s",
+        "seeded {rollup_rows} rollup rows ({reports} reports) and {expectation_rows} expectation day rows in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     // The coarser rollup tiers, as the service keeps them beside the minutes it settles.

@@ -118,11 +118,16 @@ fn problem_pairs(counts: Vec<store::ProblemCount>) -> Vec<(String, i64)> {
     counts.into_iter().map(|p| (p.problem, p.count)).collect()
 }
 
-/// The expectations of `key` over the first hour after `T0`, as (quarter, expected) pairs to
-/// compare with literals.
+/// The start of the `n`-th quarter hour from the one `T0` falls in (10:00 UTC).
+fn quarter(n: i64) -> DateTime<Utc> {
+    at(n * 900 - 480)
+}
+
+/// The expectations of `key` over the hour from the quarter `T0` falls in, as (quarter,
+/// expected) pairs to compare with literals.
 async fn first_hour_expectations(store: &dyn Store, key: &SeriesKey) -> Vec<(DateTime<Utc>, f64)> {
     store
-        .expectations(key, TimeRange::new(at(0), at(3600)))
+        .expectations(key, TimeRange::new(quarter(0), quarter(4)))
         .await
         .unwrap()
         .into_iter()
@@ -131,13 +136,13 @@ async fn first_hour_expectations(store: &dyn Store, key: &SeriesKey) -> Vec<(Dat
 }
 
 /// An expectation of X in Pakistan (in `city`, or the country's own with `""`) for the
-/// `quarter`-th quarter hour after `T0`.
-fn expectation(city: &str, quarter: i64, expected: f64) -> store::Expectation {
+/// `n`-th quarter hour from the one `T0` falls in.
+fn expectation(city: &str, n: i64, expected: f64) -> store::Expectation {
     store::Expectation {
         service: "x".into(),
         country: "PK".into(),
         city: city.into(),
-        quarter: at(quarter * 900),
+        quarter: quarter(n),
         expected,
     }
 }
@@ -617,20 +622,46 @@ async fn only_one_postgres_session_leads_the_detector_until_it_lets_go() {
 }
 
 on_both_backends!(
-    old_expectations_are_pruned_and_newer_kept,
+    old_expectations_are_pruned_by_the_day_and_newer_kept,
     |backend| async move {
         let (store, _db) = open(backend).await;
-        write_expectations(&*store, &[expectation("", 0, 1.5), expectation("", 1, 2.5)]).await;
+        // Expectations are kept a UTC day at a time: quarter -4 is 09:00 of the same day as
+        // quarters 0 and 1, quarter -96 the day before.
+        write_expectations(
+            &*store,
+            &[
+                expectation("", -96, 0.5),
+                expectation("", -4, 1.0),
+                expectation("", 0, 1.5),
+                expectation("", 1, 2.5),
+            ],
+        )
+        .await;
         store
             .write_detection(&DetectionWrite {
-                prune_expectations_before: Some(at(900)),
+                prune_expectations_before: Some(quarter(1)),
                 ..DetectionWrite::default()
             })
             .await
             .unwrap();
+        let kept = |from: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .expectations(
+                        &SeriesKey::country("x", "PK"),
+                        TimeRange::new(quarter(from), quarter(4)),
+                    )
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|q| (q.quarter, q.expected))
+                    .collect::<Vec<_>>()
+            }
+        };
         assert_eq!(
-            first_hour_expectations(&*store, &SeriesKey::country("x", "PK")).await,
-            [(at(900), 2.5)]
+            kept(-200).await,
+            [(quarter(-4), 1.0), (quarter(0), 1.5), (quarter(1), 2.5)]
         );
     }
 );
@@ -649,8 +680,12 @@ on_both_backends!(
             ],
         )
         .await;
+        // One day row each for the country and Lahore, trimmed.
         assert_eq!(
-            store.clear_expectations(at(900), at(1800)).await.unwrap(),
+            store
+                .clear_expectations(quarter(1), quarter(2))
+                .await
+                .unwrap(),
             2
         );
         // A name COPY's text format would otherwise read as a tab and a line break.
@@ -661,7 +696,7 @@ on_both_backends!(
             .unwrap();
         assert_eq!(
             first_hour_expectations(&*store, &SeriesKey::country("x", "PK")).await,
-            [(at(0), 1.0), (at(900), 2.25), (at(1800), 3.0)]
+            [(quarter(0), 1.0), (quarter(1), 2.25), (quarter(2), 3.0)]
         );
         assert_eq!(
             first_hour_expectations(&*store, &SeriesKey::city("x", "PK", "Lahore")).await,
@@ -669,7 +704,7 @@ on_both_backends!(
         );
         assert_eq!(
             first_hour_expectations(&*store, &SeriesKey::city("x", "PK", odd)).await,
-            [(at(900), 0.75)]
+            [(quarter(1), 0.75)]
         );
         // Recomputed rows land only where the range was cleared.
         assert!(store

@@ -42,5 +42,13 @@ pub async fn run(settings: &Settings, args: &RedetectArgs) -> anyhow::Result<()>
         summary.incidents,
         summary.open
     );
+    println!(
+        "redetect time: engine {:.2} s; store {:.2} s (reading rollups {:.2} s, writing {:.2} s; \
+         the reading and the expectations overlap the engine)",
+        summary.engine.as_secs_f64(),
+        (summary.store_reads + summary.store_writes).as_secs_f64(),
+        summary.store_reads.as_secs_f64(),
+        summary.store_writes.as_secs_f64()
+    );
     Ok(())
 }

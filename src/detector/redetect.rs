@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
@@ -38,6 +38,13 @@ pub struct RedetectSummary {
     pub series: usize,
     pub incidents: usize,
     pub open: usize,
+    /// Time spent stepping the engine.
+    pub engine: Duration,
+    /// Time spent in the store: reading rollups, and writing expectations and incidents. The
+    /// reading and the expectation writing overlap the engine, so the three add to more than
+    /// the run took.
+    pub store_reads: Duration,
+    pub store_writes: Duration,
 }
 
 /// Recomputes the incidents that started in `[from, to)` from the stored rollups, replacing
@@ -75,6 +82,9 @@ async fn redetect_as_leader(
         series: 0,
         incidents: 0,
         open: 0,
+        engine: Duration::ZERO,
+        store_reads: Duration::ZERO,
+        store_writes: Duration::ZERO,
     };
     let Some(first) = store.first_rollup_minute().await? else {
         return Ok(summary);
@@ -113,10 +123,12 @@ async fn redetect_as_leader(
     let mut expectations = Vec::new();
     let mut stepped = Ok(());
     while let Some(chunk) = chunk_rx.recv().await {
+        let stepping = Instant::now();
         let step = match chunk {
             Ok((start, end, rows)) => detection.step_rows(start, end, &rows).await,
             Err(error) => Err(error),
         };
+        summary.engine += stepping.elapsed();
         let mut changes = match step {
             Ok(changes) => changes,
             Err(error) => {
@@ -146,8 +158,8 @@ async fn redetect_as_leader(
     let read = reader.await.map_err(DetectError::Task)?;
     let written = writer.await.map_err(DetectError::Task)?;
     stepped?;
-    read?;
-    written?;
+    summary.store_reads = read?;
+    summary.store_writes = written?;
     let incidents: Vec<Incident> = found
         .into_values()
         .filter(|i| i.started_at >= from && i.started_at < to)
@@ -163,6 +175,7 @@ async fn redetect_as_leader(
     } else {
         None
     };
+    let writing = Instant::now();
     store
         .write_detection(&DetectionWrite {
             replace: Some((from, to)),
@@ -175,6 +188,7 @@ async fn redetect_as_leader(
             deliveries: &[],
         })
         .await?;
+    summary.store_writes += writing.elapsed();
     summary.from = Some(from);
     summary.to = Some(to);
     summary.minutes = (to - replay_from).num_minutes();
@@ -191,18 +205,21 @@ async fn redetect_as_leader(
 type Chunk = (DateTime<Utc>, DateTime<Utc>, Vec<MinuteCount>);
 
 /// Reads `[from, to)` chunk by chunk into `chunks`, ahead of the engine; stops early when the
-/// engine has stopped listening.
+/// engine has stopped listening. Answers the time spent reading.
 pub(super) async fn read_chunks(
     store: Arc<dyn Store>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     chunk: TimeDelta,
     chunks: mpsc::Sender<Result<Chunk, StoreError>>,
-) -> Result<(), StoreError> {
+) -> Result<Duration, StoreError> {
+    let mut reading = Duration::ZERO;
     let mut start = from;
     while start < to {
         let end = (start + chunk).min(to);
+        let began = Instant::now();
         let rows = store.minute_counts(start, end).await;
+        reading += began.elapsed();
         let failed = rows.is_err();
         if chunks
             .send(rows.map(|rows| (start, end, rows)))
@@ -214,20 +231,24 @@ pub(super) async fn read_chunks(
         }
         start = end;
     }
-    Ok(())
+    Ok(reading)
 }
 
 /// Clears the stored expectations of `range`, then stores each batch of recomputed ones
 /// `redetect` sends, one transaction each, until the sender is dropped; the first failure
-/// ends it (dropping the receiver tells the sender).
+/// ends it (dropping the receiver tells the sender). Answers the time spent writing.
 async fn write_expectations(
     store: Arc<dyn Store>,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     mut batches: mpsc::Receiver<Vec<Expectation>>,
-) -> Result<(), StoreError> {
+) -> Result<Duration, StoreError> {
+    let began = Instant::now();
     store.clear_expectations(from, to).await?;
+    let mut writing = began.elapsed();
     while let Some(expectations) = batches.recv().await {
+        let began = Instant::now();
         store.insert_recomputed_expectations(&expectations).await?;
+        writing += began.elapsed();
     }
-    Ok(())
+    Ok(writing)
 }

@@ -2,6 +2,7 @@
 
 #[macro_use]
 mod shared_reads;
+mod expectations;
 mod postgres;
 mod read_sql;
 mod roles;
@@ -278,6 +279,10 @@ pub enum StoreError {
     /// A stored value could not be read back (e.g. a JSON column that does not parse).
     #[error("stored data unreadable: {0}")]
     Corrupt(String),
+    /// A write would overwrite what it must not (e.g. a recomputed expectation for a quarter
+    /// that was not cleared first).
+    #[error("store write refused: {0}")]
+    Conflict(String),
     /// The database URL is not one this service understands.
     #[error("bad database url: {0}")]
     Url(String),

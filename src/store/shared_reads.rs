@@ -57,8 +57,16 @@ macro_rules! read_store {
                 series: &SeriesKey,
                 range: TimeRange,
             ) -> Result<Vec<QuarterExpectation>, StoreError> {
-                let query = sql::expectations::<$db, QuarterExpectation>(series, range);
-                steps::fetch_all(query, &self.$pool).await
+                let rows = sql::expectation_days::<$db>(series, range)
+                    .fetch_all(&self.$pool)
+                    .await?;
+                Ok($crate::store::expectations::expand(rows, range)?
+                    .into_iter()
+                    .map(|q| QuarterExpectation {
+                        quarter: q.quarter,
+                        expected: q.expected,
+                    })
+                    .collect())
             }
 
             async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

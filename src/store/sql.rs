@@ -13,6 +13,7 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
+use super::expectations::{day_of, DayRow};
 use super::{Attempt, DeliveryStatus, IncidentAction, IncidentQuery, SeriesKey, TimeRange};
 use crate::domain::incidents::Incident;
 
@@ -35,6 +36,18 @@ pub(super) trait Backend: Database {
 
     /// How many rows a statement changed (sqlx has no trait for it).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The expectation day rows of days $1 ..= $2, each day in unix seconds
+    /// ([`super::expectations::DayRow`]).
+    const SELECT_EXPECTATION_DAYS: &'static str;
+
+    /// One series' expectation day rows ($1 service, $2 country, $3 city, the latter two null
+    /// for none) of the days starting in [$4, $5), in order.
+    const SERIES_EXPECTATION_DAYS: &'static str;
+
+    /// Inserts or overwrites expectation day rows given as $1, a JSON array of objects with
+    /// `service`, `country`, `city`, `day` (unix seconds) and `expected` (the row's text).
+    const UPSERT_EXPECTATION_DAYS: &'static str;
 }
 
 impl Backend for Postgres {
@@ -57,6 +70,24 @@ impl Backend for Postgres {
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    const SELECT_EXPECTATION_DAYS: &'static str =
+        "select service, country, city, extract(epoch from day)::int8 as day, expected
+         from expectations_day where day >= $1 and day <= $2";
+
+    const SERIES_EXPECTATION_DAYS: &'static str =
+        "select service, country, city, extract(epoch from day)::int8 as day, expected
+         from expectations_day
+         where service = $1 and country = coalesce(cast($2 as text), '')
+           and city = coalesce(cast($3 as text), '') and day >= $4 and day < $5
+         order by day";
+
+    const UPSERT_EXPECTATION_DAYS: &'static str =
+        "insert into expectations_day (service, country, city, day, expected)
+         select service, country, city, to_timestamp(day), expected
+         from json_to_recordset($1::json)
+              as t(service text, country text, city text, day bigint, expected text)
+         on conflict (service, country, city, day) do update set expected = excluded.expected";
 }
 
 impl Backend for Sqlite {
@@ -79,6 +110,25 @@ impl Backend for Sqlite {
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    const SELECT_EXPECTATION_DAYS: &'static str =
+        "select service, country, city, day, expected from expectations_day
+         where day >= $1 and day <= $2";
+
+    const SERIES_EXPECTATION_DAYS: &'static str =
+        "select service, country, city, day, expected from expectations_day
+         where service = $1 and country = coalesce(cast($2 as text), '')
+           and city = coalesce(cast($3 as text), '') and day >= $4 and day < $5
+         order by day";
+
+    // `where true`: SQLite's upsert after a select needs it to read `on conflict` right.
+    const UPSERT_EXPECTATION_DAYS: &'static str =
+        "insert into expectations_day (service, country, city, day, expected)
+         select json_extract(value, '$.service'), json_extract(value, '$.country'),
+                json_extract(value, '$.city'), json_extract(value, '$.day'),
+                json_extract(value, '$.expected')
+         from json_each($1) where true
+         on conflict (service, country, city, day) do update set expected = excluded.expected";
 }
 
 /// A value backend `DB` binds into arguments that live for `'a`.
@@ -154,12 +204,9 @@ pub(super) const EXPIRE_DELIVERIES: &str = "update webhook_deliveries
 pub(super) const FORGET_DELIVERIES: &str =
     "delete from webhook_deliveries where status <> 'pending' and finished_at < $1";
 
-/// Deletes the expectations of quarters in [$1, $2).
-pub(super) const CLEAR_EXPECTATIONS: &str =
-    "delete from expectations_quarter where quarter >= $1 and quarter < $2";
-
-/// Deletes the expectations of quarters before $1.
-pub(super) const PRUNE_EXPECTATIONS: &str = "delete from expectations_quarter where quarter < $1";
+/// Deletes the expectation day rows of days before $1 (a day is kept while any of its quarters
+/// is to be kept).
+pub(super) const PRUNE_EXPECTATIONS: &str = "delete from expectations_day where day < $1";
 
 /// Deletes the incidents that started in [$1, $2), but what an admin noted or resolved.
 pub(super) const DELETE_REDETECTED: &str = "delete from incidents
@@ -367,25 +414,22 @@ where
     .bind(city)
 }
 
-/// [`super::ReadStore::expectations`]: one series' quarter-hour expectations, in order.
-pub(super) fn expectations<'a, DB, O>(series: &'a SeriesKey, range: TimeRange) -> BoundAs<'a, DB, O>
+/// [`super::ReadStore::expectations`]: the day rows holding one series' quarters in `range`.
+pub(super) fn expectation_days<'a, DB>(
+    series: &'a SeriesKey,
+    range: TimeRange,
+) -> BoundAs<'a, DB, DayRow>
 where
     DB: Backend,
-    O: for<'r> FromRow<'r, DB::Row>,
+    DayRow: for<'r> FromRow<'r, DB::Row>,
     &'a str: Bind<'a, DB>,
     Option<&'a str>: Bind<'a, DB>,
 {
     let (service, country, city) = series.parts();
-    sqlx::query_as(
-        "select quarter, expected from expectations_quarter
-         where service = $1 and country = coalesce(cast($2 as text), '')
-           and city = coalesce(cast($3 as text), '')
-           and quarter >= $4 and quarter < $5
-         order by quarter",
-    )
-    .bind(service)
-    .bind(country)
-    .bind(city)
-    .bind(DB::time(range.from))
-    .bind(DB::time(range.to))
+    sqlx::query_as(DB::SERIES_EXPECTATION_DAYS)
+        .bind(service)
+        .bind(country)
+        .bind(city)
+        .bind(DB::time(day_of(range.from)))
+        .bind(DB::time(range.to))
 }

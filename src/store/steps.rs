@@ -137,7 +137,7 @@ where
 {
     if let Some(before) = write.prune_expectations_before {
         sqlx::query(sql::PRUNE_EXPECTATIONS)
-            .bind(DB::time(before))
+            .bind(DB::time(super::expectations::day_of(before)))
             .execute(&mut *tx)
             .await?;
     }

@@ -1,6 +1,7 @@
 //! [`DetectionStore`] on Postgres: the detector's log: rollups to step, checkpoint and snapshot, incidents and expectations written.
 
 use super::*;
+use crate::store::expectations;
 use crate::store::DetectionStore;
 
 #[async_trait]
@@ -44,44 +45,19 @@ impl DetectionStore for PostgresStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let cleared = sqlx::query(sql::CLEAR_EXPECTATIONS)
-            .bind(from)
-            .bind(to)
-            .execute(&self.pool)
-            .await?;
-        Ok(cleared.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        let cleared = expectations::clear::<Postgres>(&mut tx, from, to).await?;
+        tx.commit().await?;
+        Ok(cleared)
     }
 
     async fn insert_recomputed_expectations(
         &self,
-        expectations: &[Expectation],
+        recomputed: &[Expectation],
     ) -> Result<(), StoreError> {
-        if expectations.is_empty() {
-            return Ok(());
-        }
-        // COPY's text format: tab-separated, with backslash, tab and line breaks escaped.
-        let mut text = String::with_capacity(expectations.len() * 48);
-        for e in expectations {
-            for field in [&e.service, &e.country, &e.city] {
-                copy_text(&mut text, field);
-                text.push('\t');
-            }
-            // With an explicit UTC offset, so the server's time zone cannot shift the quarter.
-            let _ = writeln!(
-                text,
-                "{}\t{}",
-                e.quarter.format("%Y-%m-%d %H:%M:%S+00"),
-                e.expected
-            );
-        }
-        let mut copy = self
-            .pool
-            .copy_in_raw(
-                "copy expectations_quarter (service, country, city, quarter, expected) from stdin",
-            )
-            .await?;
-        copy.send(text.into_bytes()).await?;
-        copy.finish().await?;
+        let mut tx = self.pool.begin().await?;
+        expectations::merge::<Postgres>(&mut tx, recomputed, expectations::Stored::Refuse).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -92,21 +68,12 @@ impl DetectionStore for PostgresStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         steps::replace_incidents::<Postgres>(&mut tx, write).await?;
-        if !write.expectations.is_empty() {
-            let e = write.expectations;
-            sqlx::query(
-                "insert into expectations_quarter (service, country, city, quarter, expected)
-                 select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[])
-                 on conflict (service, country, city, quarter) do update set expected = excluded.expected",
-            )
-            .bind(e.iter().map(|x| x.service.as_str()).collect::<Vec<_>>())
-            .bind(e.iter().map(|x| x.country.as_str()).collect::<Vec<_>>())
-            .bind(e.iter().map(|x| x.city.as_str()).collect::<Vec<_>>())
-            .bind(e.iter().map(|x| x.quarter).collect::<Vec<_>>())
-            .bind(e.iter().map(|x| x.expected).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
+        expectations::merge::<Postgres>(
+            &mut tx,
+            write.expectations,
+            expectations::Stored::Overwrite,
+        )
+        .await?;
         steps::advance_detector::<Postgres>(&mut tx, write).await?;
         if !write.deliveries.is_empty() {
             let d = write.deliveries;

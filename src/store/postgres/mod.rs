@@ -8,12 +8,11 @@ mod reads;
 mod reports;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -398,19 +397,6 @@ async fn add_to_rollups<'a>(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// Appends `field` to COPY text, escaping what the format gives a meaning to.
-fn copy_text(text: &mut String, field: &str) {
-    for c in field.chars() {
-        match c {
-            '\\' => text.push_str("\\\\"),
-            '\t' => text.push_str("\\t"),
-            '\n' => text.push_str("\\n"),
-            '\r' => text.push_str("\\r"),
-            c => text.push(c),
-        }
-    }
 }
 
 /// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use super::*;
+use crate::store::expectations::{day_of, expand, DayRow};
 use crate::store::read_sql;
 use crate::store::ReadStore;
 
@@ -42,19 +43,20 @@ read_store!(PostgresStore, Postgres, pool, READS, {
             .iter()
             .map(|(country, city)| (country.as_str(), city.as_str()))
             .unzip();
-        Ok(sqlx::query_as(
-            "select e.country, e.city, e.quarter, e.expected
+        let rows: Vec<DayRow> = sqlx::query_as(
+            "select e.service, e.country, e.city, extract(epoch from e.day)::int8 as day, e.expected
              from unnest($2::text[], $3::text[]) as r(country, city)
-             join expectations_quarter e
+             join expectations_day e
                on e.service = $1 and e.country = r.country and e.city = r.city
-                  and e.quarter >= $4 and e.quarter < $5",
+                  and e.day >= $4 and e.day < $5",
         )
         .bind(service)
         .bind(countries)
         .bind(cities)
-        .bind(from)
+        .bind(day_of(from))
         .bind(to)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        expand(rows, range)
     }
 });

@@ -1,6 +1,7 @@
 //! [`DetectionStore`] on SQLite: the detector's log: rollups to step, checkpoint and snapshot, incidents and expectations written.
 
 use super::*;
+use crate::store::expectations;
 use crate::store::DetectionStore;
 
 #[async_trait]
@@ -32,20 +33,18 @@ impl DetectionStore for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let cleared = sqlx::query(sql::CLEAR_EXPECTATIONS)
-            .bind(from.timestamp())
-            .bind(to.timestamp())
-            .execute(&self.writer)
-            .await?;
-        Ok(cleared.rows_affected())
+        let mut tx = self.writer.begin().await?;
+        let cleared = expectations::clear::<Sqlite>(&mut tx, from, to).await?;
+        tx.commit().await?;
+        Ok(cleared)
     }
 
     async fn insert_recomputed_expectations(
         &self,
-        expectations: &[Expectation],
+        recomputed: &[Expectation],
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        insert_expectations(&mut tx, expectations, "").await?;
+        expectations::merge::<Sqlite>(&mut tx, recomputed, expectations::Stored::Refuse).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -57,12 +56,8 @@ impl DetectionStore for SqliteStore {
     async fn write_detection(&self, write: &DetectionWrite<'_>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         steps::replace_incidents::<Sqlite>(&mut tx, write).await?;
-        insert_expectations(
-            &mut tx,
-            write.expectations,
-            " on conflict (service, country, city, quarter) do update set expected = excluded.expected",
-        )
-        .await?;
+        expectations::merge::<Sqlite>(&mut tx, write.expectations, expectations::Stored::Overwrite)
+            .await?;
         steps::advance_detector::<Sqlite>(&mut tx, write).await?;
         for chunk in write.deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(

@@ -194,27 +194,3 @@ async fn cap_networks(
     }
     Ok(over.into_iter().collect())
 }
-
-/// Inserts expectations in chunks under the bind limit, each statement ending with
-/// `on_conflict` (empty: a conflict is an error).
-async fn insert_expectations(
-    tx: &mut Transaction<'_, Sqlite>,
-    expectations: &[Expectation],
-    on_conflict: &str,
-) -> Result<(), StoreError> {
-    for chunk in expectations.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "insert into expectations_quarter (service, country, city, quarter, expected) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(&e.service)
-                .push_bind(&e.country)
-                .push_bind(&e.city)
-                .push_bind(e.quarter.timestamp())
-                .push_bind(e.expected);
-        });
-        insert.push(on_conflict);
-        insert.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use super::*;
+use crate::store::expectations::{day_of, expand, DayRow};
 use crate::store::read_sql;
 use crate::store::ReadStore;
 
@@ -41,20 +42,21 @@ read_store!(SqliteStore, Sqlite, reader, READS, {
                 .collect::<Vec<_>>(),
         )
         .to_string();
-        Ok(sqlx::query_as(
+        let rows: Vec<DayRow> = sqlx::query_as(
             "with r(country, city) as (
                  select json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)
              )
-             select e.country, e.city, e.quarter, e.expected
-             from r join expectations_quarter e
+             select e.service, e.country, e.city, e.day, e.expected
+             from r join expectations_day e
                on e.service = ?1 and e.country = r.country and e.city = r.city
-                  and e.quarter >= ?3 and e.quarter < ?4",
+                  and e.day >= ?3 and e.day < ?4",
         )
         .bind(service)
         .bind(pairs)
-        .bind(from.timestamp())
+        .bind(day_of(from).timestamp())
         .bind(to.timestamp())
         .fetch_all(&self.reader)
-        .await?)
+        .await?;
+        expand(rows, range)
     }
 });

@@ -1,0 +1,303 @@
+//! The detector's expectations as both backends store them: one row per series per UTC day,
+//! `expected` a JSON array of the day's 96 quarter hours (a number, or null where the detector
+//! had none). A write merges its quarters into the day rows they fall in (the detector lock
+//! makes the leader, or a redetect, the only writer, so a read-modify-write in one transaction
+//! is safe); a read expands day rows back into quarters. serde_json writes and reads every
+//! double exactly, so what a read answers is what the detector computed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{Database, Executor, FromRow, IntoArguments};
+
+use super::sql::{Backend, Bind};
+use super::{Expectation, RegionExpectation, StoreError, TimeRange};
+use crate::domain::buckets::{floor_to, QUARTER_SECONDS};
+
+/// Seconds in a day row.
+const DAY_SECONDS: i64 = 86_400;
+
+/// Quarter hours in a day row.
+pub(super) const SLOTS: usize = (DAY_SECONDS / QUARTER_SECONDS) as usize;
+
+/// Day rows per statement.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// One series' day of expectations.
+type Day = [Option<f64>; SLOTS];
+
+/// The key of a day row: service, country, city, the day's start.
+type DayKey = (String, String, String, DateTime<Utc>);
+
+/// A stored day row, its day in unix seconds (each backend's statement selects it so).
+#[derive(Debug, FromRow)]
+pub(super) struct DayRow {
+    pub(super) service: String,
+    pub(super) country: String,
+    pub(super) city: String,
+    pub(super) day: i64,
+    pub(super) expected: String,
+}
+
+/// The start of the UTC day `at` falls in.
+pub(super) fn day_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    floor_to(at, DAY_SECONDS)
+}
+
+fn slot_of(quarter: DateTime<Utc>) -> usize {
+    ((quarter - day_of(quarter)).num_seconds() / QUARTER_SECONDS) as usize
+}
+
+fn decode(text: &str) -> Result<Day, StoreError> {
+    let values: Vec<Option<f64>> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("a stored expectations row: {e}")))?;
+    values.try_into().map_err(|values: Vec<Option<f64>>| {
+        StoreError::Corrupt(format!(
+            "a stored expectations row holds {} quarters, not {SLOTS}",
+            values.len()
+        ))
+    })
+}
+
+fn encode(day: &Day) -> String {
+    serde_json::Value::from(day.to_vec()).to_string()
+}
+
+/// The quarters of `rows` in `range` that have an expectation, in row order and quarter order.
+pub(super) fn expand(
+    rows: Vec<DayRow>,
+    range: TimeRange,
+) -> Result<Vec<RegionExpectation>, StoreError> {
+    let mut quarters = Vec::new();
+    for row in rows {
+        let day = DateTime::from_timestamp(row.day, 0).unwrap_or_default();
+        for (slot, value) in decode(&row.expected)?.into_iter().enumerate() {
+            let quarter = day + TimeDelta::seconds(slot as i64 * QUARTER_SECONDS);
+            if let Some(expected) = value.filter(|_| range.from <= quarter && quarter < range.to) {
+                quarters.push(RegionExpectation {
+                    country: row.country.clone(),
+                    city: row.city.clone(),
+                    quarter,
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(quarters)
+}
+
+/// The stored day rows of days `[first, last]`, by key.
+async fn days_between<DB>(
+    tx: &mut DB::Connection,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+) -> Result<BTreeMap<DayKey, Day>, StoreError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    DayRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let rows: Vec<DayRow> = sqlx::query_as(DB::SELECT_EXPECTATION_DAYS)
+        .bind(DB::time(first))
+        .bind(DB::time(last))
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut days = BTreeMap::new();
+    for row in rows {
+        let day = DateTime::from_timestamp(row.day, 0).unwrap_or_default();
+        let values = decode(&row.expected)?;
+        days.insert((row.service, row.country, row.city, day), values);
+    }
+    Ok(days)
+}
+
+/// Writes `days` over their stored rows (inserting the new ones): each chunk is one statement
+/// with one bind, a JSON array of rows, which both dialects unpack
+/// ([`Backend::UPSERT_EXPECTATION_DAYS`]).
+async fn put_days<DB>(
+    tx: &mut DB::Connection,
+    days: &BTreeMap<DayKey, Day>,
+) -> Result<(), StoreError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> String: Bind<'a, DB>,
+{
+    let rows: Vec<serde_json::Value> = days
+        .iter()
+        .map(|((service, country, city, day), values)| {
+            serde_json::json!({
+                "service": service,
+                "country": country,
+                "city": city,
+                "day": day.timestamp(),
+                "expected": encode(values),
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sqlx::query(DB::UPSERT_EXPECTATION_DAYS)
+            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether a write may replace a stored quarter's expectation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// The live detector's: a quarter is written again as it is recomputed.
+    Overwrite,
+    /// A redetect's, into a range it cleared: a stored quarter means the range was not.
+    Refuse,
+}
+
+fn key_of(e: &Expectation) -> DayKey {
+    (
+        e.service.clone(),
+        e.country.clone(),
+        e.city.clone(),
+        day_of(e.quarter),
+    )
+}
+
+/// Stores `expectations` in their day rows, each over what its quarter held as `stored` says.
+pub(super) async fn merge<DB>(
+    tx: &mut DB::Connection,
+    expectations: &[Expectation],
+    stored_quarters: Stored,
+) -> Result<(), StoreError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    DayRow: for<'r> FromRow<'r, DB::Row>,
+    for<'a> String: Bind<'a, DB>,
+{
+    let (Some(first), Some(last)) = (
+        expectations.iter().map(|e| e.quarter).min(),
+        expectations.iter().map(|e| e.quarter).max(),
+    ) else {
+        return Ok(());
+    };
+    let stored = days_between::<DB>(tx, day_of(first), day_of(last)).await?;
+    let mut days: BTreeMap<DayKey, Day> = BTreeMap::new();
+    for e in expectations {
+        let day = days
+            .entry(key_of(e))
+            .or_insert_with_key(|key| stored.get(key).copied().unwrap_or([None; SLOTS]));
+        let slot = slot_of(e.quarter);
+        let was_stored = stored.get(&key_of(e)).is_some_and(|d| d[slot].is_some());
+        if was_stored && stored_quarters == Stored::Refuse {
+            return Err(StoreError::Conflict(format!(
+                "an expectation of {} {} {} at {} is stored already",
+                e.service, e.country, e.city, e.quarter
+            )));
+        }
+        day[slot] = Some(e.expected);
+    }
+    put_days::<DB>(tx, &days).await
+}
+
+/// Forgets the expectations of the quarters in `[from, to)` (both on quarter boundaries):
+/// whole days go, the days at the edges keep their other quarters. Answers the day rows
+/// deleted or changed.
+pub(super) async fn clear<DB>(
+    tx: &mut DB::Connection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u64, StoreError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    DayRow: for<'r> FromRow<'r, DB::Row>,
+    for<'a> String: Bind<'a, DB>,
+{
+    if from >= to {
+        return Ok(0);
+    }
+    // The days the range covers only in part: their rows are trimmed, not deleted.
+    let mut edges = BTreeMap::new();
+    for day in [day_of(from), day_of(to)] {
+        let partial = day < from || day + TimeDelta::seconds(DAY_SECONDS) > to;
+        if partial && day < to {
+            edges.append(&mut days_between::<DB>(tx, day, day).await?);
+        }
+    }
+    let whole_from = if day_of(from) == from {
+        from
+    } else {
+        day_of(from) + TimeDelta::seconds(DAY_SECONDS)
+    };
+    let deleted = sqlx::query("delete from expectations_day where day >= $1 and day < $2")
+        .bind(DB::time(whole_from))
+        .bind(DB::time(day_of(to)))
+        .execute(&mut *tx)
+        .await?;
+    for ((_, _, _, day), values) in edges.iter_mut() {
+        for (slot, value) in values.iter_mut().enumerate() {
+            let quarter = *day + TimeDelta::seconds(slot as i64 * QUARTER_SECONDS);
+            if from <= quarter && quarter < to {
+                *value = None;
+            }
+        }
+    }
+    put_days::<DB>(tx, &edges).await?;
+    Ok(DB::rows_affected(&deleted) + edges.len() as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarter_has_its_slot_in_its_utc_day() {
+        // 2025-03-10T10:00:00Z is the 40th quarter of its day.
+        let quarter = DateTime::from_timestamp(1_741_600_800, 0).unwrap();
+        assert_eq!(day_of(quarter).timestamp(), 1_741_564_800);
+        assert_eq!(slot_of(quarter), 40);
+        assert_eq!(slot_of(day_of(quarter)), 0);
+        assert_eq!(
+            slot_of(day_of(quarter) + TimeDelta::seconds(DAY_SECONDS - 900)),
+            95
+        );
+    }
+
+    #[test]
+    fn a_day_row_keeps_every_double_exactly() {
+        let mut day = [None; SLOTS];
+        day[0] = Some(0.1 + 0.2);
+        day[40] = Some(1.0 / 3.0);
+        day[95] = Some(1e-300);
+        assert_eq!(decode(&encode(&day)).unwrap(), day);
+        assert!(decode("[1.5]").is_err());
+    }
+
+    #[test]
+    fn expanding_keeps_the_quarters_in_range_that_have_a_value() {
+        let day = 1_741_564_800;
+        let mut values = [None; SLOTS];
+        values[39] = Some(2.0);
+        values[40] = Some(4.5);
+        values[41] = Some(6.0);
+        let row = DayRow {
+            service: "x".into(),
+            country: "PK".into(),
+            city: String::new(),
+            day,
+            expected: encode(&values),
+        };
+        let at = |slot: i64| DateTime::from_timestamp(day + slot * 900, 0).unwrap();
+        let got: Vec<(DateTime<Utc>, f64)> = expand(vec![row], TimeRange::new(at(40), at(50)))
+            .unwrap()
+            .into_iter()
+            .map(|q| (q.quarter, q.expected))
+            .collect();
+        assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
+    }
+}
