@@ -346,9 +346,13 @@ pub async fn schemathesis(cluster: &Cluster, scale: Scale) -> Row {
             "--max-examples",
             examples,
         ])
+        // One worker: with two, schemathesis builds hypothesis strategies on two threads, and
+        // CPython 3.11.7's `ast.parse` then fails now and again with "AST constructor recursion
+        // depth mismatch" (a runtime error of the tool, not of the service: the full suite hit
+        // it on 2026-12-06 with every case passing).
         .args([
             "--workers",
-            "2",
+            "1",
             "--seed",
             "20260310",
             "--generation-database",
