@@ -27,7 +27,15 @@ const AWKWARD: [f64; 6] = [
 ];
 
 fn expectations() -> Vec<(String, i64, f64)> {
-    // Quarters -3 ..= 2, across midnight, for the country and for Lahore.
+    // Quarters -3 ..= 2, across midnight, for the country and for Lahore; and a whole day
+    // (quarters 0 ..= 95) for Karachi.
+    let karachi = (0..96).map(|n| {
+        (
+            "Karachi".to_owned(),
+            n,
+            AWKWARD[(n % 6) as usize] + n as f64,
+        )
+    });
     ["", "Lahore"]
         .into_iter()
         .flat_map(|city| {
@@ -39,6 +47,7 @@ fn expectations() -> Vec<(String, i64, f64)> {
                 )
             })
         })
+        .chain(karachi)
         .collect()
 }
 
@@ -117,10 +126,13 @@ on_both_backends!(
         };
         let store = store::connect(&db.url, &options).await.unwrap();
         store.migrate().await.unwrap();
-        for city in ["", "Lahore"] {
-            assert_eq!(read(&*store, city, -10, 10).await, expected(city, -10, 10));
+        for city in ["", "Lahore", "Karachi"] {
+            assert_eq!(
+                read(&*store, city, -10, 100).await,
+                expected(city, -10, 100)
+            );
         }
-        // Two days of two series: four rows where there were twelve.
+        // Two days of two series and a day of a third: five rows where there were 108.
         let rows: i64 = match backend {
             common::Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
@@ -137,7 +149,7 @@ on_both_backends!(
                     .unwrap()
             }
         };
-        assert_eq!(rows, 4);
+        assert_eq!(rows, 5);
     }
 );
 

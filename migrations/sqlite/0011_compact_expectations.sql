@@ -14,13 +14,28 @@ create table expectations_day (
 ) without rowid;
 create index expectations_day_by_day on expectations_day (day);
 
+-- Whole days first, in one pass (a series' days are whole but for its first and last).
+insert into expectations_day (service, country, city, day, expected)
+select service, country, city, day, '[' || group_concat(v, ',') || ']'
+from (
+    select service, country, city, (quarter / 86400) * 86400 as day,
+           printf('%!.17g', expected) as v
+    from expectations_quarter
+    order by service, country, city, quarter
+)
+group by service, country, city, day
+having count(*) = 96;
+
+-- Then the days with gaps, null where a quarter has no expectation.
 insert into expectations_day (service, country, city, day, expected)
 select service, country, city, day, '[' || group_concat(v, ',') || ']'
 from (
     with recursive slots(slot) as (select 0 union all select slot + 1 from slots where slot < 95),
     keys as (
-        select distinct service, country, city, (quarter / 86400) * 86400 as day
+        select service, country, city, (quarter / 86400) * 86400 as day
         from expectations_quarter
+        group by 1, 2, 3, 4
+        having count(*) < 96
     )
     select k.service, k.country, k.city, k.day, s.slot,
            case when e.expected is null then 'null' else printf('%!.17g', e.expected) end as v
