@@ -437,18 +437,13 @@ on_both_backends!(
     |backend| async move {
         let db = common::TestDb::new(backend).await;
         // The schema as it stood before migration 0009, from a copy of the earlier files.
-        let (migrator, _earlier) = common::migrator_before(backend, "0009").await;
+        let earlier = common::EarlierDb::migrate(backend, &db, "0009").await;
         let id = incidents::incident_id("x", Some("PK"), None, at(0));
         let columns = "id, service, scope, country, city, status, started_at, peak_at, \
              peak_count, expected_at_peak, start_count, excess_reports, resolved_at, top_cities, \
              problems, parent_id, summary, updated_at";
-        match backend {
-            common::Backend::Sqlite => {
-                let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-                let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                    .await
-                    .unwrap();
-                migrator.run(&pool).await.unwrap();
+        match &earlier {
+            common::EarlierDb::Sqlite(pool) => {
                 sqlx::query(&format!(
                     "insert into incidents ({columns}) values (?, 'x', 'country', 'PK', null, \
                      'resolved', ?, ?, 136, 4.5, 74, 900, ?, '[]', '{{}}', null, 'Old.', ?)"
@@ -458,14 +453,11 @@ on_both_backends!(
                 .bind(at(600).timestamp())
                 .bind(at(3600).timestamp())
                 .bind(at(3600).timestamp())
-                .execute(&pool)
+                .execute(pool)
                 .await
                 .unwrap();
-                pool.close().await;
             }
-            common::Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-                migrator.run(&pool).await.unwrap();
+            common::EarlierDb::Postgres(pool) => {
                 sqlx::query(&format!(
                     "insert into incidents ({columns}) values ($1, 'x', 'country', 'PK', null, \
                      'resolved', $2, $3, 136, 4.5, 74, 900, $4, '[]', '{{}}', null, 'Old.', $4)"
@@ -474,12 +466,12 @@ on_both_backends!(
                 .bind(at(0))
                 .bind(at(600))
                 .bind(at(3600))
-                .execute(&pool)
+                .execute(pool)
                 .await
                 .unwrap();
-                pool.close().await;
             }
         }
+        earlier.close().await;
         let options = ConnectOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),

@@ -83,43 +83,35 @@ on_both_backends!(
     migration_0011_keeps_every_expectation_exactly,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let (migrator, _earlier) = common::migrator_before(backend, "0011").await;
+        let earlier = common::EarlierDb::migrate(backend, &db, "0011").await;
         let insert =
             "insert into expectations_quarter (service, country, city, quarter, expected) \
              values ('x', 'PK', $1, $2, $3)";
-        match backend {
-            common::Backend::Sqlite => {
-                let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-                let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                    .await
-                    .unwrap();
-                migrator.run(&pool).await.unwrap();
+        match &earlier {
+            common::EarlierDb::Sqlite(pool) => {
                 for (city, n, e) in expectations() {
                     sqlx::query(insert)
                         .bind(city)
                         .bind(quarter(n).timestamp())
                         .bind(e)
-                        .execute(&pool)
+                        .execute(pool)
                         .await
                         .unwrap();
                 }
-                pool.close().await;
             }
-            common::Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-                migrator.run(&pool).await.unwrap();
+            common::EarlierDb::Postgres(pool) => {
                 for (city, n, e) in expectations() {
                     sqlx::query(insert)
                         .bind(city)
                         .bind(quarter(n))
                         .bind(e)
-                        .execute(&pool)
+                        .execute(pool)
                         .await
                         .unwrap();
                 }
-                pool.close().await;
             }
         }
+        earlier.close().await;
         let options = ConnectOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),

@@ -239,7 +239,7 @@ on_both_backends!(
     the_migration_fills_the_tiers_from_the_stored_minutes,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let (migrator, _earlier) = common::migrator_before(backend, "0010").await;
+        let earlier = common::EarlierDb::migrate(backend, &db, "0010").await;
         // Minute rows as an earlier release stored them: 3 hours from 2025-03-10 10:00 UTC,
         // a country total and a city each minute.
         let start = DateTime::from_timestamp(1_741_600_800, 0).unwrap();
@@ -251,39 +251,31 @@ on_both_backends!(
             .collect();
         let insert = "insert into rollups_minute (service, country, city, minute, count) \
              values ('x', 'PK', $1, $2, $3)";
-        match backend {
-            common::Backend::Sqlite => {
-                let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-                let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                    .await
-                    .unwrap();
-                migrator.run(&pool).await.unwrap();
+        match &earlier {
+            common::EarlierDb::Sqlite(pool) => {
                 for (minute, city, count) in &rows {
                     sqlx::query(insert)
                         .bind(city)
                         .bind(minute.timestamp())
                         .bind(count)
-                        .execute(&pool)
+                        .execute(pool)
                         .await
                         .unwrap();
                 }
-                pool.close().await;
             }
-            common::Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-                migrator.run(&pool).await.unwrap();
+            common::EarlierDb::Postgres(pool) => {
                 for (minute, city, count) in &rows {
                     sqlx::query(insert)
                         .bind(city)
                         .bind(minute)
                         .bind(count)
-                        .execute(&pool)
+                        .execute(pool)
                         .await
                         .unwrap();
                 }
-                pool.close().await;
             }
         }
+        earlier.close().await;
         let options = ConnectOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),

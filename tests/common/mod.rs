@@ -212,32 +212,58 @@ pub fn open_incident(started_at: DateTime<Utc>) -> Incident {
     }
 }
 
-/// A folder holding a copy of `backend`'s migrations numbered below `version` (e.g. "0009"):
-/// the schema as an earlier release left it, for tests of a migration over existing rows.
-pub async fn migrator_before(
-    backend: Backend,
-    version: &str,
-) -> (sqlx::migrate::Migrator, tempfile::TempDir) {
-    let folder = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(folder);
-    let earlier = tempfile::tempdir().unwrap();
-    let mut copied = 0;
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < version {
-            std::fs::copy(&path, earlier.path().join(&name)).unwrap();
-            copied += 1;
+/// A database as an earlier release left it: `db` migrated with a copy of `backend`'s
+/// migrations numbered below `version` (e.g. "0009"), for tests of a migration over existing
+/// rows. The caller inserts its rows through the pool, closes it, then migrates the rest.
+pub enum EarlierDb {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl EarlierDb {
+    pub async fn migrate(backend: Backend, db: &TestDb, version: &str) -> EarlierDb {
+        let folder = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(folder);
+        let earlier = tempfile::tempdir().unwrap();
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < version {
+                std::fs::copy(&path, earlier.path().join(&name)).unwrap();
+                copied += 1;
+            }
+        }
+        assert!(copied >= 7, "only {copied} migrations before {version}");
+        let migrator = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
+        match backend {
+            Backend::Sqlite => {
+                let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+                let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+                    .await
+                    .unwrap();
+                migrator.run(&pool).await.unwrap();
+                EarlierDb::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                EarlierDb::Postgres(pool)
+            }
         }
     }
-    assert!(copied >= 7, "only {copied} migrations before {version}");
-    let migrator = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
-    (migrator, earlier)
+
+    pub async fn close(self) {
+        match self {
+            EarlierDb::Sqlite(pool) => pool.close().await,
+            EarlierDb::Postgres(pool) => pool.close().await,
+        }
+    }
 }
 
 /// Runs the same async test body on SQLite and on Postgres.
