@@ -68,6 +68,14 @@ async fn main() {
         DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(900), 0).unwrap();
     let start = end - TimeDelta::days(days as i64);
     let minutes = (end - start).num_minutes() as usize;
+    // The minute counts' day partitions, as an import would make them.
+    let seeded_days: Vec<_> = (0..=days as i64)
+        .map(|d| (start + TimeDelta::days(d)).date_naive())
+        .collect();
+    store
+        .prepare_days(&seeded_days)
+        .await
+        .expect("prepare days");
     println!(
         "seeding {} services x {} countries x {} cities, {days} days ({start} .. {end})",
         services.len(),

@@ -33,6 +33,10 @@ use crate::web::{self, WebState};
 /// call may have changed.
 const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// Upkeep rounds between two applications of retention (and preparations of the coming
+/// days): an hour. The first round applies it too.
+const RETENTION_EVERY_ROUNDS: u64 = 360;
+
 /// A built service, bound to its port, not yet serving.
 pub struct App {
     listener: TcpListener,
@@ -47,6 +51,7 @@ pub struct App {
     /// None when no webhook is configured.
     deliverer: Option<Deliverer>,
     relay: Relay,
+    retention: crate::domain::retention::Retention,
 }
 
 /// Opens the store named in the settings and applies its migrations.
@@ -59,6 +64,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         .await
         .context("cannot open the database (database.url / DATABASE_URL)")?;
     store.migrate().await.context("cannot apply migrations")?;
+    // Today's and the next days' partitions exist before the first report, whatever runs.
+    let days = crate::domain::retention::live_days(crate::runtime::clock::now());
+    store
+        .prepare_days(&days)
+        .await
+        .context("cannot prepare the storage of the coming days")?;
     Ok(store)
 }
 
@@ -194,6 +205,7 @@ impl App {
             },
             deliverer,
             relay,
+            retention: settings.retention.retention(),
         })
     }
 
@@ -223,6 +235,7 @@ impl App {
             limits,
             deliverer,
             relay,
+            retention,
         } = self;
         let detector = state.detector.clone();
         detector.start().await;
@@ -230,7 +243,7 @@ impl App {
         let deliverer =
             deliverer.map(|deliverer| tokio::spawn(deliverer::run(deliverer, deliverer_stopped)));
         let (stop_upkeep, upkeep_stopped) = watch::channel(false);
-        let upkeep = tokio::spawn(upkeep(state.clone(), store, upkeep_stopped));
+        let upkeep = tokio::spawn(upkeep(state.clone(), store, retention, upkeep_stopped));
         // The JSON API and the pages side by side, each knowing nothing of the other, in the
         // layers every answer gets.
         let request_timeout = state.request_timeout;
@@ -265,14 +278,23 @@ impl App {
 /// Every [`UPKEEP_EVERY`] until `stop` turns true: settles the minute counts of past minutes
 /// (Postgres moves them to the table reads are indexed for), forgets idle clients and past
 /// network counts, and reloads the catalog an admin may have changed on another replica.
-async fn upkeep(state: AppState, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+/// Hourly it also prepares the coming days and applies retention ([`expire`]).
+async fn upkeep(
+    state: AppState,
+    store: Arc<dyn Store>,
+    retention: crate::domain::retention::Retention,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(UPKEEP_EVERY);
-    loop {
+    for round in 0u64.. {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let now = crate::runtime::clock::now();
+        if round % RETENTION_EVERY_ROUNDS == 0 {
+            expire(store.as_ref(), retention, now).await;
+        }
         match store.settle_rollups(store::settled_before(now)).await {
             Ok(moved) => tracing::debug!(moved, "settled minute counts"),
             // Nothing is lost: the counts stay where ingest put them and the next round moves them.
@@ -286,6 +308,32 @@ async fn upkeep(state: AppState, store: Arc<dyn Store>, mut stop: watch::Receive
         if let Err(error) = state.reads.reload_catalog(&state.catalog).await {
             tracing::debug!(%error, "cannot reload the catalog now");
         }
+    }
+}
+
+/// Prepares the coming days and deletes what `retention` no longer keeps at `now`; failures
+/// are logged and left for the next hour (nothing is lost by deleting late).
+async fn expire(
+    store: &dyn Store,
+    retention: crate::domain::retention::Retention,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let days = crate::domain::retention::live_days(now);
+    match store.prepare_days(&days).await {
+        Ok(0) => {}
+        Ok(created) => tracing::info!(created, "prepared the coming days' partitions"),
+        Err(error) => tracing::warn!(%error, "could not prepare the coming days' partitions"),
+    }
+    let started = std::time::Instant::now();
+    match store.apply_retention(&retention.cutoffs(now)).await {
+        Ok(Some(expired)) if expired != store::Expired::default() => tracing::info!(
+            days_dropped = expired.days_dropped,
+            rows_deleted = expired.rows_deleted,
+            seconds = started.elapsed().as_secs_f64(),
+            "applied retention"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not apply retention"),
     }
 }
 

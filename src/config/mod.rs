@@ -31,6 +31,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
     pub detector: DetectorSettings,
+    pub retention: RetentionSettings,
     pub services: Vec<ServiceSettings>,
     /// Endpoints that receive incident events; none unless configured.
     #[serde(default)]
@@ -145,6 +146,31 @@ pub struct DetectorSettings {
     pub top_cities: u32,
     #[serde(default)]
     pub model: crate::detect::DetectorConfig,
+}
+
+/// How long raw reports and counts are kept (expectations keep `detector.expectations_days`).
+/// `serve`'s upkeep deletes what is older, a whole day at a time; 0 keeps everything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days of raw reports (and with them the problem mixes of past days).
+    pub reports_days: u32,
+    /// Days of minute counts; never fewer than `detector.history_days`, which the detector
+    /// replays from them.
+    pub minute_rollups_days: u32,
+    /// Days of the quarter-hour and hourly counts.
+    pub coarse_rollups_days: u32,
+}
+
+impl RetentionSettings {
+    /// The settings as the store applies them.
+    pub fn retention(&self) -> crate::domain::retention::Retention {
+        crate::domain::retention::Retention {
+            reports_days: self.reports_days,
+            minute_rollups_days: self.minute_rollups_days,
+            coarse_rollups_days: self.coarse_rollups_days,
+        }
+    }
 }
 
 /// The HTTP listener and how client addresses are read.
@@ -297,6 +323,16 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "ingest.dedup_window_minutes must divide a day (1, 5, 15, 30, 60, ...)".into(),
             ));
+        }
+        let retention = &self.retention;
+        if retention.minute_rollups_days != 0
+            && retention.minute_rollups_days < self.detector.history_days
+        {
+            return Err(ConfigError::Invalid(format!(
+                "retention.minute_rollups_days ({}) is shorter than detector.history_days ({}): \
+                 the detector replays that many days of minute counts; keep them at least as long (0 keeps them all)",
+                retention.minute_rollups_days, self.detector.history_days
+            )));
         }
         if let Err(e) = self.detector.model.validate() {
             return Err(ConfigError::Invalid(format!(
@@ -591,8 +627,8 @@ secret = "s3cret-key"
              (did you mean OUTAGEWATCH__HTTP__LISTEN?)"
         );
         assert_eq!(
-            env_error("OUTAGEWATCH__RETENTION__REPORTS_DAYS", "-1"),
-            "configuration: environment variable OUTAGEWATCH__RETENTION__REPORTS_DAYS names no \
+            env_error("OUTAGEWATCH__ARCHIVE__REPORTS_DAYS", "-1"),
+            "configuration: environment variable OUTAGEWATCH__ARCHIVE__REPORTS_DAYS names no \
              setting"
         );
         assert_eq!(
@@ -609,6 +645,32 @@ secret = "s3cret-key"
         assert_eq!(
             env_error("OUTAGEWATCH__HTTP____LISTEN", "127.0.0.1:18090"),
             "configuration: environment variable OUTAGEWATCH__HTTP____LISTEN names no setting"
+        );
+    }
+
+    #[test]
+    fn minute_retention_shorter_than_the_detector_history_stops_the_start_naming_both_keys() {
+        let error = Settings::from_toml(&["[retention]\nminute_rollups_days = 30\n"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "configuration: retention.minute_rollups_days (30) is shorter than \
+             detector.history_days (35): the detector replays that many days of minute counts; \
+             keep them at least as long (0 keeps them all)"
+        );
+        let kept = Settings::from_toml(&["[retention]\nminute_rollups_days = 35\n"]).unwrap();
+        assert_eq!(kept.retention.minute_rollups_days, 35);
+        let forever = Settings::from_toml(&["[retention]\nminute_rollups_days = 0\n"]).unwrap();
+        assert_eq!(forever.retention.retention().minute_rollups_days, 0);
+        let settings = Settings::from_toml(&[]).unwrap();
+        assert_eq!(
+            settings.retention.retention(),
+            crate::domain::retention::Retention {
+                reports_days: 90,
+                minute_rollups_days: 90,
+                coarse_rollups_days: 0
+            }
         );
     }
 
@@ -630,8 +692,8 @@ secret = "s3cret-key"
             )
         );
         assert_eq!(
-            error("[retention]\nreports_days = 30\n"),
-            format!("configuration: {file}: retention names no setting")
+            error("[archive]\nreports_days = 30\n"),
+            format!("configuration: {file}: archive names no setting")
         );
         assert_eq!(
             error("[[services]]\nslug = \"x\"\nname = \"X\"\nnmae = \"X\"\n"),

@@ -7,4 +7,5 @@ pub mod counting;
 pub mod geo;
 pub mod incidents;
 pub mod report;
+pub mod retention;
 pub mod series;

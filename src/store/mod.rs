@@ -336,6 +336,15 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
     }
 }
 
+/// What one application of retention deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Day partitions dropped (Postgres; SQLite has none).
+    pub days_dropped: u32,
+    /// Rows deleted one by one: coarse counts and forgotten ids, and on SQLite everything.
+    pub rows_deleted: u64,
+}
+
 /// A minute is settled this many minutes after its end: reports stamped in it have long
 /// committed by then (a late one is still added where the minute went).
 const SETTLE_AFTER_MINUTES: i64 = 2;

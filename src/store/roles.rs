@@ -8,12 +8,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, IncidentAction,
-    IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome, ProblemCount,
-    QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey, ServiceRecord,
-    StoreError, StoredReport, TimeRange,
+    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired,
+    IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome,
+    ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
+    ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::incidents::{CityCount, Incident};
+use crate::domain::retention::Cutoffs;
 
 /// Durable storage of reports, counts, incidents and what replicas share, by role: a caller
 /// that needs one role takes that trait, one that needs several takes `dyn Store`.
@@ -54,6 +55,16 @@ pub trait ReportStore: Send + Sync + 'static {
     /// minute is added to its row there. `serve`'s upkeep does this every few seconds with
     /// [`super::settled_before`]; no count a read sees changes. SQLite keeps one table: nothing moves.
     async fn settle_rollups(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Makes sure reports and minute counts of `days` can be stored (Postgres: makes the
+    /// missing day partitions); answers how many partitions it made. Inserts do this for the
+    /// days of their batch; upkeep does it ahead for the live days.
+    async fn prepare_days(&self, days: &[NaiveDate]) -> Result<u32, StoreError>;
+
+    /// Deletes what is past `cutoffs`: reports and minute counts by whole days (Postgres
+    /// drops their partitions), coarse counts before their cutoff, and ids past the retry
+    /// horizon. `None` when another replica is applying retention right now.
+    async fn apply_retention(&self, cutoffs: &Cutoffs) -> Result<Option<Expired>, StoreError>;
 
     /// Reads one report by id.
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError>;

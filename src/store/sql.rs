@@ -401,9 +401,12 @@ where
 {
     let (service, country, city) = series.parts();
     sqlx::query_as(
+        // A report's window starts at most a day before it and never after it: the bounds on
+        // dedup_window let Postgres read only the range's day partitions.
         "select problem, count(*) as count from reports
          where received_at >= $1 and received_at < $2 and service = $3 and counted
            and (cast($4 as text) is null or country = $4) and (cast($5 as text) is null or city = $5)
+           and dedup_window > $6 and dedup_window < $7
          group by problem
          order by problem",
     )
@@ -412,6 +415,8 @@ where
     .bind(service)
     .bind(country)
     .bind(city)
+    .bind(DB::time(range.from - chrono::TimeDelta::days(1)))
+    .bind(DB::time(range.to))
 }
 
 /// [`super::ReadStore::expectations`]: the day rows holding one series' quarters in `range`.

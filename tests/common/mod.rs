@@ -63,10 +63,11 @@ impl TestDb {
     }
 
     /// Settings for this database with the rate limit, the per-network cap (every test client
-    /// is 127.0.0.1) and the read cache off (tests read right after they write), plus `extra` TOML.
+    /// is 127.0.0.1), the read cache (tests read right after they write) and retention (test
+    /// data is of 2025) off, plus `extra` TOML.
     pub fn settings(&self, extra: &str) -> Settings {
         let base = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\nread_cache_seconds = 0\n[database]\nurl = \"{}\"\n[rate_limit]\nper_ip_per_minute = 0\n[abuse]\nmax_counted_per_network_per_minute = 0\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\nread_cache_seconds = 0\n[database]\nurl = \"{}\"\n[rate_limit]\nper_ip_per_minute = 0\n[abuse]\nmax_counted_per_network_per_minute = 0\n[retention]\nreports_days = 0\nminute_rollups_days = 0\n",
             self.url
         );
         Settings::from_toml(&[&base, extra]).unwrap()

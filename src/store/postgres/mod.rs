@@ -4,6 +4,7 @@ mod catalog;
 mod coordination;
 mod detection;
 mod outbox;
+mod partitions;
 mod reads;
 mod reports;
 
@@ -38,6 +39,8 @@ const DETECTOR_LOCK: i64 = 0x6f75_7461_6765_7761;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Days whose partitions this process has seen made.
+    days: std::sync::Arc<partitions::KnownDays>,
 }
 
 impl PostgresStore {
@@ -51,7 +54,10 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.application_name("outagewatch"))
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            days: Default::default(),
+        })
     }
 }
 
@@ -136,19 +142,28 @@ fn add_to_tiers(source: &str) -> String {
     .concat()
 }
 
-/// Reads the stored `counted` of each id that exists.
+/// Reads the stored `counted` of each id that exists among `reports` (the batch the ids
+/// came in): a replay's row is in its own window or an earlier one within the retry horizon.
 async fn stored_outcomes<'e>(
     executor: impl PgExecutor<'e>,
+    reports: &[NewReport],
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, bool>, StoreError> {
+    let windows = || reports.iter().map(|r| r.dedup_window_start);
+    let (Some(first), Some(last)) = (windows().min(), windows().max()) else {
+        return Ok(HashMap::new());
+    };
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, bool)> =
-        sqlx::query_as("select id, counted from reports where id = any($1)")
-            .bind(ids)
-            .fetch_all(executor)
-            .await?;
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "select id, counted from reports where id = any($1) and dedup_window >= $2 and dedup_window <= $3",
+    )
+    .bind(ids)
+    .bind(first - crate::domain::retention::RETRY_HORIZON)
+    .bind(last)
+    .fetch_all(executor)
+    .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -175,27 +190,39 @@ fn split_stored(stored: Vec<(Uuid, bool)>) -> (HashSet<Uuid>, HashSet<Uuid>) {
     (counted, uncounted)
 }
 
-/// The reports of a batch, as one statement of data-modifying CTEs: the ones that may count
-/// first (the unique key on (window, fingerprint, service) admits only a reporter's first,
-/// and a conflict on it or on the id inserts nothing), then every other one uncounted (what
-/// still conflicts is an id already stored). Answers (id, counted) for each row inserted.
+/// The reports of a batch, as one statement of data-modifying CTEs: first each id claimed in
+/// `report_ids` (an id already there is a retry within the horizon, and inserts nothing),
+/// then the claimed ones that may count (the unique key on (window, fingerprint, service)
+/// admits only a reporter's first; a conflict on it or on (id, window) inserts nothing), then
+/// every other claimed one uncounted (what still conflicts is an import's re-run past the
+/// horizon, meeting its own row). Reports go in input order, the dedup-key order the caller
+/// sorted them in. Answers (id, counted) for each row inserted.
 const INSERT_BATCH: &str = "with input as (
          select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                               $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
+             with ordinality
              as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
-                  minute, candidate)
+                  minute, candidate, position)
+     ),
+     claimed as (
+         insert into report_ids (id, dedup_window)
+         select id, dedup_window from input order by id
+         on conflict do nothing
+         returning id
      ),
      counted as (
          insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
          select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
-         from input where candidate
+         from input where candidate and id in (select id from claimed)
+         order by position
          on conflict do nothing
          returning id
      ),
      uncounted as (
          insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
          select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
-         from input where id not in (select id from counted)
+         from input where id in (select id from claimed) and id not in (select id from counted)
+         order by position
          on conflict do nothing
          returning id
      )";
@@ -447,10 +474,17 @@ async fn cap_networks(
         totals.get(&key).copied()
     });
     if !over.is_empty() {
-        sqlx::query("update reports set counted = false where id = any($1)")
-            .bind(&over)
-            .execute(&mut **tx)
-            .await?;
+        // Only rows of this batch, so only its windows' partitions.
+        let windows = candidates.iter().map(|r| r.dedup_window_start);
+        sqlx::query(
+            "update reports set counted = false
+             where id = any($1) and dedup_window >= $2 and dedup_window <= $3",
+        )
+        .bind(&over)
+        .bind(windows.clone().min())
+        .bind(windows.max())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(over.into_iter().collect())
 }

@@ -1,7 +1,63 @@
 //! [`ReportStore`] on Postgres: reports in: the batch insert, the reporter secret, reports by id and the upkeep of counts.
 
 use super::*;
-use crate::store::ReportStore;
+use crate::domain::retention::Cutoffs;
+use crate::store::{Expired, ReportStore};
+
+impl PostgresStore {
+    /// The batch, into partitions [`partitions::ensure`] has made.
+    async fn insert_into_partitions(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let candidates = dedup_candidates(reports);
+        let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
+        // In dedup-key order: a writer inserting a key another writer's open transaction holds
+        // waits for it, so two batches holding each other's keys in opposite orders would
+        // deadlock (Postgres breaks that after a second by failing one of them).
+        let mut ordered: Vec<&NewReport> = reports.iter().collect();
+        ordered
+            .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
+        let capped = reports.iter().any(|r| r.network.is_some());
+        let table = RollupTable::for_batch(reports, now);
+        let (counted, uncounted, previously_stored) = if capped {
+            // A network quota is decided on what actually counted, so the un-counting of
+            // what is over it follows the inserts in one transaction, and the rollups after.
+            let mut tx = self.pool.begin().await?;
+            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, None).await?;
+            let (mut counted, mut uncounted) = split_stored(stored);
+            let previously_stored =
+                stored_outcomes(&mut *tx, reports, &replays(reports, &counted, &uncounted)).await?;
+            let over = cap_networks(&mut tx, &candidates, &counted).await?;
+            counted.retain(|id| !over.contains(id));
+            uncounted.extend(over);
+            add_to_rollups(
+                &mut tx,
+                table,
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|r| counted.contains(&r.id)),
+            )
+            .await?;
+            tx.commit().await?;
+            (counted, uncounted, previously_stored)
+        } else {
+            // No quota: the whole batch, rollups included, is one statement, so one implicit
+            // transaction and one round trip (six, as separate statements, left the writer
+            // waiting on the service a quarter of the time).
+            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, Some(table)).await?;
+            let (counted, uncounted) = split_stored(stored);
+            // Committed by now: a conflicting insert waits for the other transaction to end.
+            let previously_stored =
+                stored_outcomes(&self.pool, reports, &replays(reports, &counted, &uncounted))
+                    .await?;
+            (counted, uncounted, previously_stored)
+        };
+        Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
+    }
+}
 
 #[async_trait]
 impl ReportStore for PostgresStore {
@@ -40,50 +96,25 @@ impl ReportStore for PostgresStore {
         reports: &[NewReport],
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let candidates = dedup_candidates(reports);
-        let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
-        // In dedup-key order: a writer inserting a key another writer's open transaction holds
-        // waits for it, so two batches holding each other's keys in opposite orders would
-        // deadlock (Postgres breaks that after a second by failing one of them).
-        let mut ordered: Vec<&NewReport> = reports.iter().collect();
-        ordered
-            .sort_unstable_by_key(|r| (r.dedup_window_start, r.fingerprint.0, r.service.as_str()));
-        let capped = reports.iter().any(|r| r.network.is_some());
-        let table = RollupTable::for_batch(reports, now);
-        let (counted, uncounted, previously_stored) = if capped {
-            // A network quota is decided on what actually counted, so the un-counting of
-            // what is over it follows the inserts in one transaction, and the rollups after.
-            let mut tx = self.pool.begin().await?;
-            let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, None).await?;
-            let (mut counted, mut uncounted) = split_stored(stored);
-            let previously_stored =
-                stored_outcomes(&mut *tx, &replays(reports, &counted, &uncounted)).await?;
-            let over = cap_networks(&mut tx, &candidates, &counted).await?;
-            counted.retain(|id| !over.contains(id));
-            uncounted.extend(over);
-            add_to_rollups(
-                &mut tx,
-                table,
-                candidates
-                    .iter()
-                    .copied()
-                    .filter(|r| counted.contains(&r.id)),
-            )
-            .await?;
-            tx.commit().await?;
-            (counted, uncounted, previously_stored)
-        } else {
-            // No quota: the whole batch, rollups included, is one statement, so one implicit
-            // transaction and one round trip (six, as separate statements, left the writer
-            // waiting on the service a quarter of the time).
-            let stored = insert_batch(&self.pool, &ordered, &candidate_ids, Some(table)).await?;
-            let (counted, uncounted) = split_stored(stored);
-            // Committed by now: a conflicting insert waits for the other transaction to end.
-            let previously_stored =
-                stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
-            (counted, uncounted, previously_stored)
-        };
-        Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
+        let days = partitions::days_of(reports);
+        partitions::ensure(&self.pool, &self.days, &days).await?;
+        match self.insert_into_partitions(reports, now).await {
+            // Another replica's retention dropped a day this process knew: make it again.
+            Err(error) if partitions::is_missing_partition(&error) => {
+                self.days.forget();
+                partitions::ensure(&self.pool, &self.days, &days).await?;
+                self.insert_into_partitions(reports, now).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn prepare_days(&self, days: &[NaiveDate]) -> Result<u32, StoreError> {
+        partitions::ensure(&self.pool, &self.days, &days.iter().copied().collect()).await
+    }
+
+    async fn apply_retention(&self, cutoffs: &Cutoffs) -> Result<Option<Expired>, StoreError> {
+        partitions::apply_retention(&self.pool, &self.days, cutoffs).await
     }
 
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
