@@ -89,23 +89,11 @@ create view rollups as
     union all
     select service, country, city, minute, count from rollups_live;
 
--- A partition for every day that has rows (and the days between), then the rows.
-do $$
-declare
-    first date;
-    last date;
-begin
-    select min(dedup_window at time zone 'UTC')::date, max(dedup_window at time zone 'UTC')::date
-        into first, last from reports_before_0012;
-    if first is not null then
-        perform ensure_day_partition('reports', d::date) from generate_series(first, last, interval '1 day') d;
-    end if;
-    select min(minute at time zone 'UTC')::date, max(minute at time zone 'UTC')::date
-        into first, last from rollups_minute_before_0012;
-    if first is not null then
-        perform ensure_day_partition('rollups_minute', d::date) from generate_series(first, last, interval '1 day') d;
-    end if;
-end $$;
+-- A partition for every day that has rows, then the rows.
+select ensure_day_partition('reports', day)
+from (select distinct (dedup_window at time zone 'UTC')::date as day from reports_before_0012) days;
+select ensure_day_partition('rollups_minute', day)
+from (select distinct (minute at time zone 'UTC')::date as day from rollups_minute_before_0012) days;
 
 insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
 select id, received_at, service, country, city, problem, fingerprint, dedup_window, counted

@@ -25,7 +25,7 @@ pub struct TestDb {
 }
 
 /// Which backend a test runs on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,

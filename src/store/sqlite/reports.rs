@@ -9,22 +9,29 @@ use crate::store::{Expired, ReportStore};
 /// Rows one retention delete takes, so the single writer is never held for long.
 const DELETE_BATCH: u64 = 5_000;
 
+/// The primary keys of the rollup tables.
+const MINUTE_KEY: &str = "service, country, city, minute";
+const QUARTER_KEY: &str = "service, country, city, quarter";
+const HOUR_KEY: &str = "service, country, city, hour";
+
 /// The start of `day` in UTC.
 fn start_of(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 impl SqliteStore {
-    /// Deletes the rows of `table` whose `column` is below `before`, a batch per statement.
+    /// Deletes the rows of `table` (primary key `key`) whose `column` is below `before`, a
+    /// batch per statement.
     async fn delete_before(
         &self,
         table: &str,
+        key: &str,
         column: &str,
         before: i64,
     ) -> Result<u64, StoreError> {
         let statement = format!(
-            "delete from {table} where rowid in
-                 (select rowid from {table} where {column} < ? limit {DELETE_BATCH})"
+            "delete from {table} where ({key}) in
+                 (select {key} from {table} where {column} < ? limit {DELETE_BATCH})"
         );
         let mut deleted = 0;
         loop {
@@ -81,20 +88,24 @@ impl ReportStore for SqliteStore {
         let mut rows = 0;
         if let Some(day) = cutoffs.reports_from {
             let before = start_of(day).timestamp_millis();
-            rows += self.delete_before("reports", "received_at", before).await?;
+            rows += self
+                .delete_before("reports", "id", "received_at", before)
+                .await?;
         }
         if let Some(day) = cutoffs.minute_rollups_from {
             let before = start_of(day).timestamp();
             rows += self
-                .delete_before("rollups_minute", "minute", before)
+                .delete_before("rollups_minute", MINUTE_KEY, "minute", before)
                 .await?;
         }
         if let Some(day) = cutoffs.coarse_rollups_from {
             let before = start_of(day).timestamp();
             rows += self
-                .delete_before("rollups_quarter", "quarter", before)
+                .delete_before("rollups_quarter", QUARTER_KEY, "quarter", before)
                 .await?;
-            rows += self.delete_before("rollups_hour", "hour", before).await?;
+            rows += self
+                .delete_before("rollups_hour", HOUR_KEY, "hour", before)
+                .await?;
         }
         // Ids stay with their reports (the primary key): nothing to forget apart.
         Ok(Some(Expired {
