@@ -152,7 +152,8 @@ impl App {
         // through the fingerprinter's. The writer, detector and deliverer have timeouts of
         // their own.
         let query_timeout = settings.database.query_timeout();
-        let reads = Reads::new(store.clone(), query_timeout);
+        let reads =
+            Reads::new(store.clone(), query_timeout).keeping(settings.retention.retention());
         let submitter = Arc::new(Submitter {
             ingest,
             fingerprinter: Arc::new(Fingerprinter::new(store.clone(), query_timeout)),

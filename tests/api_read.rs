@@ -635,3 +635,59 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    minute_counts_past_retention_are_refused_and_quarters_still_answer,
+    |backend| async move {
+        // 400 days of minutes: the 2025 reports' minutes are past it, their quarters are not.
+        let app = TestApp::spawn_with(
+            backend,
+            "[detector]\nenabled = false\n[retention]\nminute_rollups_days = 400\n",
+        )
+        .await;
+        app.store
+            .insert_reports(
+                &[report(1, "PK", None, 1), report(2, "PK", None, 16)],
+                outagewatch::runtime::clock::now(),
+            )
+            .await
+            .unwrap();
+        let (status, content_type, problem) = get(
+            &app,
+            &format!("/api/v1/counts?service=x&interval=1m&{}", range(0, 60)),
+        )
+        .await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (400, "application/problem+json")
+        );
+        assert_eq!(problem["errors"][0]["field"], "from");
+        let first_kept =
+            (outagewatch::runtime::clock::now() - chrono::TimeDelta::days(400)).date_naive();
+        assert_eq!(
+            problem["errors"][0]["message"],
+            format!(
+                "counts at 1m are kept from {first_kept} on (retention.minute_rollups_days); \
+                 start there or ask for 15m or wider, kept longer"
+            ),
+            "{problem}"
+        );
+        let (status, _, quarters) = get(
+            &app,
+            &format!(
+                "/api/v1/counts?service=x&country=PK&interval=15m&{}",
+                range(0, 30)
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{quarters}");
+        let counts: Vec<i64> = quarters["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .collect();
+        assert_eq!(counts, vec![1, 1]);
+        app.stop().await;
+    }
+);

@@ -73,6 +73,19 @@ async fn import_csv(backend: Backend) {
         stderr.contains("line 5: received_at: not an RFC 3339 time"),
         "{stderr}"
     );
+    // The default retention keeps 90 days of reports and of minutes: March 2025 is past both.
+    let from = (outagewatch::runtime::clock::now() - chrono::TimeDelta::days(90)).date_naive();
+    for (what, key) in [
+        ("reports", "retention.reports_days"),
+        ("minute counts", "retention.minute_rollups_days"),
+    ] {
+        let warning = format!(
+            "warning: 5 rows were received before {from}: their {what} are past {key} and will \
+             be deleted at serve's next upkeep (set it to 0 to keep them)\n"
+        );
+        assert!(stderr.contains(&warning), "{stderr}");
+    }
+    assert!(!stderr.contains("hourly counts"), "{stderr}");
 
     // Re-running the same file stores nothing new.
     let again = outagewatch(&db).arg("import").arg(&file).output().unwrap();

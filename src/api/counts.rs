@@ -111,8 +111,10 @@ pub struct CountsParams {
     description = "Counted reports of a service worldwide, in a country or in a city, in dense \
         buckets aligned to UTC, with the detector's expectation for each bucket. Default range: the \
         last 24 hours. A range is capped at 10,080 buckets (7 days of `1m`, 35 days of `5m`, …): \
-        a longer one is refused with 400 naming `from`, a limit no schema can state. The CSV has \
-        one row per bucket.",
+        a longer one is refused with 400 naming `from`, a limit no schema can state. So is a \
+        `1m` or `5m` range starting before the minute counts retention keeps \
+        (`retention.minute_rollups_days`); `15m` and wider read the coarse tiers, kept longer. \
+        The CSV has one row per bucket.",
     params(CountsParams, CsvFormat),
     responses(
         (status = 200, description = "The series.", headers(

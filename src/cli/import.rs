@@ -26,6 +26,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> anyhow::Result<()> {
     drop(ingest);
     writer.await?;
     let seconds = started.elapsed().as_secs_f64();
+    warn_past_retention(settings, &summary);
     println!(
         "{} rows in {seconds:.2} s ({:.0} rows/s): {} stored ({} counted), {} already stored, {} rejected",
         summary.rows,
@@ -36,4 +37,34 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> anyhow::Result<()> {
         summary.rejected
     );
     Ok(())
+}
+
+/// Warns, with a count, of imported rows that retention will delete at `serve`'s next upkeep.
+fn warn_past_retention(settings: &Settings, summary: &import::ImportSummary) {
+    let cutoffs = settings
+        .retention
+        .retention()
+        .cutoffs(outagewatch::runtime::clock::now());
+    for (from, what, key) in [
+        (cutoffs.reports_from, "reports", "retention.reports_days"),
+        (
+            cutoffs.minute_rollups_from,
+            "minute counts",
+            "retention.minute_rollups_days",
+        ),
+        (
+            cutoffs.coarse_rollups_from,
+            "quarter-hour and hourly counts",
+            "retention.coarse_rollups_days",
+        ),
+    ] {
+        let Some(from) = from else { continue };
+        let rows = summary.rows_before(from);
+        if rows > 0 {
+            eprintln!(
+                "warning: {rows} rows were received before {from}: their {what} are past {key} \
+                 and will be deleted at serve's next upkeep (set it to 0 to keep them)"
+            );
+        }
+    }
 }

@@ -142,7 +142,8 @@ pub async fn incidents(settings: &Settings, args: IncidentsArgs) -> anyhow::Resu
 async fn open_reads(settings: &Settings) -> anyhow::Result<(Reads, Catalog)> {
     let store = app::open_store(settings).await?;
     let catalog = app::stored_catalog(&store, settings).await?;
-    Ok((Reads::new(store, OPERATOR_DEADLINE), catalog))
+    let reads = Reads::new(store, OPERATOR_DEADLINE).keeping(settings.retention.retention());
+    Ok((reads, catalog))
 }
 
 /// Prints an answer in the chosen format.

@@ -1,9 +1,9 @@
 //! Bulk import of historical reports from CSV or NDJSON, through the same validation and batch writer as the API.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -32,6 +32,15 @@ pub struct ImportSummary {
     pub already_stored: u64,
     /// Rows rejected by validation, each reported with its line number.
     pub rejected: u64,
+    /// Valid rows per UTC day they were received on (what retention will judge them by).
+    pub rows_by_day: BTreeMap<NaiveDate, u64>,
+}
+
+impl ImportSummary {
+    /// Valid rows received before `day`.
+    pub fn rows_before(&self, day: NaiveDate) -> u64 {
+        self.rows_by_day.range(..day).map(|(_, rows)| rows).sum()
+    }
 }
 
 /// Why an import stopped.
@@ -223,6 +232,11 @@ impl<'a> Importer<'a> {
             self.summary.rejected += 1;
             return Ok(());
         };
+        *self
+            .summary
+            .rows_by_day
+            .entry(received_at.date_naive())
+            .or_default() += 1;
         let id = report.id.unwrap_or_else(|| self.derived_id(raw));
         let fingerprint = match row.reporter {
             Some(reporter) => fingerprint_of_reporter(reporter),

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::ReadError;
 use crate::domain::buckets::{floor_to, TimeRange, QUARTER_SECONDS};
@@ -84,11 +84,13 @@ pub struct CountsRead {
 }
 
 /// Reads `query` at `now`; a range that is empty or holds more than [`MAX_BUCKETS`] buckets
-/// is refused, naming `from`.
+/// is refused, naming `from`, and so is one finer than a quarter hour that starts before
+/// `minutes_from`, the first day retention keeps minute counts of (None: all of them).
 pub async fn counts(
     store: &dyn ReadStore,
     query: &CountsQuery,
     now: DateTime<Utc>,
+    minutes_from: Option<NaiveDate>,
 ) -> Result<CountsRead, ReadError> {
     let bucket_seconds = query.interval.seconds();
     let to = query
@@ -110,6 +112,19 @@ pub async fn counts(
                 query.interval.name()
             ),
         )]));
+    }
+    if let Some(first_day) = minutes_from.filter(|_| bucket_seconds < QUARTER_SECONDS) {
+        let kept_from = first_day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        if from < kept_from {
+            return Err(ReadError::Invalid(vec![FieldError::new(
+                "from",
+                format!(
+                    "counts at {} are kept from {first_day} on (retention.minute_rollups_days); \
+                     start there or ask for 15m or wider, kept longer",
+                    query.interval.name()
+                ),
+            )]));
+        }
     }
     let range = TimeRange::new(from, to);
     let counts: Vec<(DateTime<Utc>, i64)> = store

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::domain::buckets::TimeRange;
 use crate::domain::incidents::{Incident, IncidentQuery};
 use crate::domain::report::{Catalog, FieldError};
+use crate::domain::retention::Retention;
 use crate::domain::series::SeriesKey;
 use crate::store::{Checkpoint, Store, StoreError};
 
@@ -61,11 +62,24 @@ impl From<StoreError> for ReadError {
 pub struct Reads {
     store: Arc<dyn Store>,
     deadline: Duration,
+    /// What retention keeps: a counts read finer than the coarse tiers before the minutes
+    /// kept is refused rather than answered with zeros.
+    retention: Retention,
 }
 
 impl Reads {
+    /// The read side of `store`, every read within `deadline`, as if retention kept everything.
     pub fn new(store: Arc<dyn Store>, deadline: Duration) -> Reads {
-        Reads { store, deadline }
+        Reads {
+            store,
+            deadline,
+            retention: Retention::FOREVER,
+        }
+    }
+
+    /// The same reads, knowing what `retention` keeps.
+    pub fn keeping(self, retention: Retention) -> Reads {
+        Reads { retention, ..self }
     }
 
     /// `call`'s answer, or `Unavailable` once the deadline has passed without one.
@@ -88,8 +102,14 @@ impl Reads {
         query: &counts::CountsQuery,
         now: DateTime<Utc>,
     ) -> Result<counts::CountsRead, ReadError> {
-        self.within(counts::counts(self.store.as_ref(), query, now))
-            .await
+        let minutes_from = self.retention.cutoffs(now).minute_rollups_from;
+        self.within(counts::counts(
+            self.store.as_ref(),
+            query,
+            now,
+            minutes_from,
+        ))
+        .await
     }
 
     /// [`regions::regions`] within the deadline.

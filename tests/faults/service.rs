@@ -22,7 +22,8 @@ pub struct Service {
 }
 
 /// Settings every round starts from: quiet logs, the detector's standby retrying each second,
-/// no rate limit and no network cap (all load comes from 127.0.0.1).
+/// no rate limit and no network cap (all load comes from 127.0.0.1), and retention off (a
+/// round may replay history of any age).
 pub fn base_env() -> Vec<(String, String)> {
     [
         ("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info"),
@@ -32,6 +33,8 @@ pub fn base_env() -> Vec<(String, String)> {
             "0",
         ),
         ("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1"),
+        ("OUTAGEWATCH__RETENTION__REPORTS_DAYS", "0"),
+        ("OUTAGEWATCH__RETENTION__MINUTE_ROLLUPS_DAYS", "0"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
