@@ -9,8 +9,9 @@
 //! The parts, one folder each (`docs/architecture.md` draws the arrows between them):
 //! - [`domain`]: the pure domain: [`domain::report`] (a report, parsed), [`domain::geo`]
 //!   (countries and the city gazetteer), [`domain::incidents`] (naming and summarising
-//!   incidents), [`domain::series`], [`domain::buckets`] and [`domain::counting`] (how a batch
-//!   of reports counts). No I/O, no clock.
+//!   incidents), [`domain::series`], [`domain::buckets`], [`domain::counting`] (how a batch
+//!   of reports counts) and [`domain::retention`] (which days are past their age). No I/O,
+//!   no clock.
 //! - [`detect`]: the pure surge-detection core (windows, baselines, surprise test, incident
 //!   state machine, the engine that steps every series each minute; the same model scores a
 //!   count CSV offline).
@@ -35,7 +36,8 @@
 //!    city checked against `domain/geo/`; `http/submit.rs` fingerprints the sender
 //!    (`ingest/fingerprint.rs`) and submits the batch (the report form's path too).
 //! 2. `ingest/mod.rs` queues it; `ingest/writer.rs` batches it and calls the store's
-//!    `insert_reports` (`store/postgres/reports.rs` or `store/sqlite/reports.rs`), which applies
+//!    `insert_reports` (`store/postgres/reports.rs`, which first makes any missing day
+//!    partition in `store/postgres/partitions.rs`, or `store/sqlite/reports.rs`), which applies
 //!    `domain/counting.rs` (dedup candidates, network quotas, rollup increments) and commits
 //!    the report and its minute counts in one transaction (the quarter and hour tiers follow
 //!    in the same statement or transaction, or as Postgres' upkeep settles the minute); only
