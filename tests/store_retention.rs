@@ -222,8 +222,7 @@ on_both_backends!(
             .unwrap()
             .unwrap();
         let expected = match backend {
-            // Reports of the 1st and 10th, minutes of the 1st; the ids of all but the 19th
-            // are past the retry horizon.
+            // Reports of the 1st and 10th, minutes of the 1st; the ids of those reports.
             common::Backend::Postgres => Expired {
                 days_dropped: 3,
                 rows_deleted: 7,
@@ -383,7 +382,13 @@ async fn migration_0012_keeps_every_report_and_minute() {
         ["reports_20250309", "reports_20250310", "reports_20250311"]
     );
     assert_eq!(partitions(&db.url, "reports").await, days);
-    // The last hour's ids answer retries: the migration filled report_ids with them.
+    // Every id answers its retries, last March's too: the migration filled report_ids.
+    let old = report(10, 9, times[9]);
+    let mut old_retry = old.clone();
+    old_retry.received_at = now;
+    old_retry.dedup_window_start = floor_to(now, 900);
+    let retried = store.insert_reports(&[old_retry], now).await.unwrap();
+    assert_eq!(retried, vec![outcome(10, false, true)]);
     let recent = report(35, 34, times[34]);
     let mut retry = recent.clone();
     retry.received_at = now;
@@ -391,4 +396,46 @@ async fn migration_0012_keeps_every_report_and_minute() {
     let retried = store.insert_reports(&[retry], now).await.unwrap();
     assert_eq!(retried, vec![outcome(35, true, true)]);
     assert_eq!(store.report_count().await.unwrap(), 35);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_its_uncommitted_original_is_a_replay_once_it_commits() {
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let store = open(&db).await;
+    let first = at("2025-03-10T23:59:58Z");
+    store.prepare_days(&[first.date_naive()]).await.unwrap();
+    // The original, mid-commit in another transaction: its id is claimed but not visible.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut original = pool.begin().await.unwrap();
+    let r = report(1, 1, first);
+    sqlx::query(
+        "insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
+         values ($1, $2, 'x', 'PK', null, 'app', $3, $4, true)",
+    )
+    .bind(r.id)
+    .bind(first)
+    .bind(Uuid::from_bytes(r.fingerprint.0))
+    .bind(r.dedup_window_start)
+    .execute(&mut *original)
+    .await
+    .unwrap();
+    sqlx::query("insert into report_ids (id, dedup_window, counted) values ($1, $2, true)")
+        .bind(r.id)
+        .bind(r.dedup_window_start)
+        .execute(&mut *original)
+        .await
+        .unwrap();
+    // The retry lands in the next window, after midnight, and waits on the claimed id.
+    let again = at("2025-03-11T00:00:03Z");
+    let retry = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert_reports(&[report(1, 1, again)], again).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!retry.is_finished(), "the retry waits for the original");
+    original.commit().await.unwrap();
+    let outcomes = retry.await.unwrap().unwrap();
+    assert_eq!(outcomes, vec![outcome(1, true, true)]);
+    assert_eq!(store.report_count().await.unwrap(), 1);
+    pool.close().await;
 }

@@ -1,12 +1,8 @@
-//! Retention: which whole UTC days of reports and counts are past their age at a moment, the
-//! days kept ready ahead of live reports, and how long a report's id answers its retries.
+//! Retention: which whole UTC days of reports and counts are past their age at a moment, and
+//! the days kept ready ahead of live reports. A report's id answers its retries for as long
+//! as the report is kept.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-
-/// How long a client may resend a report with the same id and be answered with the stored
-/// outcome, nothing stored twice (README "Idempotency"). Beyond it an id is forgotten, except
-/// that a row re-sent with its own received_at (an import's re-run) still meets itself.
-pub const RETRY_HORIZON: TimeDelta = TimeDelta::hours(48);
 
 /// Days of live reports kept ready ahead of today (today and this many after it), so a
 /// report arriving after midnight never waits on its day being made.
@@ -20,14 +16,12 @@ pub struct Retention {
     pub coarse_rollups_days: u32,
 }
 
-/// The first day each kind keeps at a moment (everything on earlier days is deleted), and
-/// the oldest window whose ids still answer retries.
+/// The first day each kind keeps at a moment: everything on earlier days is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoffs {
     pub reports_from: Option<NaiveDate>,
     pub minute_rollups_from: Option<NaiveDate>,
     pub coarse_rollups_from: Option<NaiveDate>,
-    pub retry_ids_from: DateTime<Utc>,
 }
 
 impl Retention {
@@ -47,7 +41,6 @@ impl Retention {
             reports_from: first_kept(self.reports_days),
             minute_rollups_from: first_kept(self.minute_rollups_days),
             coarse_rollups_from: first_kept(self.coarse_rollups_days),
-            retry_ids_from: now - RETRY_HORIZON,
         }
     }
 }
@@ -85,7 +78,6 @@ mod tests {
         assert_eq!(cutoffs.reports_from, Some(day("2025-03-12")));
         assert_eq!(cutoffs.minute_rollups_from, Some(day("2025-05-06")));
         assert_eq!(cutoffs.coarse_rollups_from, None);
-        assert_eq!(cutoffs.retry_ids_from, at("2025-06-08T00:30:00Z"));
     }
 
     #[test]

@@ -341,7 +341,8 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
 pub struct Expired {
     /// Day partitions dropped (Postgres; SQLite has none).
     pub days_dropped: u32,
-    /// Rows deleted one by one: coarse counts and forgotten ids, and on SQLite everything.
+    /// Rows deleted a batch at a time: coarse counts and the dropped days' ids (Postgres),
+    /// everything (SQLite).
     pub rows_deleted: u64,
 }
 

@@ -61,9 +61,9 @@ pub trait ReportStore: Send + Sync + 'static {
     /// days of their batch; upkeep does it ahead for the live days.
     async fn prepare_days(&self, days: &[NaiveDate]) -> Result<u32, StoreError>;
 
-    /// Deletes what is past `cutoffs`: reports and minute counts by whole days (Postgres
-    /// drops their partitions), coarse counts before their cutoff, and ids past the retry
-    /// horizon. `None` when another replica is applying retention right now.
+    /// Deletes what is past `cutoffs`: reports (with their ids) and minute counts by whole
+    /// days (Postgres drops their partitions), and coarse counts before their cutoff. `None`
+    /// when another replica is applying retention right now.
     async fn apply_retention(&self, cutoffs: &Cutoffs) -> Result<Option<Expired>, StoreError>;
 
     /// Reads one report by id.

@@ -142,29 +142,28 @@ fn add_to_tiers(source: &str) -> String {
     .concat()
 }
 
-/// Reads the stored `counted` of each id that exists among `reports` (the batch the ids
-/// came in): a replay's row is in its own window or an earlier one within the retry horizon.
+/// Reads the stored `counted` of each id that exists.
 async fn stored_outcomes<'e>(
     executor: impl PgExecutor<'e>,
-    reports: &[NewReport],
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, bool>, StoreError> {
-    let windows = || reports.iter().map(|r| r.dedup_window_start);
-    let (Some(first), Some(last)) = (windows().min(), windows().max()) else {
-        return Ok(HashMap::new());
-    };
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "select id, counted from reports where id = any($1) and dedup_window >= $2 and dedup_window <= $3",
-    )
-    .bind(ids)
-    .bind(first - crate::domain::retention::RETRY_HORIZON)
-    .bind(last)
-    .fetch_all(executor)
-    .await?;
+    let rows: Vec<(Uuid, bool)> =
+        sqlx::query_as("select id, counted from report_ids where id = any($1)")
+            .bind(ids)
+            .fetch_all(executor)
+            .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Whether a batch failed because another transaction, uncommitted when the batch looked,
+/// stored one of its ids meanwhile (a client's retry racing its original): the batch stored
+/// nothing, and run again it finds the id and answers it as a replay.
+pub(super) fn is_id_claimed_meanwhile(error: &StoreError) -> bool {
+    matches!(error, StoreError::Query(sqlx::Error::Database(db))
+        if db.code().as_deref() == Some("23505") && db.constraint() == Some("report_ids_pkey"))
 }
 
 /// The ids of a batch that neither insert took: retries of stored reports.
@@ -190,13 +189,14 @@ fn split_stored(stored: Vec<(Uuid, bool)>) -> (HashSet<Uuid>, HashSet<Uuid>) {
     (counted, uncounted)
 }
 
-/// The reports of a batch, as one statement of data-modifying CTEs: first each id claimed in
-/// `report_ids` (an id already there is a retry within the horizon, and inserts nothing),
-/// then the claimed ones that may count (the unique key on (window, fingerprint, service)
-/// admits only a reporter's first; a conflict on it or on (id, window) inserts nothing), then
-/// every other claimed one uncounted (what still conflicts is an import's re-run past the
-/// horizon, meeting its own row). Reports go in input order, the dedup-key order the caller
-/// sorted them in. Answers (id, counted) for each row inserted.
+/// The reports of a batch, as one statement of data-modifying CTEs. Ids already in
+/// `report_ids` are replays and insert nothing; of the rest, first the ones that may count
+/// (the unique key on (window, fingerprint, service) admits only a reporter's first, and a
+/// conflict on it inserts nothing), then every other one uncounted, in input order (the
+/// dedup-key order the caller sorted them in); then each id goes into `report_ids` with its
+/// outcome. An id another transaction stored after this one looked fails the statement
+/// there ([`is_id_claimed_meanwhile`]), so nothing is stored twice. Answers (id, counted)
+/// for each row inserted.
 const INSERT_BATCH: &str = "with input as (
          select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                               $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::bool[])
@@ -204,16 +204,13 @@ const INSERT_BATCH: &str = "with input as (
              as t(id, received_at, service, country, city, problem, fingerprint, dedup_window,
                   minute, candidate, position)
      ),
-     claimed as (
-         insert into report_ids (id, dedup_window)
-         select id, dedup_window from input order by id
-         on conflict do nothing
-         returning id
+     fresh as (
+         select * from input i where not exists (select 1 from report_ids r where r.id = i.id)
      ),
      counted as (
          insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
          select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, true
-         from input where candidate and id in (select id from claimed)
+         from fresh where candidate
          order by position
          on conflict do nothing
          returning id
@@ -221,10 +218,14 @@ const INSERT_BATCH: &str = "with input as (
      uncounted as (
          insert into reports (id, received_at, service, country, city, problem, fingerprint, dedup_window, counted)
          select id, received_at, service, country, nullif(city, ''), problem, fingerprint, dedup_window, false
-         from input where id in (select id from claimed) and id not in (select id from counted)
+         from fresh where id not in (select id from counted)
          order by position
-         on conflict do nothing
          returning id
+     ),
+     claimed as (
+         insert into report_ids (id, dedup_window, counted)
+         select id, dedup_window, id in (select id from counted) from fresh
+         order by id
      )";
 
 /// [`INSERT_BATCH`] and, in the same statement, the counted reports added to their minute
@@ -474,17 +475,34 @@ async fn cap_networks(
         totals.get(&key).copied()
     });
     if !over.is_empty() {
-        // Only rows of this batch, so only its windows' partitions.
-        let windows = candidates.iter().map(|r| r.dedup_window_start);
+        // By the dedup key (the partitions index no id): over-quota rows are counted ones.
+        let over_reports: Vec<&&NewReport> =
+            candidates.iter().filter(|r| over.contains(&r.id)).collect();
         sqlx::query(
-            "update reports set counted = false
-             where id = any($1) and dedup_window >= $2 and dedup_window <= $3",
+            "update reports r set counted = false
+             from unnest($1::timestamptz[], $2::uuid[], $3::text[]) as o(dedup_window, fingerprint, service)
+             where r.dedup_window = o.dedup_window and r.fingerprint = o.fingerprint
+               and r.service = o.service and r.counted",
         )
-        .bind(&over)
-        .bind(windows.clone().min())
-        .bind(windows.max())
+        .bind(over_reports.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
+        .bind(
+            over_reports
+                .iter()
+                .map(|r| Uuid::from_bytes(r.fingerprint.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            over_reports
+                .iter()
+                .map(|r| r.service.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **tx)
         .await?;
+        sqlx::query("update report_ids set counted = false where id = any($1)")
+            .bind(&over)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(over.into_iter().collect())
 }

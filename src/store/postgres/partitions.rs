@@ -15,8 +15,8 @@ const PARTITIONED: [&str; 2] = ["reports", "rollups_minute"];
 /// a time does; the detector's lock is another one.
 const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
 
-/// Rows deleted per statement when retention deletes rather than drops, so no statement
-/// holds many row locks or runs long beside ingest.
+/// Rows deleted per statement when retention deletes rather than drops (coarse counts, the
+/// ids of dropped days), so no statement holds many row locks or runs long beside ingest.
 const DELETE_BATCH: i64 = 10_000;
 
 /// The days this process knows have both partitions: an insert into them needs no check.
@@ -201,13 +201,16 @@ async fn expire(pool: &PgPool, cutoffs: &Cutoffs) -> Result<Expired, StoreError>
         )
         .await?;
     }
-    expired.rows_deleted += delete_before(
-        pool,
-        "report_ids",
-        "id",
-        "dedup_window",
-        cutoffs.retry_ids_from,
-    )
-    .await?;
+    if let Some(first_kept) = cutoffs.reports_from {
+        // The ids of the dropped days: a retry of one is now a new report.
+        expired.rows_deleted += delete_before(
+            pool,
+            "report_ids",
+            "id",
+            "dedup_window",
+            start_of(first_kept),
+        )
+        .await?;
+    }
     Ok(expired)
 }

@@ -28,7 +28,7 @@ impl PostgresStore {
             let stored = insert_batch(&mut *tx, &ordered, &candidate_ids, None).await?;
             let (mut counted, mut uncounted) = split_stored(stored);
             let previously_stored =
-                stored_outcomes(&mut *tx, reports, &replays(reports, &counted, &uncounted)).await?;
+                stored_outcomes(&mut *tx, &replays(reports, &counted, &uncounted)).await?;
             let over = cap_networks(&mut tx, &candidates, &counted).await?;
             counted.retain(|id| !over.contains(id));
             uncounted.extend(over);
@@ -51,8 +51,7 @@ impl PostgresStore {
             let (counted, uncounted) = split_stored(stored);
             // Committed by now: a conflicting insert waits for the other transaction to end.
             let previously_stored =
-                stored_outcomes(&self.pool, reports, &replays(reports, &counted, &uncounted))
-                    .await?;
+                stored_outcomes(&self.pool, &replays(reports, &counted, &uncounted)).await?;
             (counted, uncounted, previously_stored)
         };
         Ok(outcomes(reports, &counted, &uncounted, &previously_stored))
@@ -98,14 +97,19 @@ impl ReportStore for PostgresStore {
     ) -> Result<Vec<Outcome>, StoreError> {
         let days = partitions::days_of(reports);
         partitions::ensure(&self.pool, &self.days, &days).await?;
-        match self.insert_into_partitions(reports, now).await {
-            // Another replica's retention dropped a day this process knew: make it again.
-            Err(error) if partitions::is_missing_partition(&error) => {
-                self.days.forget();
-                partitions::ensure(&self.pool, &self.days, &days).await?;
-                self.insert_into_partitions(reports, now).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.insert_into_partitions(reports, now).await {
+                // Another replica's retention dropped a day this process knew: make it again.
+                Err(error) if partitions::is_missing_partition(&error) && attempts < 3 => {
+                    self.days.forget();
+                    partitions::ensure(&self.pool, &self.days, &days).await?;
+                }
+                // A retry raced its original, now committed: run again, it is a replay.
+                Err(error) if is_id_claimed_meanwhile(&error) && attempts < 3 => {}
+                answer => return answer,
             }
-            answer => answer,
         }
     }
 
@@ -118,8 +122,19 @@ impl ReportStore for PostgresStore {
     }
 
     async fn report(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
-        let row: Option<(Uuid, DateTime<Utc>, String, String, Option<String>, String, bool)> = sqlx::query_as(
-            "select id, received_at, service, country, city, problem, counted from reports where id = $1",
+        let row: Option<(
+            Uuid,
+            DateTime<Utc>,
+            String,
+            String,
+            Option<String>,
+            String,
+            bool,
+        )> = sqlx::query_as(
+            // The id's window names the partition (which indexes no id: a scan of one day).
+            "select r.id, r.received_at, r.service, r.country, r.city, r.problem, r.counted
+             from report_ids i join reports r on r.dedup_window = i.dedup_window and r.id = i.id
+             where i.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -140,10 +155,11 @@ impl ReportStore for PostgresStore {
     async fn stored_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
         let mut found = HashSet::with_capacity(ids.len());
         for chunk in ids.chunks(50_000) {
-            let rows: Vec<Uuid> = sqlx::query_scalar("select id from reports where id = any($1)")
-                .bind(chunk)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows: Vec<Uuid> =
+                sqlx::query_scalar("select id from report_ids where id = any($1)")
+                    .bind(chunk)
+                    .fetch_all(&self.pool)
+                    .await?;
             found.extend(rows);
         }
         Ok(found)
