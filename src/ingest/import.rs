@@ -1,4 +1,4 @@
-//! Bulk import of historical reports from CSV or NDJSON, through the same validation and batch writer as the API.
+//! Bulk import of historical reports from CSV or NDJSON: the API's validation, then the store's import path (on Postgres a COPY per batch, counted as the live path counts).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -12,10 +12,10 @@ use crate::domain::report::{Catalog, Report, ReportFields};
 use crate::ingest::{fingerprint_of_reporter, Ingest, IngestError, NewReport};
 use crate::store::{Fingerprint, Outcome, StoreError};
 
-/// Rows per submission to the batch writer (its batches can hold several).
-const ROWS_PER_SUBMISSION: usize = 1000;
-/// Submissions kept in flight, so the writer always has the next batch queued.
-const SUBMISSIONS_IN_FLIGHT: usize = 8;
+/// Rows per batch: each is one transaction (on Postgres, a COPY of its reports and ids).
+const ROWS_PER_SUBMISSION: usize = 10_000;
+/// Batches kept in flight, so the store always has the next one while a row is parsed.
+const SUBMISSIONS_IN_FLIGHT: usize = 3;
 /// Attempts per submission while the store is unavailable (busy, restarting): a batch that
 /// failed committed nothing and its ids are stable, so sending it again is safe.
 const ATTEMPTS_WHILE_UNAVAILABLE: u32 = 8;
@@ -184,6 +184,9 @@ struct Importer<'a> {
     catalog: &'a Catalog,
     pending: Vec<NewReport>,
     in_flight: VecDeque<JoinHandle<Result<Vec<Outcome>, IngestError>>>,
+    /// Held by the batch being written: batches are written one at a time in file order (a
+    /// later one is parsed meanwhile), so two never race for the same dedup key.
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// How often each identical row has been seen, so repeated rows get distinct, stable ids.
     occurrences: HashMap<blake3::Hash, u32>,
     summary: ImportSummary,
@@ -196,6 +199,7 @@ impl<'a> Importer<'a> {
             catalog,
             pending: Vec::with_capacity(ROWS_PER_SUBMISSION),
             in_flight: VecDeque::new(),
+            writing: Default::default(),
             occurrences: HashMap::new(),
             summary: ImportSummary::default(),
         }
@@ -279,8 +283,11 @@ impl<'a> Importer<'a> {
     async fn submit(&mut self) -> Result<(), ImportError> {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(ROWS_PER_SUBMISSION));
         let ingest = self.ingest.clone();
-        self.in_flight
-            .push_back(tokio::spawn(submit_retrying(ingest, batch)));
+        self.in_flight.push_back(tokio::spawn(submit_retrying(
+            ingest,
+            batch,
+            self.writing.clone().lock_owned(),
+        )));
         while self.in_flight.len() >= SUBMISSIONS_IN_FLIGHT {
             self.collect_oldest().await?;
         }
@@ -318,10 +325,12 @@ impl<'a> Importer<'a> {
 async fn submit_retrying(
     ingest: Ingest,
     batch: Vec<NewReport>,
+    turn: impl std::future::Future<Output = tokio::sync::OwnedMutexGuard<()>>,
 ) -> Result<Vec<Outcome>, IngestError> {
+    let _writing = turn.await;
     let mut wait = FIRST_RETRY_WAIT;
     for _ in 1..ATTEMPTS_WHILE_UNAVAILABLE {
-        match ingest.submit_waiting_for_room(batch.clone()).await {
+        match ingest.import(batch.clone()).await {
             Err(IngestError::Store(StoreError::Unavailable(detail))) => {
                 tracing::warn!(%detail, retry_in_ms = wait.as_millis() as u64, "the store is unavailable; retrying the batch");
                 tokio::time::sleep(wait).await;
@@ -330,5 +339,5 @@ async fn submit_retrying(
             answer => return answer,
         }
     }
-    ingest.submit_waiting_for_room(batch).await
+    ingest.import(batch).await
 }

@@ -50,6 +50,18 @@ pub trait ReportStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, StoreError>;
 
+    /// Stores a batch of history exactly as [`ReportStore::insert_reports`] would (the same
+    /// outcomes, dedup and counts), by the fastest path the backend has: on Postgres a `COPY`
+    /// after checking ids and dedup keys, falling back to the insert when another writer gets
+    /// in between. For `import`; a batch with network quotas takes the insert.
+    async fn import_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.insert_reports(reports, now).await
+    }
+
     /// Moves the minute counts of minutes before `before` out of the table ingest adds to
     /// into the one reads are indexed for; answers the rows moved. A late count for a moved
     /// minute is added to its row there. `serve`'s upkeep does this every few seconds with

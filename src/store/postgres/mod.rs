@@ -3,6 +3,7 @@
 mod catalog;
 mod coordination;
 mod detection;
+mod import;
 mod outbox;
 mod partitions;
 mod reads;

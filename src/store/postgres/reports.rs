@@ -113,6 +113,14 @@ impl ReportStore for PostgresStore {
         }
     }
 
+    async fn import_reports(
+        &self,
+        reports: &[NewReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.import_batch(reports, now).await
+    }
+
     async fn prepare_days(&self, days: &[NaiveDate]) -> Result<u32, StoreError> {
         partitions::ensure(&self.pool, &self.days, &days.iter().copied().collect()).await
     }
