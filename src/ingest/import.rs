@@ -14,8 +14,12 @@ use crate::store::{Fingerprint, Outcome, StoreError};
 
 /// Rows per batch: each is one transaction (on Postgres, a COPY of its reports and ids).
 const ROWS_PER_SUBMISSION: usize = 10_000;
-/// Batches kept in flight, so the store always has the next one while a row is parsed.
-const SUBMISSIONS_IN_FLIGHT: usize = 3;
+/// Batches kept in flight, so each lane has its next one while rows are parsed.
+const SUBMISSIONS_IN_FLIGHT: usize = 8;
+/// Lanes written at once. A row goes to the lane of its dedup window (window index modulo
+/// lanes), and each lane writes its batches one at a time, in file order: two batches written
+/// at once never hold the same dedup key, so neither waits on the other's.
+const LANES: usize = 2;
 /// Attempts per submission while the store is unavailable (busy, restarting): a batch that
 /// failed committed nothing and its ids are stable, so sending it again is safe.
 const ATTEMPTS_WHILE_UNAVAILABLE: u32 = 8;
@@ -182,11 +186,12 @@ pub async fn import_file(
 struct Importer<'a> {
     ingest: &'a Ingest,
     catalog: &'a Catalog,
-    pending: Vec<NewReport>,
+    /// Each lane's batch being filled.
+    pending: [Vec<NewReport>; LANES],
     in_flight: VecDeque<JoinHandle<Result<Vec<Outcome>, IngestError>>>,
-    /// Held by the batch being written: batches are written one at a time in file order (a
-    /// later one is parsed meanwhile), so two never race for the same dedup key.
-    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Each lane's last batch submitted: it says when it is written, and the lane's next
+    /// batch waits for that.
+    written: [Option<tokio::sync::oneshot::Receiver<()>>; LANES],
     /// How often each identical row has been seen, so repeated rows get distinct, stable ids.
     occurrences: HashMap<blake3::Hash, u32>,
     summary: ImportSummary,
@@ -197,9 +202,9 @@ impl<'a> Importer<'a> {
         Importer {
             ingest,
             catalog,
-            pending: Vec::with_capacity(ROWS_PER_SUBMISSION),
+            pending: Default::default(),
             in_flight: VecDeque::new(),
-            writing: Default::default(),
+            written: Default::default(),
             occurrences: HashMap::new(),
             summary: ImportSummary::default(),
         }
@@ -247,7 +252,11 @@ impl<'a> Importer<'a> {
             // No reporter: every row is its own reporter.
             None => Fingerprint(*id.as_bytes()),
         };
-        self.pending.push(NewReport {
+        let lane = self
+            .ingest
+            .dedup_window_index(received_at)
+            .rem_euclid(LANES as i64) as usize;
+        self.pending[lane].push(NewReport {
             id,
             // Every imported id may already be stored by an earlier run.
             client_id: true,
@@ -260,8 +269,8 @@ impl<'a> Importer<'a> {
             dedup_window_start: self.ingest.dedup_window_start(received_at),
             network: None,
         });
-        if self.pending.len() >= ROWS_PER_SUBMISSION {
-            self.submit().await?;
+        if self.pending[lane].len() >= ROWS_PER_SUBMISSION {
+            self.submit(lane).await?;
         }
         Ok(())
     }
@@ -280,14 +289,20 @@ impl<'a> Importer<'a> {
         uuid::Builder::from_custom_bytes(bytes).into_uuid()
     }
 
-    async fn submit(&mut self) -> Result<(), ImportError> {
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(ROWS_PER_SUBMISSION));
+    async fn submit(&mut self, lane: usize) -> Result<(), ImportError> {
+        let batch = std::mem::take(&mut self.pending[lane]);
         let ingest = self.ingest.clone();
-        self.in_flight.push_back(tokio::spawn(submit_retrying(
-            ingest,
-            batch,
-            self.writing.clone().lock_owned(),
-        )));
+        let (done, written) = tokio::sync::oneshot::channel();
+        let previous = self.written[lane].replace(written);
+        self.in_flight.push_back(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                // Sent or dropped (the previous batch failed): either way its turn is over.
+                let _ = previous.await;
+            }
+            let answer = submit_retrying(ingest, batch).await;
+            let _ = done.send(());
+            answer
+        }));
         while self.in_flight.len() >= SUBMISSIONS_IN_FLIGHT {
             self.collect_oldest().await?;
         }
@@ -309,8 +324,10 @@ impl<'a> Importer<'a> {
     }
 
     async fn finish(mut self) -> Result<ImportSummary, ImportError> {
-        if !self.pending.is_empty() {
-            self.submit().await?;
+        for lane in 0..LANES {
+            if !self.pending[lane].is_empty() {
+                self.submit(lane).await?;
+            }
         }
         while !self.in_flight.is_empty() {
             self.collect_oldest().await?;
@@ -325,9 +342,7 @@ impl<'a> Importer<'a> {
 async fn submit_retrying(
     ingest: Ingest,
     batch: Vec<NewReport>,
-    turn: impl std::future::Future<Output = tokio::sync::OwnedMutexGuard<()>>,
 ) -> Result<Vec<Outcome>, IngestError> {
-    let _writing = turn.await;
     let mut wait = FIRST_RETRY_WAIT;
     for _ in 1..ATTEMPTS_WHILE_UNAVAILABLE {
         match ingest.import(batch.clone()).await {

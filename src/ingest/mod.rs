@@ -146,6 +146,11 @@ impl Ingest {
             .await?)
     }
 
+    /// Which dedup window `at` falls in, counted from the epoch.
+    pub fn dedup_window_index(&self, at: DateTime<Utc>) -> i64 {
+        at.timestamp().div_euclid(self.dedup_window_seconds)
+    }
+
     /// Start of the dedup window `at` falls in.
     pub fn dedup_window_start(&self, at: DateTime<Utc>) -> DateTime<Utc> {
         crate::domain::buckets::floor_to(at, self.dedup_window_seconds)

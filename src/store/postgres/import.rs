@@ -71,11 +71,17 @@ impl PostgresStore {
         {
             (Some(first), Some(last)) => {
                 let rows: Vec<(DateTime<Utc>, Uuid, String)> = sqlx::query_as(
-                    "select r.dedup_window, r.fingerprint, r.service
+                    // One probe of the dedup key's index per key (the lateral limit keeps the
+                    // planner from scanning a partition it has no statistics of yet).
+                    "select k.dedup_window, k.fingerprint, k.service
                      from unnest($1::timestamptz[], $2::uuid[], $3::text[]) as k(dedup_window, fingerprint, service)
-                     join reports r on r.dedup_window = k.dedup_window and r.fingerprint = k.fingerprint
-                                   and r.service = k.service and r.counted
-                     where r.dedup_window >= $4 and r.dedup_window <= $5",
+                     cross join lateral (
+                         select 1 from reports r
+                         where r.dedup_window = k.dedup_window and r.fingerprint = k.fingerprint
+                           and r.service = k.service and r.counted
+                           and r.dedup_window >= $4 and r.dedup_window <= $5
+                         limit 1
+                     ) taken",
                 )
                 .bind(windows().collect::<Vec<_>>())
                 .bind(
