@@ -456,3 +456,30 @@ async fn two_serve_processes_on_postgres_one_detects_and_the_other_takes_over_wh
 
     survivor.kill().await.unwrap();
 }
+
+/// An empty SQLite database (the refusal comes before the store is opened).
+fn empty_sqlite_db() -> TestDb {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(TestDb::new(Backend::Sqlite))
+}
+
+#[test]
+fn redetect_from_before_the_kept_minutes_is_refused_naming_the_settings() {
+    let db = empty_sqlite_db();
+    let output = outagewatch(&db)
+        .args(["redetect", "--from", "2025-03-10T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Default retention: 90 days of minutes; the replay starts 35 days (history) before --from.
+    let first_day = (outagewatch::runtime::clock::now() - chrono::TimeDelta::days(90)).date_naive();
+    let expected = format!(
+        "redetect --from 2025-03-10T00:00:00+00:00: its replay starts 35 days earlier \
+         (detector.history_days), before {first_day}, the first day of minute counts kept \
+         (retention.minute_rollups_days); start on {} or later",
+        first_day + chrono::TimeDelta::days(35)
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

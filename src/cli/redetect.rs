@@ -18,6 +18,27 @@ pub struct RedetectArgs {
 
 /// Replaces the range's stored incidents and prints what was replayed and found.
 pub async fn run(settings: &Settings, args: &RedetectArgs) -> anyhow::Result<()> {
+    let now = outagewatch::runtime::clock::now();
+    // The replay reads minute counts from `detector.history_days` before `from`: past the
+    // minutes retention keeps it would learn from zeros.
+    let minutes_from = settings
+        .retention
+        .retention()
+        .cutoffs(now)
+        .minute_rollups_from;
+    if let (Some(from), Some(first_day)) = (args.from, minutes_from) {
+        let replay_from = from - chrono::TimeDelta::days(i64::from(settings.detector.history_days));
+        if replay_from.date_naive() < first_day {
+            anyhow::bail!(
+                "redetect --from {}: its replay starts {} days earlier (detector.history_days), \
+                 before {first_day}, the first day of minute counts kept \
+                 (retention.minute_rollups_days); start on {} or later",
+                from.to_rfc3339(),
+                settings.detector.history_days,
+                first_day + chrono::TimeDelta::days(i64::from(settings.detector.history_days))
+            );
+        }
+    }
     let store = app::open_store(settings).await?;
     let catalog = app::stored_catalog(&store, settings).await?;
     let started = std::time::Instant::now();
@@ -27,7 +48,7 @@ pub async fn run(settings: &Settings, args: &RedetectArgs) -> anyhow::Result<()>
         &settings.detector,
         args.from,
         args.to,
-        outagewatch::runtime::clock::now(),
+        now,
     )
     .await?;
     let range = match (summary.from, summary.to) {
