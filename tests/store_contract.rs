@@ -21,12 +21,7 @@ use uuid::Uuid;
 
 async fn open(backend: common::Backend) -> (Arc<dyn Store>, common::TestDb) {
     let db = common::TestDb::new(backend).await;
-    let options = ConnectOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let store = store::connect(&db.url, &options).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = db.open_store().await;
     // Migrating twice is a no-op.
     store.migrate().await.unwrap();
     (store, db)
@@ -472,12 +467,7 @@ on_both_backends!(
             }
         }
         earlier.close().await;
-        let options = ConnectOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = store::connect(&db.url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = db.open_store().await;
         let old = store.incident(id).await.unwrap().unwrap();
         assert_eq!(
             (old.started_at, old.detected_at, old.peak_at),

@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use outagewatch::store::{self, ConnectOptions, DetectionWrite, Expectation, SeriesKey, TimeRange};
+use outagewatch::store::{self, DetectionWrite, Expectation, SeriesKey, TimeRange};
 
 /// 2025-03-11 00:00 UTC: quarters below 0 are on the day before.
 const T: i64 = 1_741_651_200;
@@ -112,12 +110,7 @@ on_both_backends!(
             }
         }
         earlier.close().await;
-        let options = ConnectOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = store::connect(&db.url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = db.open_store().await;
         for city in ["", "Lahore", "Karachi"] {
             assert_eq!(
                 read(&*store, city, -10, 100).await,
@@ -149,12 +142,7 @@ on_both_backends!(
     day_rows_answer_each_quarter_across_midnight_and_a_cleared_range,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let options = ConnectOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = store::connect(&db.url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = db.open_store().await;
         let written: Vec<Expectation> = expectations()
             .into_iter()
             .map(|(city, n, expected)| Expectation {

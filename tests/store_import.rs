@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use outagewatch::domain::buckets::floor_to;
 use outagewatch::domain::geo::CountryCode;
 use outagewatch::domain::report::{Catalog, Problem};
-use outagewatch::store::{
-    self, ConnectOptions, Fingerprint, NewReport, SeriesKey, Store, TimeRange,
-};
+use outagewatch::store::{Fingerprint, NewReport, SeriesKey, Store, TimeRange};
 use uuid::Uuid;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -38,16 +34,6 @@ fn report(
         dedup_window_start: floor_to(received_at, 900),
         network: None,
     }
-}
-
-async fn open(db: &common::TestDb) -> std::sync::Arc<dyn Store> {
-    let options = ConnectOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let store = store::connect(&db.url, &options).await.unwrap();
-    store.migrate().await.unwrap();
-    store
 }
 
 /// What a store holds after the batches: each batch's (id, counted, replay), the report
@@ -108,8 +94,8 @@ on_both_backends!(
         ];
         let live = common::TestDb::new(backend).await;
         let imported = common::TestDb::new(backend).await;
-        let by_insert = stored(open(&live).await.as_ref(), &batches, false).await;
-        let by_import = stored(open(&imported).await.as_ref(), &batches, true).await;
+        let by_insert = stored(live.open_store().await.as_ref(), &batches, false).await;
+        let by_import = stored(imported.open_store().await.as_ref(), &batches, true).await;
         assert_eq!(
             by_insert,
             "1:10 2:00 3:10 | 1:11 4:00 5:10 6:10 | reports 6 | 10:00=2 10:15=2 | 10:00=1 10:15=1 |"

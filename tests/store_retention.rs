@@ -13,9 +13,7 @@ use outagewatch::domain::buckets::floor_to;
 use outagewatch::domain::geo::CountryCode;
 use outagewatch::domain::report::{Catalog, Problem};
 use outagewatch::domain::retention::{live_days, Retention};
-use outagewatch::store::{
-    self, ConnectOptions, Expired, Fingerprint, NewReport, Outcome, SeriesKey, Store, TimeRange,
-};
+use outagewatch::store::{Expired, Fingerprint, NewReport, Outcome, SeriesKey, Store, TimeRange};
 use uuid::Uuid;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -36,16 +34,6 @@ fn report(id: u128, reporter: u8, received_at: DateTime<Utc>) -> NewReport {
         dedup_window_start: floor_to(received_at, 900),
         network: None,
     }
-}
-
-async fn open(db: &common::TestDb) -> std::sync::Arc<dyn Store> {
-    let options = ConnectOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let store = store::connect(&db.url, &options).await.unwrap();
-    store.migrate().await.unwrap();
-    store
 }
 
 fn outcome(id: u128, counted: bool, replay: bool) -> Outcome {
@@ -91,7 +79,7 @@ on_both_backends!(
     a_retry_across_midnight_is_a_replay_stored_once,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let store = open(&db).await;
+        let store = db.open_store().await;
         let first = at("2025-03-10T23:59:30Z");
         let sent = store
             .insert_reports(&[report(1, 1, first)], first)
@@ -120,7 +108,7 @@ on_both_backends!(
     dedup_holds_within_a_window_and_restarts_after_midnight,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let store = open(&db).await;
+        let store = db.open_store().await;
         let mut outcomes = Vec::new();
         for (id, received_at) in [
             (1, "2025-03-10T23:50:00Z"),
@@ -161,7 +149,7 @@ on_both_backends!(
     an_import_of_last_year_makes_its_own_days,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let store = open(&db).await;
+        let store = db.open_store().await;
         let now = outagewatch::runtime::clock::now();
         let year_ago = now - TimeDelta::days(365);
         let reports: Vec<NewReport> = (0..3u128)
@@ -195,7 +183,7 @@ on_both_backends!(
     retention_deletes_whole_expired_days_and_nothing_else,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let store = open(&db).await;
+        let store = db.open_store().await;
         let now = at("2025-03-20T12:00:00Z");
         // Reports on three days, one a minute from 10:00: 4 on the 1st, 3 on the 10th, 2 on
         // the 19th; each its own reporter, so all count.
@@ -360,7 +348,7 @@ async fn migration_0012_keeps_every_report_and_minute() {
     }
     earlier.close().await;
 
-    let store = open(&db).await;
+    let store = db.open_store().await;
     assert_eq!(store.report_count().await.unwrap(), 35);
     let ids: Vec<Uuid> = (1..=35).map(Uuid::from_u128).collect();
     assert_eq!(store.stored_ids(&ids).await.unwrap().len(), 35);
@@ -401,7 +389,7 @@ async fn migration_0012_keeps_every_report_and_minute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_racing_its_uncommitted_original_is_a_replay_once_it_commits() {
     let db = common::TestDb::new(common::Backend::Postgres).await;
-    let store = open(&db).await;
+    let store = db.open_store().await;
     let first = at("2025-03-10T23:59:58Z");
     store.prepare_days(&[first.date_naive()]).await.unwrap();
     // The original, mid-commit in another transaction: its id is claimed but not visible.
@@ -431,8 +419,27 @@ async fn a_retry_racing_its_uncommitted_original_is_a_replay_once_it_commits() {
         let store = store.clone();
         async move { store.insert_reports(&[report(1, 1, again)], again).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!retry.is_finished(), "the retry waits for the original");
+    // Until it does: a session of this database waiting for a lock (the original's id).
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while waiting().await == 0 {
+            assert!(
+                !retry.is_finished(),
+                "the retry finished without waiting for the original"
+            );
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the retry never waited for the original");
     original.commit().await.unwrap();
     let outcomes = retry.await.unwrap().unwrap();
     assert_eq!(outcomes, vec![outcome(1, true, true)]);

@@ -7,15 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use outagewatch::domain::buckets::{floor_to, minute_of};
 use outagewatch::domain::geo::CountryCode;
 use outagewatch::domain::report::{Catalog, Problem};
-use outagewatch::store::{
-    self, ConnectOptions, Fingerprint, NewReport, SeriesKey, Store, TimeRange,
-};
+use outagewatch::store::{Fingerprint, NewReport, SeriesKey, Store, TimeRange};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
@@ -183,12 +180,7 @@ on_both_backends!(
     tiers_answer_what_the_minutes_add_up_to,
     |backend| async move {
         let db = common::TestDb::new(backend).await;
-        let options = ConnectOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = store::connect(&db.url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = db.open_store().await;
 
         let now = outagewatch::runtime::clock::now();
         let start = minute_of(now) - TimeDelta::minutes(SPAN_MINUTES);
@@ -276,12 +268,7 @@ on_both_backends!(
             }
         }
         earlier.close().await;
-        let options = ConnectOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = store::connect(&db.url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = db.open_store().await;
         let range = TimeRange::new(start, start + TimeDelta::hours(3));
         for (series, city) in [
             (SeriesKey::country("x", "PK"), ""),

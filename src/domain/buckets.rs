@@ -24,6 +24,11 @@ pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     floor_to(at, 60)
 }
 
+/// The first moment of a UTC day.
+pub fn start_of_day(day: chrono::NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
 /// The start of the `seconds`-long bucket (aligned to the unix epoch) a moment falls in.
 pub fn floor_to(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
     let t = at.timestamp();

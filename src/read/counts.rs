@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::ReadError;
-use crate::domain::buckets::{floor_to, TimeRange, QUARTER_SECONDS};
+use crate::domain::buckets::{floor_to, start_of_day, TimeRange, QUARTER_SECONDS};
 use crate::domain::report::FieldError;
 use crate::domain::series::SeriesKey;
 use crate::store::ReadStore;
@@ -114,8 +114,7 @@ pub async fn counts(
         )]));
     }
     if let Some(first_day) = minutes_from.filter(|_| bucket_seconds < QUARTER_SECONDS) {
-        let kept_from = first_day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-        if from < kept_from {
+        if from < start_of_day(first_day) {
             return Err(ReadError::Invalid(vec![FieldError::new(
                 "from",
                 format!(

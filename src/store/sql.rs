@@ -132,6 +132,15 @@ impl Backend for Sqlite {
 }
 
 /// A value backend `DB` binds into arguments that live for `'a`.
+/// What retention deletes row by row, as (table, primary key, time column): the coarse tiers.
+pub(super) const QUARTER_ROWS: (&str, &str, &str) = (
+    "rollups_quarter",
+    "service, country, city, quarter",
+    "quarter",
+);
+pub(super) const HOUR_ROWS: (&str, &str, &str) =
+    ("rollups_hour", "service, country, city, hour", "hour");
+
 pub(super) trait Bind<'a, DB: Database>: 'a + Encode<'a, DB> + Type<DB> {}
 
 impl<'a, DB: Database, T: 'a + Encode<'a, DB> + Type<DB>> Bind<'a, DB> for T {}

@@ -62,6 +62,40 @@ where
     Ok(row.map(Checkpoint::from))
 }
 
+/// Deletes the rows of `table` (primary key `key`) whose `column` is below `before`,
+/// `batch` rows a statement, so no statement holds many row locks or runs long beside
+/// ingest; answers how many it deleted.
+pub(super) async fn delete_before<DB, T>(
+    pool: &Pool<DB>,
+    (table, key, column): (&str, &str, &str),
+    before: T,
+    batch: u64,
+) -> Result<u64, StoreError>
+where
+    DB: Backend,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    T: for<'a> Bind<'a, DB> + Clone,
+{
+    let statement = format!(
+        "delete from {table} where ({key}) in
+             (select {key} from {table} where {column} < $1 limit {batch})"
+    );
+    let mut deleted = 0;
+    loop {
+        let done = DB::rows_affected(
+            &sqlx::query(&statement)
+                .bind(before.clone())
+                .execute(pool)
+                .await?,
+        );
+        deleted += done;
+        if done < batch {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Gives up (at `now`) on the pending deliveries enqueued before `give_up_before` and deletes
 /// the finished ones that finished before `forget_before`, in one transaction; returns how
 /// many it gave up on.

@@ -62,6 +62,20 @@ impl TestDb {
         }
     }
 
+    /// The store of this database, migrated (4 connections).
+    #[allow(dead_code)] // Not every test binary opens a store.
+    pub async fn open_store(&self) -> Arc<dyn Store> {
+        let options = outagewatch::store::ConnectOptions {
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = outagewatch::store::connect(&self.url, &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     /// Settings for this database with the rate limit, the per-network cap (every test client
     /// is 127.0.0.1), the read cache (tests read right after they write) and retention (test
     /// data is of 2025) off, plus `extra` TOML.

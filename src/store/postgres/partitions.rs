@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use super::*;
+use crate::domain::buckets::start_of_day;
 use crate::domain::retention::Cutoffs;
 use crate::store::Expired;
 
@@ -17,7 +18,7 @@ const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
 
 /// Rows deleted per statement when retention deletes rather than drops (coarse counts, the
 /// ids of dropped days), so no statement holds many row locks or runs long beside ingest.
-const DELETE_BATCH: i64 = 10_000;
+const DELETE_BATCH: u64 = 10_000;
 
 /// The days this process knows have both partitions: an insert into them needs no check.
 #[derive(Debug, Default)]
@@ -115,37 +116,6 @@ async fn drop_days_before(
     Ok(dropped)
 }
 
-/// Deletes, a batch at a time, the rows of `table` whose `column` is before `before`.
-async fn delete_before(
-    pool: &PgPool,
-    table: &str,
-    key: &str,
-    column: &str,
-    before: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    let statement = format!(
-        "delete from {table} where ({key}) in
-             (select {key} from {table} where {column} < $1 limit {DELETE_BATCH})"
-    );
-    let mut deleted = 0;
-    loop {
-        let done = sqlx::query(&statement)
-            .bind(before)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        deleted += done;
-        if done < DELETE_BATCH as u64 {
-            return Ok(deleted);
-        }
-    }
-}
-
-/// The start of `day` in UTC.
-fn start_of(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
 /// [`crate::store::ReportStore::apply_retention`] on Postgres, under [`RETENTION_LOCK`].
 pub(super) async fn apply_retention(
     pool: &PgPool,
@@ -178,39 +148,19 @@ async fn expire(pool: &PgPool, cutoffs: &Cutoffs) -> Result<Expired, StoreError>
     let mut expired = Expired::default();
     if let Some(first_kept) = cutoffs.reports_from {
         expired.days_dropped += drop_days_before(pool, "reports", first_kept).await?;
+        // The ids of the dropped days: a retry of one is now a new report.
+        let ids = ("report_ids", "id", "dedup_window");
+        expired.rows_deleted +=
+            steps::delete_before(pool, ids, start_of_day(first_kept), DELETE_BATCH).await?;
     }
     if let Some(first_kept) = cutoffs.minute_rollups_from {
         expired.days_dropped += drop_days_before(pool, "rollups_minute", first_kept).await?;
     }
     if let Some(first_kept) = cutoffs.coarse_rollups_from {
-        let before = start_of(first_kept);
-        expired.rows_deleted += delete_before(
-            pool,
-            "rollups_quarter",
-            "service, country, city, quarter",
-            "quarter",
-            before,
-        )
-        .await?;
-        expired.rows_deleted += delete_before(
-            pool,
-            "rollups_hour",
-            "service, country, city, hour",
-            "hour",
-            before,
-        )
-        .await?;
-    }
-    if let Some(first_kept) = cutoffs.reports_from {
-        // The ids of the dropped days: a retry of one is now a new report.
-        expired.rows_deleted += delete_before(
-            pool,
-            "report_ids",
-            "id",
-            "dedup_window",
-            start_of(first_kept),
-        )
-        .await?;
+        for tier in [sql::QUARTER_ROWS, sql::HOUR_ROWS] {
+            expired.rows_deleted +=
+                steps::delete_before(pool, tier, start_of_day(first_kept), DELETE_BATCH).await?;
+        }
     }
     Ok(expired)
 }

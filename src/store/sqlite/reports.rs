@@ -1,52 +1,13 @@
 //! [`ReportStore`] on SQLite: reports in: the batch insert, the reporter secret, reports by id and the upkeep of counts.
 
 use super::*;
-use crate::domain::buckets::Tier;
+use crate::domain::buckets::{start_of_day, Tier};
 use crate::domain::counting::{tier_increments, RollupKey};
 use crate::domain::retention::Cutoffs;
 use crate::store::{Expired, ReportStore};
 
 /// Rows one retention delete takes, so the single writer is never held for long.
 const DELETE_BATCH: u64 = 5_000;
-
-/// The primary keys of the rollup tables.
-const MINUTE_KEY: &str = "service, country, city, minute";
-const QUARTER_KEY: &str = "service, country, city, quarter";
-const HOUR_KEY: &str = "service, country, city, hour";
-
-/// The start of `day` in UTC.
-fn start_of(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
-impl SqliteStore {
-    /// Deletes the rows of `table` (primary key `key`) whose `column` is below `before`, a
-    /// batch per statement.
-    async fn delete_before(
-        &self,
-        table: &str,
-        key: &str,
-        column: &str,
-        before: i64,
-    ) -> Result<u64, StoreError> {
-        let statement = format!(
-            "delete from {table} where ({key}) in
-                 (select {key} from {table} where {column} < ? limit {DELETE_BATCH})"
-        );
-        let mut deleted = 0;
-        loop {
-            let done = sqlx::query(&statement)
-                .bind(before)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-            deleted += done;
-            if done < DELETE_BATCH {
-                return Ok(deleted);
-            }
-        }
-    }
-}
 
 #[async_trait]
 impl ReportStore for SqliteStore {
@@ -85,27 +46,23 @@ impl ReportStore for SqliteStore {
     }
 
     async fn apply_retention(&self, cutoffs: &Cutoffs) -> Result<Option<Expired>, StoreError> {
+        let pool = &self.writer;
         let mut rows = 0;
         if let Some(day) = cutoffs.reports_from {
-            let before = start_of(day).timestamp_millis();
-            rows += self
-                .delete_before("reports", "id", "received_at", before)
-                .await?;
+            let before = start_of_day(day).timestamp_millis();
+            let reports = ("reports", "id", "received_at");
+            rows += steps::delete_before(pool, reports, before, DELETE_BATCH).await?;
         }
         if let Some(day) = cutoffs.minute_rollups_from {
-            let before = start_of(day).timestamp();
-            rows += self
-                .delete_before("rollups_minute", MINUTE_KEY, "minute", before)
-                .await?;
+            let minutes = ("rollups_minute", "service, country, city, minute", "minute");
+            let before = start_of_day(day).timestamp();
+            rows += steps::delete_before(pool, minutes, before, DELETE_BATCH).await?;
         }
         if let Some(day) = cutoffs.coarse_rollups_from {
-            let before = start_of(day).timestamp();
-            rows += self
-                .delete_before("rollups_quarter", QUARTER_KEY, "quarter", before)
-                .await?;
-            rows += self
-                .delete_before("rollups_hour", HOUR_KEY, "hour", before)
-                .await?;
+            let before = start_of_day(day).timestamp();
+            for tier in [sql::QUARTER_ROWS, sql::HOUR_ROWS] {
+                rows += steps::delete_before(pool, tier, before, DELETE_BATCH).await?;
+            }
         }
         // Ids stay with their reports (the primary key): nothing to forget apart.
         Ok(Some(Expired {
