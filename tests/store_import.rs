@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use outagewatch::domain::buckets::floor_to;
 use outagewatch::domain::geo::CountryCode;
 use outagewatch::domain::report::{Catalog, Problem};
-use outagewatch::store::{Fingerprint, NewReport, SeriesKey, Store, TimeRange};
+use outagewatch::store::{Fingerprint, ImportHints, NewReport, SeriesKey, Store, TimeRange};
 use uuid::Uuid;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -38,14 +38,31 @@ fn report(
 
 /// What a store holds after the batches: each batch's (id, counted, replay), the report
 /// count and the quarter-hour counts of Pakistan and of Lahore.
-async fn stored(store: &dyn Store, batches: &[Vec<NewReport>], import: bool) -> String {
+/// How the batches are written: the live insert, or the import path with or without the
+/// hints an importer learns from its earlier batches.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Insert,
+    Import,
+    ImportLearning,
+}
+
+async fn stored(store: &dyn Store, batches: &[Vec<NewReport>], path: Path) -> String {
     let now = at("2025-03-12T00:00:00Z");
     let mut answer = String::new();
+    let mut hints = ImportHints::default();
     for batch in batches {
-        let outcomes = if import {
-            store.import_reports(batch, now).await.unwrap()
-        } else {
-            store.insert_reports(batch, now).await.unwrap()
+        let outcomes = match path {
+            Path::Insert => store.insert_reports(batch, now).await.unwrap(),
+            Path::Import => store
+                .import_reports(batch, &ImportHints::default(), now)
+                .await
+                .unwrap(),
+            Path::ImportLearning => {
+                let outcomes = store.import_reports(batch, &hints, now).await.unwrap();
+                hints.learn(batch, &outcomes);
+                outcomes
+            }
         };
         for o in outcomes {
             answer += &format!(
@@ -91,15 +108,24 @@ on_both_backends!(
                 report(5, 1, Some("Lahore"), minute(16)),
                 report(6, 3, None, minute(20)),
             ],
+            // Reporter 1 again in the second window (counted by report 5: learning, the
+            // import knows without asking) and a new reporter there.
+            vec![
+                report(7, 1, None, minute(25)),
+                report(8, 4, Some("Lahore"), minute(26)),
+            ],
         ];
         let live = common::TestDb::new(backend).await;
-        let imported = common::TestDb::new(backend).await;
-        let by_insert = stored(live.open_store().await.as_ref(), &batches, false).await;
-        let by_import = stored(imported.open_store().await.as_ref(), &batches, true).await;
+        let by_insert = stored(live.open_store().await.as_ref(), &batches, Path::Insert).await;
         assert_eq!(
             by_insert,
-            "1:10 2:00 3:10 | 1:11 4:00 5:10 6:10 | reports 6 | 10:00=2 10:15=2 | 10:00=1 10:15=1 |"
+            "1:10 2:00 3:10 | 1:11 4:00 5:10 6:10 | 7:00 8:10 | reports 8 | \
+             10:00=2 10:15=3 | 10:00=1 10:15=2 |"
         );
-        assert_eq!(by_import, by_insert);
+        for path in [Path::Import, Path::ImportLearning] {
+            let imported = common::TestDb::new(backend).await;
+            let by_import = stored(imported.open_store().await.as_ref(), &batches, path).await;
+            assert_eq!(by_import, by_insert);
+        }
     }
 );

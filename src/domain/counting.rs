@@ -179,6 +179,54 @@ pub fn outcomes(
         .collect()
 }
 
+/// What an import has learnt from its own earlier batches of one lane (which are committed
+/// in file order before the next is written), so the next batch can be stored without asking
+/// the store what it already knows: the dedup keys those batches left counted, for the
+/// latest few windows, and whether the last batch held replays (a re-run).
+#[derive(Debug, Default, Clone)]
+pub struct ImportHints {
+    counted: BTreeMap<DateTime<Utc>, HashSet<(ServiceSlug, Fingerprint)>>,
+    last_batch_had_replays: bool,
+}
+
+impl ImportHints {
+    /// Windows of counted keys kept: an import sorted by time only ever meets the latest
+    /// ones again. A key forgotten is only a hint lost (the store then looks it up).
+    const WINDOWS_KEPT: usize = 4;
+
+    /// Whether an earlier batch left `report`'s dedup key counted: it cannot count.
+    pub fn is_counted(&self, report: &NewReport) -> bool {
+        self.counted
+            .get(&report.dedup_window_start)
+            .is_some_and(|keys| keys.contains(&(report.service.clone(), report.fingerprint)))
+    }
+
+    /// Whether the last batch held replays, so the next one likely does too.
+    pub fn expects_replays(&self) -> bool {
+        self.last_batch_had_replays
+    }
+
+    /// Learns from a committed batch: a stored report's key is counted from then on (it
+    /// counted, or a report before it had), and so is a replayed one's that counted. A
+    /// replay that did not count says nothing, nor does a report a network cap left uncounted
+    /// (the cap may have left its key free).
+    pub fn learn(&mut self, reports: &[NewReport], outcomes: &[Outcome]) {
+        self.last_batch_had_replays = outcomes.iter().any(|o| o.replay);
+        for (report, outcome) in reports.iter().zip(outcomes) {
+            if !outcome.counted && (outcome.replay || report.network.is_some()) {
+                continue;
+            }
+            self.counted
+                .entry(report.dedup_window_start)
+                .or_default()
+                .insert((report.service.clone(), report.fingerprint));
+        }
+        while self.counted.len() > Self::WINDOWS_KEPT {
+            self.counted.pop_first();
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -350,5 +398,60 @@ mod tests {
             got,
             [(true, false), (false, false), (true, true), (false, true)]
         );
+    }
+
+    #[test]
+    fn import_hints_hold_the_keys_earlier_batches_left_counted() {
+        let window = |r: NewReport, windows: i64| NewReport {
+            dedup_window_start: r.dedup_window_start + chrono::Duration::minutes(15 * windows),
+            ..r
+        };
+        let stored = |id: u128, counted: bool| Outcome {
+            id: Uuid::from_u128(id),
+            counted,
+            replay: false,
+        };
+        let replayed = |id: u128, counted: bool| Outcome {
+            id: Uuid::from_u128(id),
+            counted,
+            replay: true,
+        };
+        let mut hints = ImportHints::default();
+        let batch = [
+            report(1, 1, None, 0),
+            report(2, 2, None, 0),
+            report(3, 3, None, 0),
+        ];
+        hints.learn(
+            &batch,
+            &[stored(1, true), stored(2, false), replayed(3, false)],
+        );
+        assert!(hints.is_counted(&report(9, 1, None, 0)));
+        assert!(hints.is_counted(&report(9, 2, None, 0)));
+        assert!(
+            !hints.is_counted(&report(9, 3, None, 0)),
+            "an uncounted replay says nothing"
+        );
+        assert!(
+            !hints.is_counted(&window(report(9, 1, None, 0), 1)),
+            "another window"
+        );
+        assert!(hints.expects_replays());
+        let capped = from_network(report(4, 4, None, 0), 1, 0);
+        hints.learn(&[capped], &[stored(4, false)]);
+        assert!(
+            !hints.is_counted(&report(9, 4, None, 0)),
+            "a capped key may be free"
+        );
+        assert!(!hints.expects_replays());
+        for w in 1..=4 {
+            hints.learn(&[window(report(10, 5, None, 0), w)], &[stored(10, true)]);
+        }
+        assert!(
+            !hints.is_counted(&report(9, 1, None, 0)),
+            "only the last 4 windows are kept"
+        );
+        assert!(hints.is_counted(&window(report(9, 5, None, 0), 1)));
+        assert!(hints.is_counted(&window(report(9, 5, None, 0), 4)));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
@@ -9,7 +10,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::report::{Catalog, Report, ReportFields};
-use crate::ingest::{fingerprint_of_reporter, Ingest, IngestError, NewReport};
+use crate::ingest::{fingerprint_of_reporter, ImportHints, Ingest, IngestError, NewReport};
 use crate::store::{Fingerprint, Outcome, StoreError};
 
 /// Rows per batch: each is one transaction (on Postgres, a COPY of its reports and ids).
@@ -192,6 +193,9 @@ struct Importer<'a> {
     /// Each lane's last batch submitted: it says when it is written, and the lane's next
     /// batch waits for that.
     written: [Option<tokio::sync::oneshot::Receiver<()>>; LANES],
+    /// What each lane learnt from its written batches, for its next one (which waits for
+    /// the previous anyway, so the lock is never contended).
+    hints: [Arc<tokio::sync::Mutex<ImportHints>>; LANES],
     /// How often each identical row has been seen, so repeated rows get distinct, stable ids.
     occurrences: HashMap<blake3::Hash, u32>,
     summary: ImportSummary,
@@ -205,6 +209,7 @@ impl<'a> Importer<'a> {
             pending: Default::default(),
             in_flight: VecDeque::new(),
             written: Default::default(),
+            hints: Default::default(),
             occurrences: HashMap::new(),
             summary: ImportSummary::default(),
         }
@@ -294,12 +299,18 @@ impl<'a> Importer<'a> {
         let ingest = self.ingest.clone();
         let (done, written) = tokio::sync::oneshot::channel();
         let previous = self.written[lane].replace(written);
+        let hints = Arc::clone(&self.hints[lane]);
         self.in_flight.push_back(tokio::spawn(async move {
             if let Some(previous) = previous {
                 // Sent or dropped (the previous batch failed): either way its turn is over.
                 let _ = previous.await;
             }
-            let answer = submit_retrying(ingest, batch).await;
+            let mut hints = hints.lock().await;
+            let answer = submit_retrying(&ingest, &batch, &hints).await;
+            if let Ok(outcomes) = &answer {
+                hints.learn(&batch, outcomes);
+            }
+            drop(hints);
             let _ = done.send(());
             answer
         }));
@@ -340,12 +351,13 @@ impl<'a> Importer<'a> {
 /// machine a batch can wait longer for the writer connection than a request may, and an
 /// import should ride that out (or a database restart) rather than stop.
 async fn submit_retrying(
-    ingest: Ingest,
-    batch: Vec<NewReport>,
+    ingest: &Ingest,
+    batch: &[NewReport],
+    hints: &ImportHints,
 ) -> Result<Vec<Outcome>, IngestError> {
     let mut wait = FIRST_RETRY_WAIT;
     for _ in 1..ATTEMPTS_WHILE_UNAVAILABLE {
-        match ingest.import(batch.clone()).await {
+        match ingest.import(batch, hints).await {
             Err(IngestError::Store(StoreError::Unavailable(detail))) => {
                 tracing::warn!(%detail, retry_in_ms = wait.as_millis() as u64, "the store is unavailable; retrying the batch");
                 tokio::time::sleep(wait).await;
@@ -354,5 +366,5 @@ async fn submit_retrying(
             answer => return answer,
         }
     }
-    ingest.import(batch).await
+    ingest.import(batch, hints).await
 }

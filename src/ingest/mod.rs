@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::store::{Outcome, Store, StoreError};
 
-pub use crate::store::{NetworkQuota, NewReport};
+pub use crate::store::{ImportHints, NetworkQuota, NewReport};
 pub use fingerprint::{
     fingerprint_of_reporter, fingerprint_with, network_fingerprint_with, Fingerprinter,
 };
@@ -139,10 +139,15 @@ impl Ingest {
 
     /// Stores a batch of history past the queue, the store's fastest way, with the same
     /// outcomes and counts as a submission ([`crate::store::ReportStore::import_reports`]).
-    pub async fn import(&self, reports: Vec<NewReport>) -> Result<Vec<Outcome>, IngestError> {
+    /// `hints`: what the import learnt from its earlier batches of the same lane.
+    pub async fn import(
+        &self,
+        reports: &[NewReport],
+        hints: &ImportHints,
+    ) -> Result<Vec<Outcome>, IngestError> {
         Ok(self
             .store
-            .import_reports(&reports, crate::runtime::clock::now())
+            .import_reports(reports, hints, crate::runtime::clock::now())
             .await?)
     }
 

@@ -28,7 +28,7 @@ pub use roles::{
 pub use sqlite::SqliteStore;
 // The counting rules' types are the domain's; the store is spoken in them.
 pub use crate::domain::buckets::{floor_to, minute_of, TimeRange};
-pub use crate::domain::counting::{Fingerprint, NetworkQuota, NewReport, Outcome};
+pub use crate::domain::counting::{Fingerprint, ImportHints, NetworkQuota, NewReport, Outcome};
 pub use crate::domain::incidents::IncidentQuery;
 pub use crate::domain::series::SeriesKey;
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired,
+    Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired, ImportHints,
     IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome,
     ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
     ServiceRecord, StoreError, StoredReport, TimeRange,
@@ -54,9 +54,12 @@ pub trait ReportStore: Send + Sync + 'static {
     /// outcomes, dedup and counts), by the fastest path the backend has: on Postgres a `COPY`
     /// after checking ids and dedup keys, falling back to the insert when another writer gets
     /// in between. For `import`; a batch with network quotas takes the insert.
+    /// `hints` is what the import learnt from its earlier batches; a backend may use it to
+    /// skip lookups, never to decide differently.
     async fn import_reports(
         &self,
         reports: &[NewReport],
+        _hints: &ImportHints,
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, StoreError> {
         self.insert_reports(reports, now).await

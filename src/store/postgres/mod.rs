@@ -23,9 +23,9 @@ use super::sql::{self, DELIVERY_COLUMNS};
 use super::steps;
 use super::{
     minute_of, quotas, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
-    DetectionWrite, Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount,
-    NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup,
-    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
+    DetectionWrite, Expectation, ImportHints, IncidentAction, IncidentQuery, Leadership, Listener,
+    MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
+    RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};

@@ -116,9 +116,10 @@ impl ReportStore for PostgresStore {
     async fn import_reports(
         &self,
         reports: &[NewReport],
+        hints: &ImportHints,
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        self.import_batch(reports, now).await
+        self.import_batch(reports, hints, now).await
     }
 
     async fn prepare_days(&self, days: &[NaiveDate]) -> Result<u32, StoreError> {
