@@ -1,7 +1,5 @@
 //! `counts`: one series in dense buckets aligned to UTC, each with the detector's expectation.
 
-use std::collections::{BTreeMap, HashMap};
-
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::ReadError;
@@ -157,34 +155,51 @@ fn fill_buckets(
     counts: &[(DateTime<Utc>, i64)],
     quarters: &[(DateTime<Utc>, f64)],
 ) -> Vec<BucketRead> {
-    let counts: HashMap<i64, i64> = counts.iter().map(|(t, n)| (t.timestamp(), *n)).collect();
-    let mut expected: BTreeMap<i64, f64> = BTreeMap::new();
+    let first = from.timestamp();
+    let buckets = usize::try_from((to.timestamp() - first + bucket_seconds - 1) / bucket_seconds)
+        .unwrap_or(0);
+    // The bucket starting at `start`, if it is one of the range's.
+    let index = |start: i64| {
+        let offset = start - first;
+        (offset >= 0 && offset % bucket_seconds == 0)
+            .then(|| usize::try_from(offset / bucket_seconds).ok())
+            .flatten()
+            .filter(|&i| i < buckets)
+    };
+    let mut count = vec![0; buckets];
+    for (start, n) in counts {
+        if let Some(i) = index(start.timestamp()) {
+            count[i] = *n;
+        }
+    }
+    let mut expected: Vec<Option<f64>> = vec![None; buckets];
     for (quarter, value) in quarters {
         let q = quarter.timestamp();
         if bucket_seconds >= QUARTER_SECONDS {
-            *expected
-                .entry(q - q.rem_euclid(bucket_seconds))
-                .or_default() += value;
+            if let Some(i) = index(q - q.rem_euclid(bucket_seconds)) {
+                expected[i] = Some(expected[i].unwrap_or(0.0) + value);
+            }
         } else {
             let share = value * bucket_seconds as f64 / QUARTER_SECONDS as f64;
             let mut start = q;
             while start < q + QUARTER_SECONDS {
-                expected.insert(start, share);
+                if let Some(i) = index(start) {
+                    expected[i] = Some(share);
+                }
                 start += bucket_seconds;
             }
         }
     }
-    let mut buckets = Vec::new();
-    let mut start = from.timestamp();
-    while start < to.timestamp() {
-        buckets.push(BucketRead {
-            start: DateTime::from_timestamp(start, 0).unwrap_or(from),
-            count: counts.get(&start).copied().unwrap_or(0),
-            expected: expected.get(&start).map(|e| (e * 100.0).round() / 100.0),
-        });
-        start += bucket_seconds;
-    }
-    buckets
+    (0..buckets)
+        .map(|i| {
+            let start = first + i as i64 * bucket_seconds;
+            BucketRead {
+                start: DateTime::from_timestamp(start, 0).unwrap_or(from),
+                count: count[i],
+                expected: expected[i].map(|e| (e * 100.0).round() / 100.0),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -53,7 +53,15 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.application_name("outagewatch"))
+            .connect_with(
+                connect
+                    .application_name("outagewatch")
+                    // Every statement is prepared once per connection and its parameters
+                    // never change its best plan (index ranges of one series, partitions
+                    // pruned at run time), so plan it once: a custom plan per execution was
+                    // a quarter of an uncached read's database time.
+                    .options([("plan_cache_mode", "force_generic_plan")]),
+            )
             .await?;
         Ok(PostgresStore {
             pool,
