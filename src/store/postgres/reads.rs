@@ -17,7 +17,7 @@ static READS: read_sql::ReadSql<Postgres> = read_sql::ReadSql {
     backend: PhantomData,
 };
 
-read_store!(PostgresStore, Postgres, pool, READS, {
+read_store!(PostgresStore, Postgres, reads, READS, {
     async fn rollups(
         &self,
         service: &str,
@@ -26,7 +26,7 @@ read_store!(PostgresStore, Postgres, pool, READS, {
     ) -> Result<Vec<Rollup>, StoreError> {
         let query = READS.rollups(service, TimeRange::new(from, to));
         Ok(sum_adjacent(
-            steps::fetch_all(query, &self.pool).await?,
+            steps::fetch_all(query, &self.reads).await?,
             |a: &Rollup, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
             |r| &mut r.count,
         ))
@@ -55,7 +55,7 @@ read_store!(PostgresStore, Postgres, pool, READS, {
         .bind(cities)
         .bind(day_of(from))
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         expand(rows, range)
     }
