@@ -20,6 +20,7 @@ use crate::http::pow::ProofOfWork;
 use crate::http::{ClientPolicy, Submitter};
 use crate::ingest::{Fingerprinter, Ingest, IngestOptions};
 use crate::read::edits::catalog_of;
+use crate::read::replica::Replica;
 use crate::read::Reads;
 use crate::runtime::events::{EventBus, Relay};
 use crate::runtime::server::{self, ServerLimits};
@@ -54,12 +55,17 @@ pub struct App {
     retention: crate::domain::retention::Retention,
 }
 
-/// Opens the store named in the settings and applies its migrations.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let options = ConnectOptions {
+/// The pool settings of `database.*`.
+fn connect_options(settings: &Settings) -> ConnectOptions {
+    ConnectOptions {
         max_connections: settings.database.max_connections,
         acquire_timeout: settings.database.acquire_timeout(),
-    };
+    }
+}
+
+/// Opens the store named in the settings and applies its migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let options = connect_options(settings);
     let store = store::connect(settings.database.url.expose_secret(), &options)
         .await
         .context("cannot open the database (database.url / DATABASE_URL)")?;
@@ -146,14 +152,24 @@ impl App {
             settings.detector.clone(),
             events.clone(),
             Outbox::new(&settings.webhooks, &settings.webhook_delivery),
-        );
+        )
+        .keeping(settings.retention.retention());
         // Request work gives up on a stalled database after `database.query_timeout_ms`: reads
         // (and the admin API's edits) through the read layer's deadline, the reporter secret
         // through the fingerprinter's. The writer, detector and deliverer have timeouts of
         // their own.
         let query_timeout = settings.database.query_timeout();
-        let reads =
+        let mut reads =
             Reads::new(store.clone(), query_timeout).keeping(settings.retention.retention());
+        if let Some(read_url) = &settings.database.read_url {
+            let replica =
+                store::connect_replica(read_url.expose_secret(), &connect_options(settings))
+                    .context("cannot open the read replica (database.read_url)")?;
+            reads = reads.with_replica(Replica::new(
+                replica,
+                Duration::from_secs(u64::from(settings.database.max_replica_lag_seconds)),
+            ));
+        }
         let submitter = Arc::new(Submitter {
             ingest,
             fingerprinter: Arc::new(Fingerprinter::new(store.clone(), query_timeout)),

@@ -21,7 +21,8 @@
 //!   `redetect`, the rebuild after an upgrade.
 //! - [`read`]: the typed read side (queries as types, plain answers, one `ReadError`): counts,
 //!   regions, services, incidents, and the admin API's few edits; [`read::Reads`] gives each
-//!   request's store call its deadline. The API, the pages and the CLI read through it.
+//!   request's store call its deadline, and its queries to a fresh read replica
+//!   ([`read::replica`], `database.read_url`). The API, the pages and the CLI read through it.
 //! - [`api`] (the JSON API: HTTP ⇄ typed queries, the admin API, the OpenAPI document) and
 //!   [`web`] (the pages people use) know nothing of each other; [`http`] is what both share
 //!   (problem+json, client admission and rate limits, proof of work, the ingest path of

@@ -270,6 +270,37 @@ async fn a_redetect_runs_with_the_live_detector_paused_and_reports_its_summary()
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_redetect_whose_replay_starts_before_the_kept_minutes_is_refused_naming_from() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &format!("{}[retention]\nminute_rollups_days = 40\n", admin_config()),
+    )
+    .await;
+    let now = outagewatch::runtime::clock::now();
+    let from = now - chrono::TimeDelta::days(10);
+    let (status, problem) = call(
+        &app,
+        "POST",
+        "/api/v1/admin/redetect",
+        Some(json!({"from": from.to_rfc3339()})),
+        Some(TOKEN),
+    )
+    .await;
+    // 40 days of minutes kept; the replay would start 35 days (detector.history_days) before.
+    let first_kept = (now - chrono::TimeDelta::days(40)).date_naive();
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["errors"],
+        json!([{"field": "from", "message": format!(
+            "its replay starts 35 days earlier (detector.history_days), before {first_kept}, the \
+             first day of minute counts kept (retention.minute_rollups_days); start on {} or later",
+            first_kept + chrono::TimeDelta::days(35)
+        )}])
+    );
+    app.stop().await;
+}
+
 /// Posts a report as if through a proxy from `client`; whether it counted.
 async fn counted_from(app: &TestApp, client: &str, agent: usize) -> bool {
     let response = app

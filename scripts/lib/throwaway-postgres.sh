@@ -55,7 +55,33 @@ start_throwaway_postgres() {
     return 1
 }
 
+# Starts a streaming read replica of the throwaway cluster (pg_basebackup -R, hot standby) on
+# another port and sets OUTAGEWATCH_TEST_REPLICA_URL to its `postgres` database; stopped and
+# removed with the cluster.
+start_throwaway_replica() {
+    local replica="$THROWAWAY_PG_DIR/replica" port attempt
+    "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$THROWAWAY_PG_PORT" -U postgres \
+        -D "$replica" -R --no-sync >"$THROWAWAY_PG_DIR/basebackup.log" 2>&1 \
+        || { cat "$THROWAWAY_PG_DIR/basebackup.log" >&2; return 1; }
+    for attempt in 1 2 3 4 5 6 7 8; do
+        port=$((20000 + RANDOM % 30000))
+        if "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_ctl" -D "$replica" -l "$THROWAWAY_PG_DIR/replica.log" -w -t 30 \
+            -o "-p $port -k $THROWAWAY_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c hot_standby=on" \
+            start >/dev/null; then
+            export OUTAGEWATCH_TEST_REPLICA_URL="postgres://postgres@127.0.0.1:$port/postgres"
+            echo "throwaway streaming replica on 127.0.0.1:$port"
+            return 0
+        fi
+    done
+    echo "could not start the replica" >&2
+    cat "$THROWAWAY_PG_DIR/replica.log" >&2
+    return 1
+}
+
 stop_throwaway_postgres() {
+    if [ -n "${THROWAWAY_PG_DIR:-}" ] && [ -f "$THROWAWAY_PG_DIR/replica/PG_VERSION" ]; then
+        "${THROWAWAY_PG_AS[@]}" "$THROWAWAY_PG_BIN/pg_ctl" -D "$THROWAWAY_PG_DIR/replica" -m immediate stop >/dev/null 2>&1 || true
+    fi
     if [ -n "${THROWAWAY_PG_DIR:-}" ]; then
         if [ -n "${KEEP_PG_DIR:-}" ]; then
             # A clean stop, so the kept data needs no recovery next time.

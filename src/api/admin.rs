@@ -432,7 +432,8 @@ async fn act(
         (status = 409, description = "Another replica runs the detector: call it there, or stop it.", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/conflict", "title": "Conflict",
                 "status": 409, "detail": "another process holds the detector lock (a running `serve`); stop it first"})),
-        (status = 422, description = "`from` is not before `to`, or a field is not a time.", body = Problem,
+        (status = 422, description = "`from` is not before `to`, a field is not a time, or the replay before \
+            `from` (`detector.history_days`) would start before the minute counts kept (`retention.minute_rollups_days`).", body = Problem,
             content_type = "application/problem+json", example = json!({"type": "/problems/validation",
                 "title": "Invalid report", "status": 422, "detail": "from: --from must be before --to",
                 "errors": [{"field": "from", "message": "--from must be before --to"}]})),
@@ -483,6 +484,9 @@ pub async fn redetect(
                 "from",
                 "from must be before to (or before the last complete minute)",
             )]))
+        }
+        Ok(Ok(Err(DetectError::BeforeKeptMinutes(reason)))) => {
+            return Err(ApiError::Invalid(vec![FieldError::new("from", reason)]))
         }
         Ok(Ok(Err(DetectError::Store(error)))) => {
             return Err(ApiError::from_read(ReadError::from(error)))

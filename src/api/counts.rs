@@ -150,6 +150,7 @@ pub struct CountsParams {
     responses(
         (status = 200, description = "The series.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), content(
             (Counts = "application/json", example = json!({"service": "x", "country": "PK", "city": null,
@@ -285,6 +286,7 @@ pub struct NoParams {}
     responses(
         (status = 200, description = "The catalog, in catalog order.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), content(
             (ServiceList = "application/json", example = json!({"services": [
@@ -444,6 +446,7 @@ pub struct RegionsParams {
     responses(
         (status = 200, description = "One page of the ranking.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), content(
             (RegionPage = "application/json", example = json!({"service": "x", "level": "city",

@@ -73,6 +73,7 @@ pub struct BadgeParams {
     responses(
         (status = 200, description = "The feed.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), body = String, content_type = "application/atom+xml",
             example = "<?xml version=\"1.0\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><title>X (Twitter) incidents in Pakistan (outagewatch)</title>…</feed>"),
@@ -210,6 +211,7 @@ pub fn badge_svg(label: &str, message: &str, colour: &str) -> String {
     responses(
         (status = 200, description = "The badge.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), body = String, content_type = "image/svg+xml",
             example = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"…\" height=\"20\" role=\"img\" aria-label=\"X (Twitter): up\">…</svg>"),

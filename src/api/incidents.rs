@@ -181,6 +181,7 @@ fn list_query(
     responses(
         (status = 200, description = "One page of incidents.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), content(
             (IncidentPage = "application/json", example = json!({"incidents": [{"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",
@@ -239,6 +240,7 @@ pub async fn incidents_page(
     responses(
         (status = 200, description = "The incident.", headers(
                 ("ETag" = String, description = "A hash of the body; send it back in `If-None-Match`."),
+                ("X-Data-Age" = String, description = "Only on an answer read from the read replica (`database.read_url`): seconds its data lagged the primary when computed, e.g. `0.0` (it had replayed everything) or `2.4`."),
                 ("Cache-Control" = String, description = "`public, max-age=15`."),
             ), content(
             (Incident = "application/json", example = json!({"id": "5f0c2d6e-8b1a-8e4f-9a57-3c2d1e0f4a6b", "service": "x", "scope": "country",

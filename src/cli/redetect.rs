@@ -21,22 +21,13 @@ pub async fn run(settings: &Settings, args: &RedetectArgs) -> anyhow::Result<()>
     let now = outagewatch::runtime::clock::now();
     // The replay reads minute counts from `detector.history_days` before `from`: past the
     // minutes retention keeps it would learn from zeros.
-    let minutes_from = settings
-        .retention
-        .retention()
-        .cutoffs(now)
-        .minute_rollups_from;
-    if let (Some(from), Some(first_day)) = (args.from, minutes_from) {
-        let replay_from = from - chrono::TimeDelta::days(i64::from(settings.detector.history_days));
-        if replay_from.date_naive() < first_day {
-            anyhow::bail!(
-                "redetect --from {}: its replay starts {} days earlier (detector.history_days), \
-                 before {first_day}, the first day of minute counts kept \
-                 (retention.minute_rollups_days); start on {} or later",
-                from.to_rfc3339(),
-                settings.detector.history_days,
-                first_day + chrono::TimeDelta::days(i64::from(settings.detector.history_days))
-            );
+    if let Some(from) = args.from {
+        if let Some(reason) = settings.retention.retention().redetect_refusal(
+            from,
+            settings.detector.history_days,
+            now,
+        ) {
+            anyhow::bail!("redetect --from {}: {reason}", from.to_rfc3339());
         }
     }
     let store = app::open_store(settings).await?;

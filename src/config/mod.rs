@@ -196,6 +196,12 @@ pub struct HttpSettings {
 pub struct DatabaseSettings {
     /// May hold a password, so it never appears in logs or `Debug` output.
     pub url: SecretString,
+    /// A streaming read replica of `url` (Postgres) the read side reads from while it is
+    /// fresh. Unset: every read goes to `url`. May hold a password, like `url`.
+    #[serde(default)]
+    pub read_url: Option<SecretString>,
+    /// Reads go back to `url` while the replica lags the primary by more than this.
+    pub max_replica_lag_seconds: u32,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub query_timeout_ms: u64,
@@ -312,6 +318,23 @@ impl Settings {
         {
             return Err(ConfigError::Invalid(
                 "database.url must start with sqlite:// or postgres://".into(),
+            ));
+        }
+        if let Some(read_url) = &self.database.read_url {
+            let read_url = read_url.expose_secret();
+            if !(read_url.starts_with("postgres:") || read_url.starts_with("postgresql:"))
+                || url.starts_with("sqlite:")
+            {
+                return Err(ConfigError::Invalid(
+                    "database.read_url must start with postgres://, beside a postgres:// \
+                     database.url (SQLite has no replicas)"
+                        .into(),
+                ));
+            }
+        }
+        if !(1..=3600).contains(&self.database.max_replica_lag_seconds) {
+            return Err(ConfigError::Invalid(
+                "database.max_replica_lag_seconds must be between 1 and 3600".into(),
             ));
         }
         if self.ingest.queue_capacity == 0 || self.ingest.max_batch_reports == 0 {
@@ -672,6 +695,37 @@ secret = "s3cret-key"
                 coarse_rollups_days: 0
             }
         );
+    }
+
+    #[test]
+    fn a_read_replica_needs_postgres_on_both_sides_and_a_lag_bound_in_range() {
+        let error = |layer: &str| Settings::from_toml(&[layer]).unwrap_err().to_string();
+        let sqlite_replica = "configuration: database.read_url must start with postgres://, \
+             beside a postgres:// database.url (SQLite has no replicas)";
+        assert_eq!(
+            error("[database]\nread_url = \"postgres://replica/ow\"\n"),
+            sqlite_replica
+        );
+        assert_eq!(
+            error("[database]\nurl = \"postgres://db/ow\"\nread_url = \"sqlite://r.db\"\n"),
+            sqlite_replica
+        );
+        assert_eq!(
+            error("[database]\nmax_replica_lag_seconds = 0\n"),
+            "configuration: database.max_replica_lag_seconds must be between 1 and 3600"
+        );
+        let settings = Settings::from_toml(&[
+            "[database]\nurl = \"postgres://db/ow\"\nread_url = \"postgres://u:pw@replica/ow\"\n",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings
+                .database
+                .read_url
+                .map(|u| u.expose_secret().to_owned()),
+            Some("postgres://u:pw@replica/ow".to_owned())
+        );
+        assert_eq!(settings.database.max_replica_lag_seconds, 10);
     }
 
     #[test]

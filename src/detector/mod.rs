@@ -44,6 +44,9 @@ pub enum DetectError {
     NotLeader,
     #[error("--from must be before --to")]
     EmptyRange,
+    /// The replay before `from` would start before the minute counts retention keeps.
+    #[error("{0}")]
+    BeforeKeptMinutes(String),
     /// A reader or writer task of `redetect` panicked.
     #[error("a redetect task failed: {0}")]
     Task(tokio::task::JoinError),

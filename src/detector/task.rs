@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::{redetect, DetectError, LiveContext, LiveDetector, RedetectSummary, Tick};
 use crate::config::DetectorSettings;
 use crate::domain::report::LiveCatalog;
+use crate::domain::retention::Retention;
 use crate::runtime::events::EventBus;
 use crate::runtime::webhooks::Outbox;
 use crate::store::{Leadership, Store};
@@ -27,6 +28,8 @@ pub struct DetectorTask {
     outbox: Outbox,
     /// Whether `serve` runs the live detector at all (`detector.enabled`).
     live: bool,
+    /// What retention keeps: a redetect whose replay starts before the minutes kept is refused.
+    retention: Retention,
     /// The running task and its stop signal; locked for the whole of a redetect, so there is
     /// one at a time.
     running: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
@@ -47,8 +50,14 @@ impl DetectorTask {
             settings,
             events,
             outbox,
+            retention: Retention::FOREVER,
             running: Mutex::new(None),
         }
+    }
+
+    /// The same task, knowing what `retention` keeps.
+    pub fn keeping(self, retention: Retention) -> DetectorTask {
+        DetectorTask { retention, ..self }
     }
 
     /// Starts the live detector, if it is enabled and not running.
@@ -100,6 +109,12 @@ impl DetectorTask {
         to: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<RedetectSummary, DetectError> {
+        if let Some(reason) = from.and_then(|from| {
+            self.retention
+                .redetect_refusal(from, self.settings.history_days, now)
+        }) {
+            return Err(DetectError::BeforeKeptMinutes(reason));
+        }
         let mut running = self.running.lock().await;
         if let Err(error) = Self::stop_locked(&mut running).await {
             tracing::error!(%error, "the live detector failed while stopping for a redetect");

@@ -43,6 +43,26 @@ impl Retention {
             coarse_rollups_from: first_kept(self.coarse_rollups_days),
         }
     }
+
+    /// Why a redetect from `from` may not run at `now`: its replay starts `history_days`
+    /// earlier and would learn from the zeros before the minute counts kept. Names both
+    /// settings and the first day it may start on.
+    pub fn redetect_refusal(
+        &self,
+        from: DateTime<Utc>,
+        history_days: u32,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let first_kept = self.cutoffs(now).minute_rollups_from?;
+        let first_allowed = first_kept + TimeDelta::days(i64::from(history_days));
+        (from.date_naive() < first_allowed).then(|| {
+            format!(
+                "its replay starts {history_days} days earlier (detector.history_days), before \
+                 {first_kept}, the first day of minute counts kept (retention.minute_rollups_days); \
+                 start on {first_allowed} or later"
+            )
+        })
+    }
 }
 
 /// The days kept ready at `now`: yesterday (minutes still settling), today and
@@ -104,6 +124,34 @@ mod tests {
                 day("2026-01-01"),
                 day("2026-01-02")
             ]
+        );
+    }
+
+    #[test]
+    fn a_redetect_whose_replay_starts_before_the_kept_minutes_is_refused() {
+        let retention = Retention {
+            reports_days: 90,
+            minute_rollups_days: 40,
+            coarse_rollups_days: 0,
+        };
+        let now = at("2026-12-06T12:00:00Z");
+        // Minutes kept from 2026-10-27; with 35 days of history, a redetect may start on 12-01.
+        assert_eq!(
+            retention.redetect_refusal(at("2026-11-30T23:59:00Z"), 35, now),
+            Some(
+                "its replay starts 35 days earlier (detector.history_days), before 2026-10-27, \
+                 the first day of minute counts kept (retention.minute_rollups_days); start on \
+                 2026-12-01 or later"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            retention.redetect_refusal(at("2026-12-01T00:00:00Z"), 35, now),
+            None
+        );
+        assert_eq!(
+            Retention::FOREVER.redetect_refusal(at("2020-01-01T00:00:00Z"), 35, now),
+            None
         );
     }
 }

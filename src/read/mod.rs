@@ -10,6 +10,7 @@ pub mod counts;
 pub mod edits;
 pub mod incidents;
 pub mod regions;
+pub mod replica;
 pub mod services;
 
 use std::future::Future;
@@ -61,6 +62,8 @@ impl From<StoreError> for ReadError {
 #[derive(Clone)]
 pub struct Reads {
     store: Arc<dyn Store>,
+    /// A read replica, read from while it is fresh (`database.read_url`).
+    replica: Option<Arc<replica::Replica>>,
     deadline: Duration,
     /// What retention keeps: a counts read finer than the coarse tiers before the minutes
     /// kept is refused rather than answered with zeros.
@@ -72,9 +75,43 @@ impl Reads {
     pub fn new(store: Arc<dyn Store>, deadline: Duration) -> Reads {
         Reads {
             store,
+            replica: None,
             deadline,
             retention: Retention::FOREVER,
         }
+    }
+
+    /// The same reads, from `replica` while it is fresh (queries, not checkpoint or ping).
+    pub fn with_replica(self, replica: replica::Replica) -> Reads {
+        Reads {
+            replica: Some(Arc::new(replica)),
+            ..self
+        }
+    }
+
+    /// `read` against the replica while it is fresh (noting its data's age for the answer),
+    /// else against the primary; a replica that fails is left for the primary at once.
+    async fn routed<T, F>(&self, read: impl Fn(Arc<dyn Store>) -> F) -> Result<T, ReadError>
+    where
+        F: Future<Output = Result<T, ReadError>>,
+    {
+        if let Some(replica) = &self.replica {
+            if let Some(age) = replica.fresh_age(self.store.as_ref()).await {
+                match self.within(read(replica.store().clone())).await {
+                    Err(ReadError::Unavailable(detail)) => {
+                        tracing::warn!(%detail, "the read replica failed; reading from the primary");
+                        replica.forget();
+                    }
+                    answer => {
+                        if answer.is_ok() {
+                            replica::note_data_age(age);
+                        }
+                        return answer;
+                    }
+                }
+            }
+        }
+        self.within(read(self.store.clone())).await
     }
 
     /// The same reads, knowing what `retention` keeps.
@@ -103,12 +140,9 @@ impl Reads {
         now: DateTime<Utc>,
     ) -> Result<counts::CountsRead, ReadError> {
         let minutes_from = self.retention.cutoffs(now).minute_rollups_from;
-        self.within(counts::counts(
-            self.store.as_ref(),
-            query,
-            now,
-            minutes_from,
-        ))
+        self.routed(|store| async move {
+            counts::counts(store.as_ref(), query, now, minutes_from).await
+        })
         .await
     }
 
@@ -118,7 +152,7 @@ impl Reads {
         query: &regions::RegionsQuery,
         now: DateTime<Utc>,
     ) -> Result<regions::RegionsRead, ReadError> {
-        self.within(regions::regions(self.store.as_ref(), query, now))
+        self.routed(|store| async move { regions::regions(store.as_ref(), query, now).await })
             .await
     }
 
@@ -128,13 +162,13 @@ impl Reads {
         catalog: &Catalog,
         now: DateTime<Utc>,
     ) -> Result<Vec<services::ServiceRead>, ReadError> {
-        self.within(services::services(self.store.as_ref(), catalog, now))
+        self.routed(|store| async move { services::services(store.as_ref(), catalog, now).await })
             .await
     }
 
     /// [`incidents::list`] within the deadline.
     pub async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, ReadError> {
-        self.within(incidents::list(self.store.as_ref(), query))
+        self.routed(|store| async move { incidents::list(store.as_ref(), query).await })
             .await
     }
 
@@ -143,13 +177,13 @@ impl Reads {
         &self,
         query: &IncidentQuery,
     ) -> Result<incidents::IncidentPageRead, ReadError> {
-        self.within(incidents::page(self.store.as_ref(), query))
+        self.routed(|store| async move { incidents::page(store.as_ref(), query).await })
             .await
     }
 
     /// [`incidents::incident`] within the deadline.
     pub async fn incident(&self, id: Uuid) -> Result<Option<Incident>, ReadError> {
-        self.within(incidents::incident(self.store.as_ref(), id))
+        self.routed(|store| async move { incidents::incident(store.as_ref(), id).await })
             .await
     }
 
@@ -158,7 +192,7 @@ impl Reads {
         // One bucket longer than the range: its count in at most two buckets.
         let bucket_seconds = (range.to - range.from).num_seconds().max(1) * 2;
         let buckets = self
-            .within(self.store.counts(series, range, bucket_seconds))
+            .routed(|store| async move { Ok(store.counts(series, range, bucket_seconds).await?) })
             .await?;
         Ok(buckets.iter().map(|b| b.count).sum())
     }
@@ -169,7 +203,8 @@ impl Reads {
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<ProblemCount>, ReadError> {
-        self.within(self.store.problem_counts(series, range)).await
+        self.routed(|store| async move { Ok(store.problem_counts(series, range).await?) })
+            .await
     }
 
     /// The live detector's checkpoint, if it has one.

@@ -325,6 +325,33 @@ pub struct ConnectOptions {
     pub acquire_timeout: Duration,
 }
 
+/// Where a store stands in replication, as [`crate::read::replica`] judges a replica by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Replication {
+    /// Not replicated (SQLite).
+    Alone,
+    /// A primary that has written its WAL up to `written` (a byte position).
+    Primary { written: u64 },
+    /// A standby that has replayed the primary's WAL up to `replayed`, its last transaction
+    /// `since_last_replay` seconds ago by its own clock (`None`: none replayed yet).
+    Standby {
+        replayed: u64,
+        since_last_replay: Option<f64>,
+    },
+}
+
+/// Opens a read replica (Postgres) for reads only; it connects on first use, so a replica
+/// that is down at start only sends the reads to the primary.
+pub fn connect_replica(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect_lazy(url, options)?))
+    } else {
+        Err(StoreError::Url(
+            "a read replica's URL must be postgres://".into(),
+        ))
+    }
+}
+
 /// Opens the store a URL names: `sqlite://…` or `postgres://…`.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::{
     Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired, ImportHints,
     IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome,
-    ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
-    ServiceRecord, StoreError, StoredReport, TimeRange,
+    ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Replication, Rollup,
+    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
 use crate::domain::incidents::{CityCount, Incident};
 use crate::domain::retention::Cutoffs;
@@ -98,6 +98,11 @@ pub trait ReportStore: Send + Sync + 'static {
 /// incidents.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
+    /// Where this store stands in replication (for reading from a replica while it is fresh).
+    async fn replication(&self) -> Result<Replication, StoreError> {
+        Ok(Replication::Alone)
+    }
+
     /// The minute rollups of one service in `[from, to)`, ordered by minute, country, city.
     async fn rollups(
         &self,

@@ -25,7 +25,8 @@ use super::{
     minute_of, quotas, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
     DetectionWrite, Expectation, ImportHints, IncidentAction, IncidentQuery, Leadership, Listener,
     MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
-    RegionExpectation, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
+    RegionExpectation, Replication, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport,
+    TimeRange,
 };
 use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
 use crate::domain::incidents::{CityCount, Incident};
@@ -59,6 +60,28 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
+        Ok(Self::with_pools(pool, &connect, options))
+    }
+
+    /// A store whose pools connect on first use: for a read replica, which may be down.
+    pub fn connect_lazy(url: &str, options: &ConnectOptions) -> Result<PostgresStore, StoreError> {
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
+        let connect = connect.application_name("outagewatch");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.clone());
+        Ok(Self::with_pools(pool, &connect, options))
+    }
+
+    /// `pool` for writes, beside the read side's pool of its own.
+    fn with_pools(
+        pool: PgPool,
+        connect: &PgConnectOptions,
+        options: &ConnectOptions,
+    ) -> PostgresStore {
         // The read side's statements are planned once per connection: their parameters never
         // change the best plan (index ranges of one series, partitions pruned at run time),
         // and a custom plan per execution was a quarter of an uncached read's database time.
@@ -66,12 +89,16 @@ impl PostgresStore {
         let reads = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.options([("plan_cache_mode", "force_generic_plan")]));
-        Ok(PostgresStore {
+            .connect_lazy_with(
+                connect
+                    .clone()
+                    .options([("plan_cache_mode", "force_generic_plan")]),
+            );
+        PostgresStore {
             pool,
             reads,
             days: Default::default(),
-        })
+        }
     }
 }
 

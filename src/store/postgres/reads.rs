@@ -18,6 +18,26 @@ static READS: read_sql::ReadSql<Postgres> = read_sql::ReadSql {
 };
 
 read_store!(PostgresStore, Postgres, reads, READS, {
+    async fn replication(&self) -> Result<Replication, StoreError> {
+        let (standby, position, since): (bool, i64, Option<f64>) = sqlx::query_as(
+            "select pg_is_in_recovery(),
+                    (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                          else pg_current_wal_lsn() end - '0/0'::pg_lsn)::int8,
+                    extract(epoch from now() - pg_last_xact_replay_timestamp())::float8",
+        )
+        .fetch_one(&self.reads)
+        .await?;
+        let position = u64::try_from(position).unwrap_or(0);
+        Ok(if standby {
+            Replication::Standby {
+                replayed: position,
+                since_last_replay: since,
+            }
+        } else {
+            Replication::Primary { written: position }
+        })
+    }
+
     async fn rollups(
         &self,
         service: &str,
