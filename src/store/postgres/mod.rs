@@ -1,6 +1,7 @@
 //! The Postgres store: production backend; each batch of reports is one `UNNEST` statement.
 
 mod catalog;
+mod connect;
 mod coordination;
 mod detection;
 mod import;
@@ -46,60 +47,6 @@ pub struct PostgresStore {
     reads: PgPool,
     /// Days whose partitions this process has seen made.
     days: std::sync::Arc<partitions::KnownDays>,
-}
-
-impl PostgresStore {
-    /// Connects a pool; fails fast when the server cannot be reached.
-    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<PostgresStore, StoreError> {
-        let connect: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
-        let connect = connect.application_name("outagewatch");
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.clone())
-            .await?;
-        Ok(Self::with_pools(pool, &connect, options))
-    }
-
-    /// A store whose pools connect on first use: for a read replica, which may be down.
-    pub fn connect_lazy(url: &str, options: &ConnectOptions) -> Result<PostgresStore, StoreError> {
-        let connect: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
-        let connect = connect.application_name("outagewatch");
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone());
-        Ok(Self::with_pools(pool, &connect, options))
-    }
-
-    /// `pool` for writes, beside the read side's pool of its own.
-    fn with_pools(
-        pool: PgPool,
-        connect: &PgConnectOptions,
-        options: &ConnectOptions,
-    ) -> PostgresStore {
-        // The read side's statements are planned once per connection: their parameters never
-        // change the best plan (index ranges of one series, partitions pruned at run time),
-        // and a custom plan per execution was a quarter of an uncached read's database time.
-        // Writes keep custom plans: a generic plan of the batch insert halved ingest.
-        let reads = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(
-                connect
-                    .clone()
-                    .options([("plan_cache_mode", "force_generic_plan")]),
-            );
-        PostgresStore {
-            pool,
-            reads,
-            days: Default::default(),
-        }
-    }
 }
 
 /// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
