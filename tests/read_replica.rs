@@ -93,6 +93,13 @@ async fn reads_come_from_a_fresh_replica_marked_with_its_age_then_from_the_prima
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A page reads through the same side, and says so too.
+    let page = app.client.get(app.url("/status/x")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.headers().get("x-data-age").is_some(),
+        "a page read from the replica is marked"
+    );
     // A transaction the replica replays just before its replay stops, so its age counts from
     // the pause (the app may have written nothing for seconds).
     let mut primary = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
@@ -157,6 +164,9 @@ async fn a_replica_that_is_down_sends_every_read_to_the_primary() {
     .await;
     report(&app, "reporter 1").await;
     assert_eq!(pakistan_total(&app).await, (1, None));
+    let page = app.client.get(app.url("/status/x")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers().get("x-data-age").is_none());
     let (status, _, body) = app.get_json("/api/v1/services").await;
     assert_eq!(
         (status, body["services"].as_array().unwrap().len()),

@@ -21,11 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::Method;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{header, HeaderMap};
 use axum::{middleware, Extension, Router};
 use bytes::Bytes;
 use tower_http::compression::CompressionLayer;
@@ -99,24 +96,7 @@ fn open_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD])
-        .expose_headers([DATA_AGE])
-}
-
-/// The header of an answer read from the read replica (`database.read_url`): how many seconds
-/// its data lagged the primary when it was computed (0: the replica had replayed everything).
-/// Absent when the primary answered.
-pub const DATA_AGE: HeaderName = HeaderName::from_static("x-data-age");
-
-/// Adds [`DATA_AGE`] to an answer whose reads a replica served. Inside the read cache, so a
-/// kept answer keeps the age it was computed with.
-async fn data_age(request: Request, next: Next) -> Response {
-    let (mut response, age) = crate::read::replica::noting_data_age(next.run(request)).await;
-    if let Some(age) = age {
-        if let Ok(value) = HeaderValue::from_str(&format!("{age:.1}")) {
-            response.headers_mut().insert(DATA_AGE, value);
-        }
-    }
-    response
+        .expose_headers([crate::http::DATA_AGE])
 }
 
 /// Every route of the JSON API and its document (`app` merges the pages beside them and wraps
@@ -140,7 +120,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
         .route_layer(middleware::from_fn(export::csv_on_request))
-        .route_layer(middleware::from_fn(data_age))
+        .route_layer(middleware::from_fn(crate::http::data_age))
         .layer(CompressionLayer::new())
         // Outside the compression layer, so a hit sends the compressed bytes as they are;
         // inside the ETag layer, so a 304 is decided per request and never shared.
@@ -155,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(feeds::incidents_feed))
         .routes(routes!(feeds::status_badge))
         .routes(routes!(docs::get_openapi))
-        .route_layer(middleware::from_fn(data_age))
+        .route_layer(middleware::from_fn(crate::http::data_age))
         .route_layer(middleware::from_fn(caching::etag))
         .layer(CompressionLayer::new())
         .layer(open_cors());

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -109,5 +110,22 @@ async fn track_http(request: Request, next: Next) -> Response {
             status: response.status().as_u16().to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The header of an answer read from the read replica (`database.read_url`): how many seconds
+/// its data lagged the primary when it was computed (0: the replica had replayed everything).
+/// Absent when the primary answered.
+pub const DATA_AGE: HeaderName = HeaderName::from_static("x-data-age");
+
+/// Adds [`DATA_AGE`] to an answer whose reads a replica served (the API's reads and feeds, the
+/// pages). Inside the read cache, so a kept answer keeps the age it was computed with.
+pub async fn data_age(request: Request, next: Next) -> Response {
+    let (mut response, age) = crate::read::replica::noting_data_age(next.run(request)).await;
+    if let Some(age) = age {
+        if let Ok(value) = HeaderValue::from_str(&format!("{age:.1}")) {
+            response.headers_mut().insert(DATA_AGE, value);
+        }
+    }
     response
 }

@@ -53,6 +53,8 @@ pub fn pages(state: WebState) -> Router {
         .route("/incidents/{id}", get(status::show_incident))
         .route("/assets/{file}", get(assets::get_asset))
         .merge(report)
+        // A page read from the read replica says how old its data was, as the API does.
+        .layer(middleware::from_fn(crate::http::data_age))
         // The assets are sent as they are embedded, gzipped, and the layer leaves those alone.
         .layer(CompressionLayer::new())
         .with_state(state)
