@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
@@ -190,12 +189,9 @@ struct Importer<'a> {
     /// Each lane's batch being filled.
     pending: [Vec<NewReport>; LANES],
     in_flight: VecDeque<JoinHandle<Result<Vec<Outcome>, IngestError>>>,
-    /// Each lane's last batch submitted: it says when it is written, and the lane's next
-    /// batch waits for that.
-    written: [Option<tokio::sync::oneshot::Receiver<()>>; LANES],
-    /// What each lane learnt from its written batches, for its next one (which waits for
-    /// the previous anyway, so the lock is never contended).
-    hints: [Arc<tokio::sync::Mutex<ImportHints>>; LANES],
+    /// Each lane's last batch submitted: once written it hands over what the lane has learnt
+    /// from its batches (their hints), and the lane's next batch waits for that.
+    written: [Option<tokio::sync::oneshot::Receiver<ImportHints>>; LANES],
     /// How often each identical row has been seen, so repeated rows get distinct, stable ids.
     occurrences: HashMap<blake3::Hash, u32>,
     summary: ImportSummary,
@@ -209,7 +205,6 @@ impl<'a> Importer<'a> {
             pending: Default::default(),
             in_flight: VecDeque::new(),
             written: Default::default(),
-            hints: Default::default(),
             occurrences: HashMap::new(),
             summary: ImportSummary::default(),
         }
@@ -299,19 +294,17 @@ impl<'a> Importer<'a> {
         let ingest = self.ingest.clone();
         let (done, written) = tokio::sync::oneshot::channel();
         let previous = self.written[lane].replace(written);
-        let hints = Arc::clone(&self.hints[lane]);
         self.in_flight.push_back(tokio::spawn(async move {
-            if let Some(previous) = previous {
-                // Sent or dropped (the previous batch failed): either way its turn is over.
-                let _ = previous.await;
-            }
-            let mut hints = hints.lock().await;
+            let mut hints = match previous {
+                // Dropped only if the previous task panicked: go on without its hints.
+                Some(previous) => previous.await.unwrap_or_default(),
+                None => ImportHints::default(),
+            };
             let answer = submit_retrying(&ingest, &batch, &hints).await;
             if let Ok(outcomes) = &answer {
                 hints.learn(&batch, outcomes);
             }
-            drop(hints);
-            let _ = done.send(());
+            let _ = done.send(hints);
             answer
         }));
         while self.in_flight.len() >= SUBMISSIONS_IN_FLIGHT {

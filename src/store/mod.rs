@@ -340,16 +340,11 @@ pub enum Replication {
     },
 }
 
-/// Opens a read replica (Postgres) for reads only; it connects on first use, so a replica
-/// that is down at start only sends the reads to the primary.
+/// Opens a read replica (Postgres; `database.read_url` is validated as such) for reads only;
+/// it connects on first use, so a replica that is down at start only sends the reads to the
+/// primary.
 pub fn connect_replica(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::connect_lazy(url, options)?))
-    } else {
-        Err(StoreError::Url(
-            "a read replica's URL must be postgres://".into(),
-        ))
-    }
+    Ok(Arc::new(PostgresStore::connect_lazy(url, options)?))
 }
 
 /// Opens the store a URL names: `sqlite://…` or `postgres://…`.

@@ -83,49 +83,42 @@ async fn copy_rows(
     Ok(())
 }
 
-/// The dedup keys of `candidates` that a stored report already counted for.
-async fn counted_keys(
+/// The ids of `candidates` whose dedup key a stored report already counted for.
+async fn taken_keys(
     tx: &mut Transaction<'_, Postgres>,
     candidates: &[&NewReport],
-) -> Result<HashSet<(DateTime<Utc>, Uuid, String)>, StoreError> {
+) -> Result<HashSet<Uuid>, StoreError> {
     let windows = || candidates.iter().map(|r| r.dedup_window_start);
-    let keys = match (windows().min(), windows().max()) {
-        (Some(first), Some(last)) => {
-            let rows: Vec<(DateTime<Utc>, Uuid, String)> = sqlx::query_as(
-                // One probe of the dedup key's index per key (the lateral limit keeps the
-                // planner from scanning a partition it has no statistics of yet).
-                "select k.dedup_window, k.fingerprint, k.service
-                 from unnest($1::timestamptz[], $2::uuid[], $3::text[]) as k(dedup_window, fingerprint, service)
-                 cross join lateral (
-                     select 1 from reports r
-                     where r.dedup_window = k.dedup_window and r.fingerprint = k.fingerprint
-                       and r.service = k.service and r.counted
-                       and r.dedup_window >= $4 and r.dedup_window <= $5
-                     limit 1
-                 ) taken",
-            )
-            .bind(windows().collect::<Vec<_>>())
-            .bind(
-                candidates
-                    .iter()
-                    .map(|r| Uuid::from_bytes(r.fingerprint.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                candidates
-                    .iter()
-                    .map(|r| r.service.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(first)
-            .bind(last)
-            .fetch_all(&mut **tx)
-            .await?;
-            rows.into_iter().collect()
-        }
-        _ => HashSet::new(),
+    let (Some(first), Some(last)) = (windows().min(), windows().max()) else {
+        return Ok(HashSet::new());
     };
-    Ok(keys)
+    let (windows, fingerprints, services) = dedup_key_arrays(candidates.iter().copied());
+    let positions: Vec<i64> = sqlx::query_scalar(
+        // One probe of the dedup key's index per key (the lateral limit keeps the planner
+        // from scanning a partition it has no statistics of yet).
+        "select k.position
+         from unnest($1::timestamptz[], $2::uuid[], $3::text[])
+              with ordinality as k(dedup_window, fingerprint, service, position)
+         cross join lateral (
+             select 1 from reports r
+             where r.dedup_window = k.dedup_window and r.fingerprint = k.fingerprint
+               and r.service = k.service and r.counted
+               and r.dedup_window >= $4 and r.dedup_window <= $5
+             limit 1
+         ) taken",
+    )
+    .bind(windows)
+    .bind(fingerprints)
+    .bind(services)
+    .bind(first)
+    .bind(last)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(positions
+        .into_iter()
+        .filter_map(|p| candidates.get(usize::try_from(p - 1).ok()?))
+        .map(|r| r.id)
+        .collect())
 }
 
 /// How a COPY attempt decides which reports are new and which count.
@@ -173,19 +166,12 @@ impl PostgresStore {
             .collect();
         let taken = match decide {
             Decide::Optimistic => HashSet::new(),
-            Decide::Checked => counted_keys(&mut tx, &candidates).await?,
+            Decide::Checked => taken_keys(&mut tx, &candidates).await?,
         };
         let counted: HashSet<Uuid> = candidates
             .iter()
-            .filter(|r| {
-                let key = (
-                    r.dedup_window_start,
-                    Uuid::from_bytes(r.fingerprint.0),
-                    r.service.as_str().to_owned(),
-                );
-                !taken.contains(&key)
-            })
             .map(|r| r.id)
+            .filter(|id| !taken.contains(id))
             .collect();
         let uncounted: HashSet<Uuid> = fresh
             .iter()

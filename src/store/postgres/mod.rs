@@ -415,6 +415,19 @@ async fn add_to_rollups<'a>(
     Ok(())
 }
 
+/// The dedup keys (window, fingerprint, service) of `reports` as three arrays, for UNNEST.
+fn dedup_key_arrays<'a>(
+    reports: impl Iterator<Item = &'a NewReport>,
+) -> (Vec<DateTime<Utc>>, Vec<Uuid>, Vec<&'a str>) {
+    let mut arrays = (Vec::new(), Vec::new(), Vec::new());
+    for r in reports {
+        arrays.0.push(r.dedup_window_start);
+        arrays.1.push(Uuid::from_bytes(r.fingerprint.0));
+        arrays.2.push(r.service.as_str());
+    }
+    arrays
+}
+
 /// Anti-fabrication, one step of `insert_reports`: adds the newly counted reports that carry a
 /// network quota to their network's (service, minute) count, un-counts those beyond the quota,
 /// and returns their ids. The count rows' locks make it hold across replicas.
@@ -464,27 +477,17 @@ async fn cap_networks(
     });
     if !over.is_empty() {
         // By the dedup key (the partitions index no id): over-quota rows are counted ones.
-        let over_reports: Vec<&&NewReport> =
-            candidates.iter().filter(|r| over.contains(&r.id)).collect();
+        let (windows, fingerprints, services) =
+            dedup_key_arrays(candidates.iter().copied().filter(|r| over.contains(&r.id)));
         sqlx::query(
             "update reports r set counted = false
              from unnest($1::timestamptz[], $2::uuid[], $3::text[]) as o(dedup_window, fingerprint, service)
              where r.dedup_window = o.dedup_window and r.fingerprint = o.fingerprint
                and r.service = o.service and r.counted",
         )
-        .bind(over_reports.iter().map(|r| r.dedup_window_start).collect::<Vec<_>>())
-        .bind(
-            over_reports
-                .iter()
-                .map(|r| Uuid::from_bytes(r.fingerprint.0))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            over_reports
-                .iter()
-                .map(|r| r.service.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(windows)
+        .bind(fingerprints)
+        .bind(services)
         .execute(&mut **tx)
         .await?;
         sqlx::query("update report_ids set counted = false where id = any($1)")
