@@ -1,9 +1,10 @@
 # Sourced by scripts/test: makes sure the machine has what the suite needs besides cargo:
 # PostgreSQL's server binaries (the throwaway clusters), the `postgres` user when running as
-# root (initdb and postgres refuse root), Chromium and chromedriver (tests/browser.rs) and
-# schemathesis's `st` (the fault suite). As root on Debian or Ubuntu it installs what is
-# missing; anywhere else it prints the one command that does and fails. When everything is
-# there it only looks (about a second: `st --version` starts Python).
+# root (initdb and postgres refuse root), Chromium and chromedriver (tests/browser.rs), HAProxy
+# (tests/scale_out.rs puts it in front of three replicas) and schemathesis's `st` (the fault
+# suite). As root on Debian or Ubuntu it installs what is missing; anywhere else it prints the
+# one command that does and fails. When everything is there it only looks (about a second:
+# `st --version` starts Python).
 
 SCHEMATHESIS=schemathesis==4.32.5
 
@@ -32,6 +33,11 @@ have_program() {
 
 have_chromium() { have_program CHROME /usr/bin/chromium /usr/bin/chromium-browser; }
 have_chromedriver() { have_program CHROMEDRIVER /usr/bin/chromedriver /usr/lib/chromium/chromedriver; }
+# Where tests/scale_out.rs looks: $HAPROXY, Debian's /usr/sbin/haproxy, /usr/local/sbin, the PATH.
+have_haproxy() {
+    have_program HAPROXY /usr/sbin/haproxy /usr/local/sbin/haproxy \
+        || { [ -z "${HAPROXY:-}" ] && command -v haproxy >/dev/null 2>&1; }
+}
 have_schemathesis() { [[ "$(st --version 2>/dev/null)" == *"${SCHEMATHESIS#*==}"* ]]; }
 have_pip() { python3 -m pip --version >/dev/null 2>&1; }
 # Only a root run needs it: the clusters then run as `postgres`.
@@ -78,6 +84,8 @@ missing_packages() {
             pacman) [[ " ${packages[*]} " == *" chromium "* ]] || packages+=(chromium) ;;
         esac
     fi
+    # The same name in all three.
+    have_haproxy || packages+=(haproxy)
     if ! have_schemathesis && ! have_pip; then
         case $manager in
             apt | dnf) packages+=(python3-pip) ;;
@@ -94,6 +102,7 @@ missing_summary() {
     needs_postgres_user && missing+=("a postgres user")
     have_chromium || missing+=("Chromium")
     have_chromedriver || missing+=("chromedriver")
+    have_haproxy || missing+=("HAProxy")
     have_schemathesis || missing+=("$SCHEMATHESIS (st)")
     local summary="" item
     for item in "${missing[@]}"; do
@@ -104,7 +113,7 @@ missing_summary() {
 
 all_present() {
     have_postgres_server && ! needs_postgres_user && have_chromium && have_chromedriver \
-        && have_schemathesis
+        && have_haproxy && have_schemathesis
 }
 
 # The one command that installs what is missing here; empty when no package manager is known.
@@ -129,6 +138,19 @@ install_command() {
     echo "$command"
 }
 
+# Debian's haproxy package starts its own service on install (where services may start), with a
+# configuration that listens on no port. The tests run HAProxy themselves with their own
+# configuration on free ports, so the service that was installed for them is stopped and kept
+# from starting at boot.
+stop_packaged_haproxy() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now haproxy >/dev/null 2>&1 || true
+    elif command -v invoke-rc.d >/dev/null 2>&1; then
+        invoke-rc.d haproxy stop >/dev/null 2>&1 || true
+        update-rc.d haproxy disable >/dev/null 2>&1 || true
+    fi
+}
+
 # Installs what is missing (root on Debian/Ubuntu), or says how and fails.
 ensure_test_prerequisites() {
     all_present && return 0
@@ -140,6 +162,7 @@ ensure_test_prerequisites() {
             apt-get update -qq
             # shellcheck disable=SC2086 # one word per package
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+            [[ " $packages " != *" haproxy "* ]] || stop_packaged_haproxy
         fi
         if needs_postgres_user; then
             echo "scripts/test: adding the postgres user (the clusters run as it)"
