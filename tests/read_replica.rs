@@ -12,17 +12,6 @@ use common::{Backend, TestApp, TestDb};
 use serde_json::json;
 use sqlx::Connection;
 
-const REPLICA_ENV: &str = "OUTAGEWATCH_TEST_REPLICA_URL";
-
-/// The replica's URL of `db` (the same database name on the replica's server).
-fn replica_url_of(db: &TestDb) -> String {
-    let replica = std::env::var(REPLICA_ENV)
-        .unwrap_or_else(|_| panic!("{REPLICA_ENV} is not set: run the tests with scripts/test"));
-    let (server, _) = replica.rsplit_once('/').unwrap();
-    let (_, name) = db.url.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
-}
-
 /// The total of x's counts in Pakistan over the last day, and the answer's `X-Data-Age`.
 async fn pakistan_total(app: &TestApp) -> (i64, Option<String>) {
     let response = app
@@ -81,7 +70,7 @@ async fn report(app: &TestApp, reporter: &str) {
 #[tokio::test]
 async fn reads_come_from_a_fresh_replica_marked_with_its_age_then_from_the_primary_when_it_lags() {
     let db = TestDb::new(Backend::Postgres).await;
-    let replica_url = replica_url_of(&db);
+    let replica_url = db.replica_url();
     // The new database reaches the replica with the primary's WAL.
     let started = Instant::now();
     let mut replica = loop {

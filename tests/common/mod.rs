@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 /// The environment variable the test script sets to its throwaway cluster.
 pub const POSTGRES_ENV: &str = "OUTAGEWATCH_TEST_POSTGRES_URL";
 
+/// The environment variable the test script sets to the cluster's streaming replica.
+pub const REPLICA_ENV: &str = "OUTAGEWATCH_TEST_REPLICA_URL";
+
 /// A database for one test: a new SQLite file, or a new database in the throwaway cluster.
 pub struct TestDb {
     pub url: String,
@@ -74,6 +77,17 @@ impl TestDb {
             .unwrap();
         store.migrate().await.unwrap();
         store
+    }
+
+    /// This Postgres database on the throwaway cluster's streaming replica (the same database
+    /// name on the replica's server: it replays the whole cluster).
+    pub fn replica_url(&self) -> String {
+        let replica = std::env::var(REPLICA_ENV).unwrap_or_else(|_| {
+            panic!("{REPLICA_ENV} is not set: run the tests with scripts/test, which starts a streaming replica")
+        });
+        let (server, _) = replica.rsplit_once('/').unwrap();
+        let (_, name) = self.url.rsplit_once('/').unwrap();
+        format!("{server}/{name}")
     }
 
     /// Settings for this database with the rate limit, the per-network cap (every test client
@@ -378,11 +392,16 @@ pub async fn import_scenario(app: &TestApp, scenario: &Scenario) {
 /// Stores every report of a scenario in one transaction, straight through the store: a live
 /// detector sees either none of it or all of it, however slow the machine.
 pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
+    insert_scenario(&app.store, scenario).await;
+}
+
+/// Stores every report of a scenario into `store` in one transaction; how many there were.
+pub async fn insert_scenario(store: &Arc<dyn Store>, scenario: &Scenario) -> usize {
     use outagewatch::domain::geo::{gazetteer, CountryCode};
     use outagewatch::domain::report::Problem;
     use outagewatch::store::{floor_to, Fingerprint, NewReport};
 
-    let catalog = app::catalog(&app.db.settings(""));
+    let catalog = app::catalog(&Settings::from_toml(&[]).unwrap());
     let mut reports = Vec::new();
     scenario::generate(scenario, |row| {
         let country = CountryCode::parse(&row.country).unwrap();
@@ -404,10 +423,11 @@ pub async fn insert_scenario_at_once(app: &TestApp, scenario: &Scenario) {
             network: None,
         });
     });
-    app.store
+    store
         .insert_reports(&reports, outagewatch::runtime::clock::now())
         .await
         .unwrap();
+    reports.len()
 }
 
 /// The events the detector core raises over the stored rollups of `[from, to)`, stepping every
