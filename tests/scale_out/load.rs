@@ -61,6 +61,8 @@ impl Plan {
             plan.requests_per_second <= 0.9,
             "{plan:?}: more than 0.9 requests a second per client meets the rate limit"
         );
+        // A batch holds at most 1,000 reports, two of them the surges'.
+        assert!(plan.batch <= 998, "{plan:?}: at most 998 reports a request");
         plan
     }
 }
@@ -206,6 +208,8 @@ pub struct Stored {
     pub rolled_up: i64,
 }
 
+/// What the database at `url` holds against the `acknowledged` ids (loaded into a temporary
+/// table, so that millions of them compare in one query).
 pub async fn stored(url: &str, acknowledged: &[Uuid]) -> Stored {
     let mut db = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query("create temporary table acknowledged (id uuid primary key)")
