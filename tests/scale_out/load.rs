@@ -193,7 +193,7 @@ pub async fn load_client(
 }
 
 /// What the database holds against what the clients had acknowledged.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Stored {
     /// Rows in `reports`, and distinct ids among them.
     pub rows: i64,
