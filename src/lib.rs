@@ -44,7 +44,8 @@
 //!    in the same statement or transaction, or as Postgres' upkeep settles the minute); only
 //!    then is it acknowledged.
 //! 3. Each minute `detector/task.rs` (the leader) calls `detector/live.rs`'s `tick(now)`: it
-//!    reads the minute rollups (`store/*/detection.rs`), steps `detect/engine.rs`, and
+//!    reads the minute rollups (`store/*/detection.rs`), steps `detect/engine.rs` (a catch-up
+//!    or replay of many minutes on several threads, `detect/shards.rs`), and
 //!    `detector/detection.rs` names what opened, grew or resolved (`domain/incidents.rs`).
 //! 4. The incidents, their webhook deliveries (`runtime/webhooks/mod.rs`) and the watermark
 //!    are written in one transaction; the changes go out as live events

@@ -41,7 +41,7 @@ impl EngineEvent {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Tracked {
+pub(super) struct Tracked {
     detector: SeriesDetector,
     /// The window count at the step the current (or last) incident opened.
     start_count: f64,
@@ -54,13 +54,16 @@ struct Tracked {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Engine {
     #[serde(skip)]
-    config: DetectorConfig,
+    pub(super) config: DetectorConfig,
     #[serde(with = "as_pairs")]
-    series: BTreeMap<SeriesKey, Tracked>,
-    last_minute: Option<i64>,
+    pub(super) series: BTreeMap<SeriesKey, Tracked>,
+    pub(super) last_minute: Option<i64>,
     /// Per service, how many of its countries had an open incident after the last minute.
     #[serde(default)]
-    countries_in_incident: BTreeMap<String, u32>,
+    pub(super) countries_in_incident: BTreeMap<String, u32>,
+    /// Threads [`Engine::step_minutes`] may use (the machine's cores; never in a snapshot).
+    #[serde(skip, default = "super::shards::available_threads")]
+    pub(super) threads: usize,
 }
 
 /// Seconds per step: the engine works on minute rollups.
@@ -89,6 +92,7 @@ impl Engine {
             series: BTreeMap::new(),
             last_minute: None,
             countries_in_incident: BTreeMap::new(),
+            threads: super::shards::available_threads(),
         }
     }
 

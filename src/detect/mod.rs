@@ -5,8 +5,8 @@
 //! [`baseline`] → [`surprise`] (with [`distribution`], the hand-written special functions) →
 //! [`window`] → [`incident`] → [`score`] (the 0–1 anomaly score of a surprise episode's onset) →
 //! [`record`] (the second view of the score: a value beyond anything the series has shown) →
-//! [`engine`] (every series of the live runner at once) → [`csv`] (`outagewatch detect` over
-//! one CSV).
+//! [`engine`] (every series of the live runner at once) → [`shards`] (a run of minutes on
+//! several threads, the engine split by service) → [`csv`] (`outagewatch detect` over one CSV).
 //!
 //! Nothing here reads the clock, does I/O or draws random numbers: time is an argument
 //! (unix seconds), and every view sees only the steps up to the current one, so the live
@@ -24,6 +24,7 @@ pub mod incident;
 pub mod record;
 pub mod score;
 pub mod series;
+pub mod shards;
 pub mod surprise;
 pub mod window;
 
@@ -32,6 +33,7 @@ pub use csv::{detect_csv, CsvError};
 pub use engine::{Engine, EngineEvent, PlaceCount, SeriesKey};
 pub use incident::{IncidentEvent, IncidentState, IncidentSummary};
 pub use series::{ParentHint, SeriesDetector, SeriesKind, Step};
+pub use shards::{MinuteCounts, SteppedMinute};
 pub use surprise::{Direction, Surprise};
 
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{DetectError, CHUNK_MINUTES, QUARTER_SECONDS};
 use crate::config::DetectorSettings;
 use crate::detect::engine::{SnapshotError, SNAPSHOT_VERSION};
-use crate::detect::{Engine, EngineEvent, IncidentEvent, PlaceCount, SeriesKey};
+use crate::detect::{Engine, EngineEvent, IncidentEvent, MinuteCounts, PlaceCount, SeriesKey};
 use crate::domain::buckets::{minute_of, TimeRange};
 use crate::domain::geo::CountryCode;
 use crate::domain::incidents::{self, Incident, Names, Scope, Status};
@@ -221,6 +221,7 @@ impl Detection {
     ) -> Result<Changes, StoreError> {
         let mut changes = Changes::default();
         let mut rows = rows;
+        let mut minutes = Vec::new();
         let mut minute = minute_of(from);
         while minute < to {
             let split = rows
@@ -239,27 +240,33 @@ impl Detection {
                     .into_iter()
                     .map(|(service, count)| (service.to_owned(), minute, count)),
             );
-            let events = self.engine.step(minute.timestamp(), &counts);
-            for event in events {
+            minutes.push(MinuteCounts {
+                at: minute.timestamp(),
+                counts,
+            });
+            minute += TimeDelta::minutes(1);
+        }
+        // The whole range at once (on several threads where it is large), then each minute's
+        // events named in order; the last minute of each quarter hour brings its expectations.
+        let last_of_quarter = |at: i64| (at + 60) % QUARTER_SECONDS == 0;
+        let stepped = self.engine.step_minutes(&minutes, last_of_quarter);
+        for (minute, stepped) in minutes.iter().zip(stepped) {
+            for event in stepped.events {
                 self.record(&event, &mut changes).await?;
             }
-            if (minute.timestamp() + 60) % QUARTER_SECONDS == 0 {
-                let quarter = minute - TimeDelta::minutes(14);
+            if let Some(expectations) = stepped.expectations {
+                let quarter = DateTime::from_timestamp(minute.at, 0).unwrap_or_default()
+                    - TimeDelta::minutes(14);
                 changes
                     .expectations
-                    .extend(
-                        self.engine
-                            .expectations()
-                            .map(|(key, expected)| Expectation {
-                                service: key.service.clone(),
-                                country: key.country.clone().unwrap_or_default(),
-                                city: key.city.clone().unwrap_or_default(),
-                                quarter,
-                                expected,
-                            }),
-                    );
+                    .extend(expectations.into_iter().map(|(key, expected)| Expectation {
+                        service: key.service,
+                        country: key.country.unwrap_or_default(),
+                        city: key.city.unwrap_or_default(),
+                        quarter,
+                        expected,
+                    }));
             }
-            minute += TimeDelta::minutes(1);
         }
         Ok(changes)
     }
