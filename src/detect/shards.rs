@@ -229,9 +229,12 @@ mod tests {
     use super::*;
     use crate::detect::{DetectorConfig, IncidentEvent};
 
+    /// One place's count: service, country, city ("" for the country total), reports.
+    type Row = (String, String, String, i64);
+
     /// A day of trickle over 3 services × 2 countries × 90 cities, then an hour with a surge in
     /// one city of service a and in one country of service c (which moves c's world total).
-    fn day_and_an_hour() -> Vec<(i64, Vec<(String, String, String, i64)>)> {
+    fn day_and_an_hour() -> Vec<(i64, Vec<Row>)> {
         let mut minutes = Vec::new();
         for m in 0..1440 + 60 {
             let surge = m >= 1440;
@@ -258,7 +261,7 @@ mod tests {
         minutes
     }
 
-    fn as_minutes(rows: &[(i64, Vec<(String, String, String, i64)>)]) -> Vec<MinuteCounts<'_>> {
+    fn as_minutes(rows: &[(i64, Vec<Row>)]) -> Vec<MinuteCounts<'_>> {
         rows.iter()
             .map(|(at, counts)| MinuteCounts {
                 at: *at,
@@ -372,8 +375,8 @@ mod tests {
                 "{threads} threads: other events or expectations"
             );
             assert_eq!(
-                engine.snapshot().unwrap(),
-                reference.snapshot().unwrap(),
+                engine.snapshot().expect("state serializes"),
+                reference.snapshot().expect("state serializes"),
                 "{threads} threads: another state"
             );
         }
