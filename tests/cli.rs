@@ -206,14 +206,6 @@ on_both_backends!(
     import_csv
 );
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `outagewatch serve` listening on 127.0.0.1:`port`, with `env` set over what
 /// [`outagewatch`] sets, its stdout discarded and its stderr to `stderr`.
 fn start_serve(
@@ -244,7 +236,7 @@ fn terminate(child: &tokio::process::Child) {
 
 async fn sigterm_under_load(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
+    let port = common::free_port();
     let mut child = start_serve(&db, port, &[], Stdio::inherit());
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -323,7 +315,7 @@ async fn serve_logs_without_colour_codes_when_stderr_is_not_a_terminal() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut child = start_serve(
         &db,
-        free_port(),
+        common::free_port(),
         &[
             ("OUTAGEWATCH__LOG__LEVEL", "info"),
             ("OUTAGEWATCH__DETECTOR__ENABLED", "false"),
@@ -372,7 +364,7 @@ fn spawn_serve(
 ) -> tokio::process::Child {
     let mut child = start_serve(
         db,
-        free_port(),
+        common::free_port(),
         &[
             ("OUTAGEWATCH__LOG__LEVEL", "warn,outagewatch::detector=info"),
             ("OUTAGEWATCH__DETECTOR__LEADER_RETRY_SECONDS", "1"),

@@ -180,22 +180,9 @@ fn read_events(
     tokio::spawn(async move {
         let mut buffer = String::new();
         while let Ok(Some(chunk)) = response.chunk().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let mut name = String::new();
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(rest) = line.strip_prefix("event:") {
-                        name = rest.trim().to_owned();
-                    } else if let Some(rest) = line.strip_prefix("data:") {
-                        data.push_str(rest.trim());
-                    }
-                }
-                if let Ok(value) = serde_json::from_str(&data) {
-                    if tx.send((name, value)).is_err() {
-                        return;
-                    }
+            for event in common::complete_sse_events(&mut buffer, &chunk) {
+                if tx.send(event).is_err() {
+                    return;
                 }
             }
         }

@@ -483,3 +483,36 @@ pub async fn opened_minutes(
         })
         .collect()
 }
+
+/// A free port on 127.0.0.1 (its listener is closed again at once, so the port is free to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds one chunk of a Server-Sent Events stream to `buffer` and takes out the events it
+/// completed: each one's `event:` name and its `data:` as JSON (an event whose data is not JSON,
+/// such as the opening comment, is dropped).
+pub fn complete_sse_events(buffer: &mut String, chunk: &[u8]) -> Vec<(String, serde_json::Value)> {
+    buffer.push_str(&String::from_utf8_lossy(chunk));
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(rest) = line.strip_prefix("event:") {
+                name = rest.trim().to_owned();
+            } else if let Some(rest) = line.strip_prefix("data:") {
+                data.push_str(rest.trim());
+            }
+        }
+        if let Ok(value) = serde_json::from_str(&data) {
+            events.push((name, value));
+        }
+    }
+    events
+}

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, TestDb};
+use crate::common::{self, free_port, Backend, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outagewatch");
 
@@ -96,14 +96,6 @@ fn haproxy_config(listen: u16, ports: &[u16]) -> String {
         });
     lines.splice(at..at, server_lines);
     lines.join("\n") + "\n"
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An HTTP client whose connections come from `address` (all of 127.0.0.0/8 is this machine's).
@@ -244,29 +236,16 @@ impl Ears {
         tokio::spawn(async move {
             let mut buffer = String::new();
             while let Ok(Some(chunk)) = response.chunk().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let mut name = String::new();
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(rest) = line.strip_prefix("event:") {
-                            name = rest.trim().to_owned();
-                        } else if let Some(rest) = line.strip_prefix("data:") {
-                            data.push_str(rest.trim());
-                        }
-                    }
-                    if let Ok(data) = serde_json::from_str(&data) {
-                        let event = Event {
-                            stream,
-                            at: Instant::now(),
-                            wall: clock::now(),
-                            name,
-                            data,
-                        };
-                        if tx.send(Heard::Event(event)).is_err() {
-                            return;
-                        }
+                for (name, data) in common::complete_sse_events(&mut buffer, &chunk) {
+                    let event = Event {
+                        stream,
+                        at: Instant::now(),
+                        wall: clock::now(),
+                        name,
+                        data,
+                    };
+                    if tx.send(Heard::Event(event)).is_err() {
+                        return;
                     }
                 }
             }
@@ -299,7 +278,7 @@ impl Topology {
         let db = TestDb::new(Backend::Postgres).await;
         let store = db.open_store().await;
         let seeded = match history {
-            Some(history) => crate::common::insert_scenario(&store, history).await,
+            Some(history) => common::insert_scenario(&store, history).await,
             None => 0,
         };
         let read_url = db.replica_url();
