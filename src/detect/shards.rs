@@ -55,7 +55,7 @@ impl Engine {
         let work = self.series.len().max(1) * minutes.len();
         let threads = self.threads.min(work / LEAST_PER_THREAD).max(1);
         match self.share_out(minutes, threads) {
-            Some(shard_of) => self.step_shards(minutes, &expect, &shard_of, threads),
+            Some((shard_of, shards)) => self.step_shards(minutes, &expect, &shard_of, shards),
             None => minutes
                 .iter()
                 .map(|minute| self.step_expecting(minute, &expect))
@@ -80,13 +80,14 @@ impl Engine {
         }
     }
 
-    /// Which shard each service goes to: the services with the most series first, each to
-    /// the shard with the fewest so far. None when there is only one shard to fill.
+    /// Which shard each service goes to (the services with the most series first, each to
+    /// the shard with the fewest so far), and how many shards that makes. None when there is
+    /// only one shard to fill.
     fn share_out(
         &self,
         minutes: &[MinuteCounts<'_>],
         threads: usize,
-    ) -> Option<BTreeMap<String, usize>> {
+    ) -> Option<(BTreeMap<String, usize>, usize)> {
         if threads < 2 {
             return None;
         }
@@ -109,7 +110,7 @@ impl Engine {
             loads[lightest] += weight;
             shard_of.insert(service.to_owned(), lightest);
         }
-        Some(shard_of)
+        Some((shard_of, loads.len()))
     }
 
     fn step_shards(
@@ -117,10 +118,9 @@ impl Engine {
         minutes: &[MinuteCounts<'_>],
         expect: &(impl Fn(i64) -> bool + Sync),
         shard_of: &BTreeMap<String, usize>,
-        threads: usize,
+        shards: usize,
     ) -> Vec<SteppedMinute> {
         let shard = |service: &str| shard_of.get(service).copied().unwrap_or(0);
-        let shards = shard_of.values().max().map_or(1, |&s| s + 1).min(threads);
         let mut engines: Vec<Engine> = (0..shards)
             .map(|_| Engine {
                 config: self.config.clone(),
@@ -138,33 +138,33 @@ impl Engine {
                 .countries_in_incident
                 .insert(service, countries);
         }
+        // Each shard's own minutes: the counts are looked up once, not once per shard.
+        let mut runs: Vec<Vec<MinuteCounts<'_>>> = vec![Vec::with_capacity(minutes.len()); shards];
+        for minute in minutes {
+            for run in &mut runs {
+                run.push(MinuteCounts {
+                    at: minute.at,
+                    counts: Vec::new(),
+                });
+            }
+            for place in &minute.counts {
+                if let Some(run_minute) = runs[shard(place.service)].last_mut() {
+                    run_minute.counts.push(*place);
+                }
+            }
+        }
+        let step = |engine: &mut Engine, run: &[MinuteCounts<'_>]| -> Vec<SteppedMinute> {
+            run.iter()
+                .map(|minute| engine.step_expecting(minute, expect))
+                .collect()
+        };
         let stepped: Vec<Vec<SteppedMinute>> = std::thread::scope(|scope| {
-            let mut engines = engines.iter_mut().enumerate();
-            let (_, mine) = engines.next().expect("at least one shard");
-            let step = |index: usize, engine: &mut Engine| -> Vec<SteppedMinute> {
-                minutes
-                    .iter()
-                    .map(|minute| {
-                        let counts = minute
-                            .counts
-                            .iter()
-                            .filter(|place| shard(place.service) == index)
-                            .copied()
-                            .collect();
-                        engine.step_expecting(
-                            &MinuteCounts {
-                                at: minute.at,
-                                counts,
-                            },
-                            expect,
-                        )
-                    })
-                    .collect()
-            };
-            let others: Vec<_> = engines
-                .map(|(index, engine)| scope.spawn(move || step(index, engine)))
+            let mut shards = engines.iter_mut().zip(&runs);
+            let (mine, my_run) = shards.next().expect("at least one shard");
+            let others: Vec<_> = shards
+                .map(|(engine, run)| scope.spawn(move || step(engine, run)))
                 .collect();
-            let mut stepped = vec![step(0, mine)];
+            let mut stepped = vec![step(mine, my_run)];
             stepped.extend(
                 others
                     .into_iter()
@@ -308,7 +308,7 @@ mod tests {
             at: 60,
             counts: vec![place("d", "")],
         }];
-        let shard_of = engine.share_out(&minutes, 2).expect("four services");
+        let (shard_of, _) = engine.share_out(&minutes, 2).expect("four services");
         // b (4 series) to shard 0, c (3) to 1, a (2) to the lighter 1 (now 5), d (1) to 0.
         assert_eq!(
             shard_of.into_iter().collect::<Vec<_>>(),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use outagewatch::domain::report::Problem;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::sync::watch;
@@ -101,14 +102,6 @@ const ORDINARY_SERVICES: [&str; 7] = [
     "facebook",
 ];
 const COUNTRIES: [&str; 10] = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "NG", "MX", "ID"];
-const PROBLEMS: [&str; 6] = [
-    "app",
-    "website",
-    "login",
-    "server_connection",
-    "notifications",
-    "other",
-];
 
 /// One load client through the proxy at `url` until `stop`: batches of ordinary reports (services
 /// without history, so they open nothing) plus a report of each surge switched on, each request
@@ -133,7 +126,7 @@ pub async fn load_client(
                 json!({
                     "service": ORDINARY_SERVICES[k % ORDINARY_SERVICES.len()],
                     "country": COUNTRIES[k / ORDINARY_SERVICES.len() % COUNTRIES.len()],
-                    "problem": PROBLEMS[k % PROBLEMS.len()],
+                    "problem": Problem::ALL[k % Problem::ALL.len()].as_str(),
                 })
             })
             .collect();
