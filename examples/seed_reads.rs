@@ -51,6 +51,7 @@ async fn main() {
 
     let options = outagewatch::store::ConnectOptions {
         max_connections: 1,
+        read_connections: 1,
         acquire_timeout: std::time::Duration::from_secs(10),
     };
     let store = outagewatch::store::connect(url, &options)

@@ -14,6 +14,7 @@ async fn main() {
     let url = std::env::args().nth(1).expect("database URL");
     let options = ConnectOptions {
         max_connections: 4,
+        read_connections: 4,
         acquire_timeout: Duration::from_secs(5),
     };
     let store = store::connect(&url, &options).await.unwrap();

@@ -59,6 +59,7 @@ pub struct App {
 fn connect_options(settings: &Settings) -> ConnectOptions {
     ConnectOptions {
         max_connections: settings.database.max_connections,
+        read_connections: settings.database.read_connections,
         acquire_timeout: settings.database.acquire_timeout(),
     }
 }

@@ -30,6 +30,7 @@ fn outagewatch(db: &TestDb) -> Command {
 async fn open(db: &TestDb) -> Arc<dyn Store> {
     let options = ConnectOptions {
         max_connections: 2,
+        read_connections: 2,
         acquire_timeout: Duration::from_secs(5),
     };
     store::connect(&db.url, &options).await.unwrap()

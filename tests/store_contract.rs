@@ -1112,6 +1112,7 @@ async fn postgres_settling_minutes_changes_no_count() {
     let db = common::TestDb::new(common::Backend::Postgres).await;
     let options = ConnectOptions {
         max_connections: 4,
+        read_connections: 4,
         acquire_timeout: Duration::from_secs(5),
     };
     let pg = store::PostgresStore::connect(&db.url, &options)

@@ -1,7 +1,8 @@
 //! The rollup tiers: counts, regions and top cities read from the quarter-hour and hour tiers
 //! (with minutes at a range's edges) are exactly what the reports themselves add up to, for
 //! random ranges and intervals, on both backends; on Postgres also before and after the live
-//! minutes settle, and after a late report for a settled minute.
+//! minutes settle, and after a late report for a settled minute. A counts or regions answer's
+//! reads together (one statement on Postgres) give what the separate reads give.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use outagewatch::domain::buckets::{floor_to, minute_of};
 use outagewatch::domain::geo::CountryCode;
 use outagewatch::domain::report::{Catalog, Problem};
-use outagewatch::store::{Fingerprint, NewReport, SeriesKey, Store, TimeRange};
+use outagewatch::store::{Expectation, Fingerprint, NewReport, SeriesKey, Store, TimeRange};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
@@ -110,6 +111,60 @@ fn expected_regions(
         .collect()
 }
 
+/// A counts answer's reads and a regions answer's reads, each taken together, are the same as
+/// taken one by one.
+async fn together_as_apart(
+    store: &dyn Store,
+    series: &SeriesKey,
+    range: TimeRange,
+    bucket: i64,
+    (country, cities): (Option<&str>, bool),
+) {
+    let quarters = TimeRange::new(floor_to(range.from, 900), range.to);
+    let (counts, expected) = store
+        .counts_expected(series, range, bucket, quarters)
+        .await
+        .unwrap();
+    assert_eq!(counts, store.counts(series, range, bucket).await.unwrap());
+    assert_eq!(
+        expected,
+        store.expectations(series, quarters).await.unwrap()
+    );
+
+    let (mut regions, mut expected) = store
+        .region_counts_expected("x", country, cities, range, quarters)
+        .await
+        .unwrap();
+    let mut apart = store
+        .region_counts("x", country, cities, range)
+        .await
+        .unwrap();
+    let keys: Vec<(String, String)> = apart
+        .iter()
+        .map(|r| (r.country.clone(), r.city.clone()))
+        .collect();
+    let mut apart_expected = store
+        .region_expectations("x", &keys, quarters)
+        .await
+        .unwrap();
+    for list in [&mut regions, &mut apart] {
+        list.sort_by(|a, b| (&a.country, &a.city).cmp(&(&b.country, &b.city)));
+    }
+    for list in [&mut expected, &mut apart_expected] {
+        list.sort_by(|a, b| {
+            (&a.country, &a.city, a.quarter).cmp(&(&b.country, &b.city, b.quarter))
+        });
+    }
+    assert_eq!(regions, apart);
+    assert_eq!(expected, apart_expected);
+    assert!(
+        expected.is_empty() == keys.is_empty(),
+        "every counted region has expectations: {} for {} regions",
+        expected.len(),
+        keys.len()
+    );
+}
+
 /// Every read of `rounds` random ranges and intervals answers what the reports add up to.
 async fn reads_match(store: &dyn Store, reports: &[NewReport], now: DateTime<Utc>, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -160,6 +215,7 @@ async fn reads_match(store: &dyn Store, reports: &[NewReport], now: DateTime<Utc
             expected_regions(reports, country, cities, range),
             "regions of {country:?} (cities: {cities}) over {from}..{to}"
         );
+        together_as_apart(store, series, range, bucket, (country, cities)).await;
 
         let mut top: Vec<(String, String, i64)> =
             expected_regions(reports, Some("PK"), true, range);
@@ -207,6 +263,32 @@ on_both_backends!(
             })
             .collect();
         store_all(&*store, &reports, now).await;
+        // An expectation for every quarter of every series over the span, across a midnight
+        // where the span has one, so the reads together have day rows to join.
+        let quarter = |q: i64| floor_to(start, 900) + TimeDelta::minutes(15 * q);
+        let mut written = Vec::new();
+        for q in -1..(SPAN_MINUTES / 15 + 10) {
+            for (country, city) in [
+                ("", ""),
+                ("PK", ""),
+                ("GB", ""),
+                ("PK", "Lahore"),
+                ("PK", "Karachi"),
+                ("GB", "London"),
+            ] {
+                written.push(Expectation {
+                    service: "x".into(),
+                    country: country.into(),
+                    city: city.into(),
+                    quarter: quarter(q),
+                    expected: 0.25 * q as f64 + city.len() as f64 / 3.0,
+                });
+            }
+        }
+        store
+            .insert_recomputed_expectations(&written)
+            .await
+            .unwrap();
         reads_match(&*store, &reports, now, 1).await;
 
         // Postgres moves every minute out of its live table into the tiers.

@@ -202,7 +202,10 @@ pub struct DatabaseSettings {
     pub read_url: Option<SecretString>,
     /// Reads go back to `url` while the replica lags the primary by more than this.
     pub max_replica_lag_seconds: u32,
+    /// The pool for writes, the detector and coordination.
     pub max_connections: u32,
+    /// The read side's pool (on the replica when `read_url` is set).
+    pub read_connections: u32,
     pub acquire_timeout_ms: u64,
     pub query_timeout_ms: u64,
 }
@@ -378,6 +381,11 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "http.max_connections, http.*_timeout_ms and database.query_timeout_ms must be at least 1"
                     .into(),
+            ));
+        }
+        if self.database.max_connections == 0 || self.database.read_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max_connections and database.read_connections must be at least 1".into(),
             ));
         }
         if self.rate_limit.max_clients == 0 {
@@ -640,6 +648,32 @@ secret = "s3cret-key"
         Settings::load_with_env(None, env(&[(name, value)]))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_pool_of_no_connections_stops_the_start_naming_both_pool_keys() {
+        for name in [
+            "OUTAGEWATCH__DATABASE__MAX_CONNECTIONS",
+            "OUTAGEWATCH__DATABASE__READ_CONNECTIONS",
+        ] {
+            assert_eq!(
+                env_error(name, "0"),
+                "configuration: database.max_connections and database.read_connections must be at least 1",
+                "{name}"
+            );
+        }
+        let settings = Settings::load_with_env(
+            None,
+            env(&[("OUTAGEWATCH__DATABASE__READ_CONNECTIONS", "3")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                settings.database.max_connections,
+                settings.database.read_connections
+            ),
+            (16, 3)
+        );
     }
 
     #[test]

@@ -124,18 +124,17 @@ pub async fn counts(
         }
     }
     let range = TimeRange::new(from, to);
-    let counts: Vec<(DateTime<Utc>, i64)> = store
-        .counts(&query.series, range, bucket_seconds)
-        .await?
-        .into_iter()
-        .map(|b| (b.start, b.count))
-        .collect();
-    let quarters: Vec<(DateTime<Utc>, f64)> = store
-        .expectations(
+    let (counts, quarters) = store
+        .counts_expected(
             &query.series,
+            range,
+            bucket_seconds,
             TimeRange::new(floor_to(from, QUARTER_SECONDS), to),
         )
-        .await?
+        .await?;
+    let counts: Vec<(DateTime<Utc>, i64)> =
+        counts.into_iter().map(|b| (b.start, b.count)).collect();
+    let quarters: Vec<(DateTime<Utc>, f64)> = quarters
         .into_iter()
         .map(|q| (q.quarter, q.expected))
         .collect();

@@ -105,17 +105,12 @@ pub async fn regions(
     let (from, to) = (now - query.window, now);
     let range = TimeRange::new(from, to);
     let service = query.service.as_str();
-    let counts = store
-        .region_counts(service, query.country.as_deref(), cities, range)
-        .await?;
-    let keys: Vec<RegionKey> = counts
-        .iter()
-        .map(|r| (r.country.clone(), r.city.clone()))
-        .collect();
-    let quarters = store
-        .region_expectations(
+    let (counts, quarters) = store
+        .region_counts_expected(
             service,
-            &keys,
+            query.country.as_deref(),
+            cities,
+            range,
             TimeRange::new(floor_to(from, QUARTER_SECONDS), to),
         )
         .await?;

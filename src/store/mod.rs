@@ -321,7 +321,10 @@ fn is_unavailability(code: &str) -> bool {
 /// Connection settings shared by both backends.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
+    /// The pool for writes, the detector and coordination (SQLite: one writer whatever this).
     pub max_connections: u32,
+    /// The read side's pool of its own (SQLite: its readers).
+    pub read_connections: u32,
     pub acquire_timeout: Duration,
 }
 

@@ -85,12 +85,15 @@ pub(super) struct Statements {
     /// $9 limit.
     top_cities: String,
     /// [`super::ReadStore::counts`] of a city: $1 service, $2 country, $3 city, $4–$9 the
-    /// split, $10 bucket seconds.
+    /// split. The tiers' rows as they are (`bucket`: a row's start), at most two a bucket's
+    /// worth (a settled row and a live one): summing them into buckets costs the database
+    /// a hash and a sort per answer, more than it costs here ([`super::rows::buckets`]).
     city_counts: String,
-    /// Counts of a country: $1 service, $2 country, $3–$8 the split, $9 bucket seconds.
+    /// Counts of a country: $1 service, $2 country, $3–$8 the split; rows as `city_counts`.
     country_counts: String,
-    /// Counts of the world (the sum of the country totals): $1 service, $2 every country,
-    /// $3–$8 the split, $9 bucket seconds.
+    /// Counts of the world (the sum of the country totals, summed per bucket here, since a
+    /// bucket has a row of every country): $1 service, $2 every country, $3–$8 the split,
+    /// $9 bucket seconds.
     world_counts: String,
     /// [`super::ReadStore::region_counts`] per country, from minutes only: $1 service,
     /// $2 countries, $3 from, $4 to.
@@ -111,6 +114,7 @@ impl Statements {
              order by bucket"
             )
         };
+        let rows = |rows: String| format!("select {epoch} as bucket, count from ({rows}) r");
         let totals = |city: &str, rows: String| {
             format!(
                 "select country, {city} as city, cast(sum(count) as bigint) as count
@@ -133,14 +137,18 @@ impl Statements {
                     3
                 )
             ),
-            city_counts: buckets(
-                tiered(d, "count", "service = $1 and country = $2 and city = $3", 4),
-                10,
-            ),
-            country_counts: buckets(
-                tiered(d, "count", "service = $1 and country = $2 and city = ''", 3),
-                9,
-            ),
+            city_counts: rows(tiered(
+                d,
+                "count",
+                "service = $1 and country = $2 and city = $3",
+                4,
+            )),
+            country_counts: rows(tiered(
+                d,
+                "count",
+                "service = $1 and country = $2 and city = ''",
+                3,
+            )),
             world_counts: buckets(
                 tiered(
                     d,
@@ -232,29 +240,53 @@ where
         bind_split(query, TierSplit::new(range, Tier::Hour)).bind(i64::from(limit))
     }
 
-    /// [`super::ReadStore::counts`]: the statement of `series`' level, bound; buckets of
-    /// `bucket_seconds` are summed from the coarsest tier whose rows fit in them.
+    /// [`super::ReadStore::counts`]: the statement of `series`' level, bound, reading the
+    /// coarsest tier whose rows fit in buckets of `bucket_seconds`; its rows still to be summed
+    /// into those buckets ([`super::rows::buckets`]).
     pub(super) fn counts<'a>(
         &self,
         series: &'a SeriesKey,
         range: TimeRange,
         bucket_seconds: i64,
     ) -> BoundAs<'a, DB, BucketRow> {
+        self.counts_as(self.statements(), series, range, bucket_seconds)
+    }
+
+    /// [`Self::counts`] with `statements`' counts statements, each row as an `O`; the binds of
+    /// [`POSTGRES_COUNTS_EXPECTED`]'s expectations are left to the caller.
+    pub(super) fn counts_as<'a, O>(
+        &self,
+        statements: &'static Statements,
+        series: &'a SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+    ) -> BoundAs<'a, DB, O>
+    where
+        O: for<'r> FromRow<'r, DB::Row>,
+    {
         let (service, country, city) = series.parts();
-        let query = match (country, city) {
-            (Some(country), Some(city)) => sqlx::query_as(&self.statements().city_counts)
-                .bind(service)
-                .bind(country)
-                .bind(city),
-            (Some(country), None) => sqlx::query_as(&self.statements().country_counts)
-                .bind(service)
-                .bind(country),
-            (None, _) => sqlx::query_as(&self.statements().world_counts)
-                .bind(service)
-                .bind(DB::text_list(region_countries(None))),
-        };
         let split = TierSplit::new(range, Tier::for_buckets(bucket_seconds));
-        bind_split(query, split).bind(bucket_seconds)
+        match (country, city) {
+            (Some(country), Some(city)) => {
+                let query = sqlx::query_as(&statements.city_counts)
+                    .bind(service)
+                    .bind(country)
+                    .bind(city);
+                bind_split(query, split)
+            }
+            (Some(country), None) => {
+                let query = sqlx::query_as(&statements.country_counts)
+                    .bind(service)
+                    .bind(country);
+                bind_split(query, split)
+            }
+            (None, _) => {
+                let query = sqlx::query_as(&statements.world_counts)
+                    .bind(service)
+                    .bind(DB::text_list(region_countries(None)));
+                bind_split(query, split).bind(bucket_seconds)
+            }
+        }
     }
 
     /// [`super::ReadStore::region_counts`]: per city with `cities`, else per country.
@@ -265,11 +297,26 @@ where
         cities: bool,
         range: TimeRange,
     ) -> BoundAs<'a, DB, RegionCount> {
+        let statements = self.statements();
         let statement = if cities {
-            &self.statements().city_totals
+            &statements.city_totals
         } else {
-            &self.statements().country_totals
+            &statements.country_totals
         };
+        self.region_counts_as(statement, service, country, range)
+    }
+
+    /// [`Self::region_counts`] through `statement` (bound alike), each row as an `O`.
+    pub(super) fn region_counts_as<'a, O>(
+        &self,
+        statement: &'static str,
+        service: &'a str,
+        country: Option<&str>,
+        range: TimeRange,
+    ) -> BoundAs<'a, DB, O>
+    where
+        O: for<'r> FromRow<'r, DB::Row>,
+    {
         sqlx::query_as(statement)
             .bind(service)
             .bind(DB::text_list(region_countries(country)))
@@ -277,6 +324,61 @@ where
             .bind(DB::time(range.to))
     }
 }
+
+/// Postgres' counts statements as a counts answer reads them, in one row: the counts rows as
+/// two arrays in the same order, `buckets` and `counts` (one row crosses the wire and is
+/// decoded, not one per bucket), and the series' expectation day rows in range, `days` (unix
+/// seconds) and `expected`, bound after the counts' own: service, country, city (null for
+/// none), first day, end.
+pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new(|| {
+    let rows = Statements::new(&POSTGRES);
+    let answer = |rows: &str, first: usize| {
+        format!(
+            "select c.buckets, c.counts, e.days, e.expected
+             from (select coalesce(array_agg(bucket), '{{}}') as buckets,
+                          coalesce(array_agg(count), '{{}}') as counts
+                   from ({rows}) b) c,
+                  (select coalesce(array_agg(extract(epoch from day)::int8 order by day), '{{}}') as days,
+                          coalesce(array_agg(expected order by day), '{{}}') as expected
+                   from expectations_day
+                   where service = ${first} and country = coalesce(cast(${} as text), '')
+                     and city = coalesce(cast(${} as text), '')
+                     and day >= ${} and day < ${}) e",
+            first + 1,
+            first + 2,
+            first + 3,
+            first + 4
+        )
+    };
+    Statements {
+        city_counts: answer(&rows.city_counts, 10),
+        country_counts: answer(&rows.country_counts, 9),
+        world_counts: answer(&rows.world_counts, 10),
+        ..rows
+    }
+});
+
+/// Postgres' region totals as a regions answer reads them: each region's row with its
+/// expectation day rows in range as two arrays, `days` (unix seconds) and `expected` (empty
+/// without any), bound after the totals' own: first day ($5), end ($6).
+pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLock::new(|| {
+    let rows = Statements::new(&POSTGRES);
+    let answer = |totals: &str| {
+        format!(
+            "select t.country, t.city, t.count,
+                    coalesce(e.days, '{{}}') as days, coalesce(e.expected, '{{}}') as expected
+             from ({totals}) t
+             left join lateral (
+                 select array_agg(extract(epoch from day)::int8 order by day) as days,
+                        array_agg(expected order by day) as expected
+                 from expectations_day
+                 where service = $1 and country = t.country and city = t.city
+                   and day >= $5 and day < $6
+             ) e on true"
+        )
+    };
+    (answer(&rows.country_totals), answer(&rows.city_totals))
+});
 
 /// Postgres' statements, built once.
 pub(super) static POSTGRES_TIERED: LazyLock<Statements> =

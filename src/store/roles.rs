@@ -161,12 +161,46 @@ pub trait ReadStore: Send + Sync + 'static {
         range: TimeRange,
     ) -> Result<Vec<RegionExpectation>, StoreError>;
 
+    /// A regions answer's reads: [`Self::region_counts`] over `range` and the
+    /// [`Self::region_expectations`] of the regions counted, over `quarters`. A backend may
+    /// answer both at once (Postgres: in one statement).
+    async fn region_counts_expected(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        range: TimeRange,
+        quarters: TimeRange,
+    ) -> Result<(Vec<RegionCount>, Vec<RegionExpectation>), StoreError> {
+        let counts = self.region_counts(service, country, cities, range).await?;
+        let keys: Vec<(String, String)> = counts
+            .iter()
+            .map(|r| (r.country.clone(), r.city.clone()))
+            .collect();
+        let expected = self.region_expectations(service, &keys, quarters).await?;
+        Ok((counts, expected))
+    }
+
     /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.
     async fn expectations(
         &self,
         series: &SeriesKey,
         range: TimeRange,
     ) -> Result<Vec<QuarterExpectation>, StoreError>;
+
+    /// A counts answer's reads: [`Self::counts`] of `series` over `range` and its
+    /// [`Self::expectations`] over `quarters`. A backend may answer both at once (Postgres: in
+    /// one statement, one round trip instead of two).
+    async fn counts_expected(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+        quarters: TimeRange,
+    ) -> Result<(Vec<CountBucket>, Vec<QuarterExpectation>), StoreError> {
+        let counts = self.counts(series, range, bucket_seconds).await?;
+        Ok((counts, self.expectations(series, quarters).await?))
+    }
 
     /// Lists incidents, newest first.
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;

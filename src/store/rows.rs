@@ -136,21 +136,43 @@ pub(super) fn claimed(rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, StoreErro
     Ok(claimed)
 }
 
-/// One bucket of a counts series: its start in unix seconds (both backends compute it as a
-/// number) and its count.
+/// A count at a time of a counts series: its start in unix seconds (both backends compute it
+/// as a number) and its count; a bucket's whole count, or one of the rows to sum into it.
 #[derive(sqlx::FromRow)]
 pub(super) struct BucketRow {
     bucket: i64,
     count: i64,
 }
 
-impl From<BucketRow> for CountBucket {
-    fn from(row: BucketRow) -> CountBucket {
-        CountBucket {
-            start: DateTime::from_timestamp(row.bucket, 0).unwrap_or_default(),
-            count: row.count,
+/// `rows` summed into buckets of `bucket_seconds` aligned to the epoch, in time order, each
+/// bucket with rows once.
+pub(super) fn buckets(rows: Vec<BucketRow>, bucket_seconds: i64) -> Vec<CountBucket> {
+    let (starts, counts) = rows.into_iter().map(|r| (r.bucket, r.count)).unzip();
+    buckets_of(starts, counts, bucket_seconds)
+}
+
+/// [`buckets`] of rows given as two columns: `starts[i]` and `counts[i]` are one row's.
+pub(super) fn buckets_of(
+    starts: Vec<i64>,
+    counts: Vec<i64>,
+    bucket_seconds: i64,
+) -> Vec<CountBucket> {
+    let width = bucket_seconds.max(1);
+    let mut rows: Vec<(i64, i64)> = starts
+        .into_iter()
+        .map(|start| start - start.rem_euclid(width))
+        .zip(counts)
+        .collect();
+    rows.sort_unstable_by_key(|&(start, _)| start);
+    let mut buckets: Vec<CountBucket> = Vec::with_capacity(rows.len());
+    for (start, count) in rows {
+        let start = DateTime::from_timestamp(start, 0).unwrap_or_default();
+        match buckets.last_mut() {
+            Some(last) if last.start == start => last.count += count,
+            _ => buckets.push(CountBucket { start, count }),
         }
     }
+    buckets
 }
 
 /// A top city is a city's region count.

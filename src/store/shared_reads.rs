@@ -31,16 +31,6 @@ macro_rules! read_store {
                 steps::fetch_all(query, &self.$pool).await
             }
 
-            async fn counts(
-                &self,
-                series: &SeriesKey,
-                range: TimeRange,
-                bucket_seconds: i64,
-            ) -> Result<Vec<CountBucket>, StoreError> {
-                let query = $reads.counts(series, range, bucket_seconds);
-                steps::fetch_all(query, &self.$pool).await
-            }
-
             async fn region_counts(
                 &self,
                 service: &str,

@@ -70,6 +70,7 @@ impl TestDb {
     pub async fn open_store(&self) -> Arc<dyn Store> {
         let options = outagewatch::store::ConnectOptions {
             max_connections: 4,
+            read_connections: 4,
             acquire_timeout: std::time::Duration::from_secs(5),
         };
         let store = outagewatch::store::connect(&self.url, &options)

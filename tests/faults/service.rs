@@ -190,6 +190,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 pub async fn open_store(url: &str) -> Arc<dyn Store> {
     let options = ConnectOptions {
         max_connections: 4,
+        read_connections: 4,
         acquire_timeout: Duration::from_secs(10),
     };
     store::connect(url, &options).await.expect("open the store")

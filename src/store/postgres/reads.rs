@@ -18,6 +18,63 @@ static READS: read_sql::ReadSql<Postgres> = read_sql::ReadSql {
 };
 
 read_store!(PostgresStore, Postgres, reads, READS, {
+    async fn counts(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        let rows = READS
+            .counts(series, range, bucket_seconds)
+            .fetch_all(&self.reads)
+            .await?;
+        Ok(rows::buckets(rows, bucket_seconds))
+    }
+
+    async fn counts_expected(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        bucket_seconds: i64,
+        quarters: TimeRange,
+    ) -> Result<(Vec<CountBucket>, Vec<QuarterExpectation>), StoreError> {
+        let (service, country, city) = series.parts();
+        type Answer = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<String>);
+        let (starts, counts, days, expected): Answer = READS
+            .counts_as(
+                &read_sql::POSTGRES_COUNTS_EXPECTED,
+                series,
+                range,
+                bucket_seconds,
+            )
+            .bind(service)
+            .bind(country)
+            .bind(city)
+            .bind(day_of(quarters.from))
+            .bind(quarters.to)
+            .fetch_one(&self.reads)
+            .await?;
+        let days = days
+            .into_iter()
+            .zip(expected)
+            .map(|(day, expected)| DayRow {
+                service: String::new(),
+                country: String::new(),
+                city: String::new(),
+                day,
+                expected,
+            })
+            .collect();
+        let quarters = expand(days, quarters)?
+            .into_iter()
+            .map(|q| QuarterExpectation {
+                quarter: q.quarter,
+                expected: q.expected,
+            })
+            .collect();
+        Ok((rows::buckets_of(starts, counts, bucket_seconds), quarters))
+    }
+
     async fn replication(&self) -> Result<Replication, StoreError> {
         let (standby, position, since): (bool, i64, Option<f64>) = sqlx::query_as(
             "select pg_is_in_recovery(),
@@ -50,6 +107,44 @@ read_store!(PostgresStore, Postgres, reads, READS, {
             |a: &Rollup, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
             |r| &mut r.count,
         ))
+    }
+
+    async fn region_counts_expected(
+        &self,
+        service: &str,
+        country: Option<&str>,
+        cities: bool,
+        range: TimeRange,
+        quarters: TimeRange,
+    ) -> Result<(Vec<RegionCount>, Vec<RegionExpectation>), StoreError> {
+        let (countries, cities_of) = &*read_sql::POSTGRES_REGIONS_EXPECTED;
+        let statement = if cities { cities_of } else { countries };
+        type Row = (String, String, i64, Vec<i64>, Vec<String>);
+        let rows: Vec<Row> = READS
+            .region_counts_as(statement, service, country, range)
+            .bind(day_of(quarters.from))
+            .bind(quarters.to)
+            .fetch_all(&self.reads)
+            .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        let mut days = Vec::new();
+        for (country, city, count, day_starts, expected) in rows {
+            for (day, expected) in day_starts.into_iter().zip(expected) {
+                days.push(DayRow {
+                    service: String::new(),
+                    country: country.clone(),
+                    city: city.clone(),
+                    day,
+                    expected,
+                });
+            }
+            counts.push(RegionCount {
+                country,
+                city,
+                count,
+            });
+        }
+        Ok((counts, expand(days, quarters)?))
     }
 
     async fn region_expectations(

@@ -66,7 +66,7 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
+            .max_connections(options.read_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
