@@ -207,3 +207,28 @@ impl From<CheckpointRow> for Checkpoint {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_summed_into_epoch_aligned_buckets_in_time_order() {
+        // 1_741_600_800 is 2025-03-10T10:00:00Z: two quarter rows and a live minute row in the
+        // first hour, given out of order, and a minute of the next hour.
+        let at = |minutes: i64| 1_741_600_800 + minutes * 60;
+        let starts = vec![at(61), at(15), at(0), at(16)];
+        let counts = vec![4, 7, 3, 2];
+        let got: Vec<(i64, i64)> = buckets_of(starts.clone(), counts.clone(), 3600)
+            .into_iter()
+            .map(|b| (b.start.timestamp(), b.count))
+            .collect();
+        assert_eq!(got, [(at(0), 12), (at(60), 4)]);
+        let got: Vec<(i64, i64)> = buckets_of(starts, counts, 900)
+            .into_iter()
+            .map(|b| (b.start.timestamp(), b.count))
+            .collect();
+        assert_eq!(got, [(at(0), 3), (at(15), 9), (at(60), 4)]);
+    }
+}
