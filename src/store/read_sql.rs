@@ -1,9 +1,12 @@
 //! The read statements of both backends, written once over the rollup tiers: a range is cut
 //! ([`TierSplit`]) into minutes at its edges, quarter hours and whole hours between, and each
-//! statement sums the rows of each part from the tier that holds it, so a week at 15 minutes
+//! statement reads the rows of each part from the tier that holds it, so a week at 15 minutes
 //! reads 672 quarter rows rather than 10,080 minute rows, and every answer is the same as the
-//! minutes' would be. Regions (a sliding hour) read minutes only (see [`minutes_only`]). A
-//! backend gives its [`Dialect`]; the statements are built from it once.
+//! minutes' would be (a country's or a city's counts rows are summed into buckets by the
+//! caller, the others here). Regions (a sliding hour) read minutes only (see
+//! [`minutes_only`]). A backend gives its [`Dialect`]; the statements are built from it once.
+//! On Postgres a counts or regions answer reads its expectations in the same statement
+//! ([`POSTGRES_COUNTS_EXPECTED`], [`POSTGRES_REGIONS_EXPECTED`]).
 
 use std::marker::PhantomData;
 use std::sync::LazyLock;
