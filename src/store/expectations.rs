@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Database, Executor, FromRow, IntoArguments};
 
 use super::sql::{Backend, Bind};
-use super::{Expectation, RegionExpectation, StoreError, TimeRange};
+use super::{Expectation, QuarterExpectation, RegionExpectation, StoreError, TimeRange};
 use crate::domain::buckets::{floor_to, QUARTER_SECONDS};
 
 /// Seconds in a day row.
@@ -61,6 +61,20 @@ fn decode(text: &str) -> Result<Day, StoreError> {
 
 fn encode(day: &Day) -> String {
     serde_json::Value::from(day.to_vec()).to_string()
+}
+
+/// [`expand`] for the rows of one series: its quarters only.
+pub(super) fn expand_series(
+    rows: Vec<DayRow>,
+    range: TimeRange,
+) -> Result<Vec<QuarterExpectation>, StoreError> {
+    Ok(expand(rows, range)?
+        .into_iter()
+        .map(|q| QuarterExpectation {
+            quarter: q.quarter,
+            expected: q.expected,
+        })
+        .collect())
 }
 
 /// The quarters of `rows` in `range` that have an expectation, in row order and quarter order.

@@ -144,24 +144,26 @@ pub(super) struct BucketRow {
     count: i64,
 }
 
-/// `rows` summed into buckets of `bucket_seconds` aligned to the epoch, in time order, each
-/// bucket with rows once.
-pub(super) fn buckets(rows: Vec<BucketRow>, bucket_seconds: i64) -> Vec<CountBucket> {
-    let (starts, counts) = rows.into_iter().map(|r| (r.bucket, r.count)).unzip();
-    buckets_of(starts, counts, bucket_seconds)
+/// The (start, count) of a row: as the statements return it, or as Postgres' arrays pair them.
+impl From<BucketRow> for (i64, i64) {
+    fn from(row: BucketRow) -> (i64, i64) {
+        (row.bucket, row.count)
+    }
 }
 
-/// [`buckets`] of rows given as two columns: `starts[i]` and `counts[i]` are one row's.
-pub(super) fn buckets_of(
-    starts: Vec<i64>,
-    counts: Vec<i64>,
+/// `rows`, each (start in unix seconds, count), summed into buckets of `bucket_seconds`
+/// aligned to the epoch, in time order, each bucket with rows once.
+pub(super) fn buckets<R: Into<(i64, i64)>>(
+    rows: impl IntoIterator<Item = R>,
     bucket_seconds: i64,
 ) -> Vec<CountBucket> {
     let width = bucket_seconds.max(1);
-    let mut rows: Vec<(i64, i64)> = starts
+    let mut rows: Vec<(i64, i64)> = rows
         .into_iter()
-        .map(|start| start - start.rem_euclid(width))
-        .zip(counts)
+        .map(|row| {
+            let (start, count) = row.into();
+            (start - start.rem_euclid(width), count)
+        })
         .collect();
     rows.sort_unstable_by_key(|&(start, _)| start);
     let mut buckets: Vec<CountBucket> = Vec::with_capacity(rows.len());
@@ -218,14 +220,13 @@ mod tests {
         // 1_741_600_800 is 2025-03-10T10:00:00Z: two quarter rows and a live minute row in the
         // first hour, given out of order, and a minute of the next hour.
         let at = |minutes: i64| 1_741_600_800 + minutes * 60;
-        let starts = vec![at(61), at(15), at(0), at(16)];
-        let counts = vec![4, 7, 3, 2];
-        let got: Vec<(i64, i64)> = buckets_of(starts.clone(), counts.clone(), 3600)
+        let rows = [(at(61), 4), (at(15), 7), (at(0), 3), (at(16), 2)];
+        let got: Vec<(i64, i64)> = buckets(rows, 3600)
             .into_iter()
             .map(|b| (b.start.timestamp(), b.count))
             .collect();
         assert_eq!(got, [(at(0), 12), (at(60), 4)]);
-        let got: Vec<(i64, i64)> = buckets_of(starts, counts, 900)
+        let got: Vec<(i64, i64)> = buckets(rows, 900)
             .into_iter()
             .map(|b| (b.start.timestamp(), b.count))
             .collect();

@@ -31,6 +31,19 @@ macro_rules! read_store {
                 steps::fetch_all(query, &self.$pool).await
             }
 
+            async fn counts(
+                &self,
+                series: &SeriesKey,
+                range: TimeRange,
+                bucket_seconds: i64,
+            ) -> Result<Vec<CountBucket>, StoreError> {
+                let rows = $reads
+                    .counts(series, range, bucket_seconds)
+                    .fetch_all(&self.$pool)
+                    .await?;
+                Ok($crate::store::rows::buckets(rows, bucket_seconds))
+            }
+
             async fn region_counts(
                 &self,
                 service: &str,
@@ -50,13 +63,7 @@ macro_rules! read_store {
                 let rows = sql::expectation_days::<$db>(series, range)
                     .fetch_all(&self.$pool)
                     .await?;
-                Ok($crate::store::expectations::expand(rows, range)?
-                    .into_iter()
-                    .map(|q| QuarterExpectation {
-                        quarter: q.quarter,
-                        expected: q.expected,
-                    })
-                    .collect())
+                $crate::store::expectations::expand_series(rows, range)
             }
 
             async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

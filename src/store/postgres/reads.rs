@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use super::*;
-use crate::store::expectations::{day_of, expand, DayRow};
+use crate::store::expectations::{day_of, expand, expand_series, DayRow};
 use crate::store::read_sql;
 use crate::store::ReadStore;
 
@@ -18,19 +18,6 @@ static READS: read_sql::ReadSql<Postgres> = read_sql::ReadSql {
 };
 
 read_store!(PostgresStore, Postgres, reads, READS, {
-    async fn counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        bucket_seconds: i64,
-    ) -> Result<Vec<CountBucket>, StoreError> {
-        let rows = READS
-            .counts(series, range, bucket_seconds)
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows::buckets(rows, bucket_seconds))
-    }
-
     async fn counts_expected(
         &self,
         series: &SeriesKey,
@@ -65,14 +52,11 @@ read_store!(PostgresStore, Postgres, reads, READS, {
                 expected,
             })
             .collect();
-        let quarters = expand(days, quarters)?
-            .into_iter()
-            .map(|q| QuarterExpectation {
-                quarter: q.quarter,
-                expected: q.expected,
-            })
-            .collect();
-        Ok((rows::buckets_of(starts, counts, bucket_seconds), quarters))
+        let rows = starts.into_iter().zip(counts);
+        Ok((
+            rows::buckets(rows, bucket_seconds),
+            expand_series(days, quarters)?,
+        ))
     }
 
     async fn replication(&self) -> Result<Replication, StoreError> {

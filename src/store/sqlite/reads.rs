@@ -18,19 +18,6 @@ static READS: read_sql::ReadSql<Sqlite> = read_sql::ReadSql {
 };
 
 read_store!(SqliteStore, Sqlite, reader, READS, {
-    async fn counts(
-        &self,
-        series: &SeriesKey,
-        range: TimeRange,
-        bucket_seconds: i64,
-    ) -> Result<Vec<CountBucket>, StoreError> {
-        let rows = READS
-            .counts(series, range, bucket_seconds)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows::buckets(rows, bucket_seconds))
-    }
-
     async fn rollups(
         &self,
         service: &str,
