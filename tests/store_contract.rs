@@ -531,15 +531,9 @@ on_both_backends!(
         assert_eq!(store.first_rollup_minute().await.unwrap(), Some(at(0)));
         let minutes = store.minute_counts(at(60), at(120)).await.unwrap();
         let rows: Vec<(i64, &str, &str, i64)> = minutes
+            .in_order()
             .iter()
-            .map(|m| {
-                (
-                    m.minute.timestamp() - T0,
-                    m.service.as_str(),
-                    m.city.as_str(),
-                    m.count,
-                )
-            })
+            .map(|m| (m.minute.timestamp() - T0, m.service, m.city, m.count))
             .collect();
         assert_eq!(
             rows,
@@ -1207,8 +1201,9 @@ async fn postgres_settling_minutes_changes_no_count() {
     let minutes = pg.minute_counts(range.0, range.1).await.unwrap();
     assert_eq!(
         minutes
+            .in_order()
             .iter()
-            .map(|m| (m.minute, m.city.as_str(), m.count))
+            .map(|m| (m.minute, m.city, m.count))
             .collect::<Vec<_>>(),
         [
             (minute(0), "", 2),

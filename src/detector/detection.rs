@@ -19,7 +19,7 @@ use crate::domain::geo::CountryCode;
 use crate::domain::incidents::{self, Incident, Names, Scope, Status};
 use crate::domain::report::Catalog;
 use crate::runtime::webhooks::Outbox;
-use crate::store::{DetectionWrite, Expectation, MinuteCount, Store, StoreError};
+use crate::store::{DetectionWrite, Expectation, MinuteRollups, Store, StoreError};
 
 /// What the runner announces to the read side.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -211,40 +211,49 @@ impl Detection {
         self.step_rows(from, to, &rows).await
     }
 
-    /// Steps every minute in `[from, to)` over `rows`, that range's rollups in minute order
-    /// (read ahead by the caller), and names the incidents that changed.
+    /// Steps every minute in `[from, to)` over `rollups`, that range's (read ahead by the
+    /// caller), and names the incidents that changed.
     pub async fn step_rows(
         &mut self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        rows: &[MinuteCount],
+        rollups: &MinuteRollups,
     ) -> Result<Changes, StoreError> {
         let mut changes = Changes::default();
-        let mut rows = rows;
-        let mut minutes = Vec::new();
-        let mut minute = minute_of(from);
-        while minute < to {
-            let split = rows
-                .iter()
-                .position(|r| r.minute != minute)
-                .unwrap_or(rows.len());
-            let (now, rest) = rows.split_at(split);
-            rows = rest;
-            let counts: Vec<PlaceCount<'_>> = now.iter().map(place_count).collect();
+        let first = minute_of(from).timestamp();
+        let mut minutes: Vec<MinuteCounts<'_>> = (first..to.timestamp())
+            .step_by(60)
+            .map(|at| MinuteCounts {
+                at,
+                counts: Vec::new(),
+            })
+            .collect();
+        for row in &rollups.counts {
+            let Some(minute) = usize::try_from((row.minute - first) / 60)
+                .ok()
+                .and_then(|i| minutes.get_mut(i))
+            else {
+                continue;
+            };
+            let place = &rollups.places[row.place as usize];
+            minute.counts.push(PlaceCount {
+                service: &place.service,
+                country: &place.country,
+                city: &place.city,
+                count: row.count,
+            });
+        }
+        for minute in &minutes {
             let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
-            for place in counts.iter().filter(|p| p.city.is_empty()) {
+            for place in minute.counts.iter().filter(|p| p.city.is_empty()) {
                 *totals.entry(place.service).or_default() += place.count;
             }
+            let at = DateTime::from_timestamp(minute.at, 0).unwrap_or_default();
             changes.minute_totals.extend(
                 totals
                     .into_iter()
-                    .map(|(service, count)| (service.to_owned(), minute, count)),
+                    .map(|(service, count)| (service.to_owned(), at, count)),
             );
-            minutes.push(MinuteCounts {
-                at: minute.timestamp(),
-                counts,
-            });
-            minute += TimeDelta::minutes(1);
         }
         // The whole range at once (on several threads where it is large), then each minute's
         // events named in order; the last minute of each quarter hour brings its expectations.
@@ -481,14 +490,5 @@ impl Detection {
     /// The engine's state, to store as a snapshot.
     pub fn snapshot(&self) -> Result<String, serde_json::Error> {
         self.engine.snapshot()
-    }
-}
-
-fn place_count(row: &MinuteCount) -> PlaceCount<'_> {
-    PlaceCount {
-        service: &row.service,
-        country: &row.country,
-        city: &row.city,
-        count: row.count,
     }
 }

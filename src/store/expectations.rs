@@ -5,7 +5,7 @@
 //! is safe); a read expands day rows back into quarters. serde_json writes and reads every
 //! double exactly, so what a read answers is what the detector computed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Database, Executor, FromRow, IntoArguments};
@@ -45,7 +45,7 @@ pub(super) fn day_of(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn slot_of(quarter: DateTime<Utc>) -> usize {
-    ((quarter - day_of(quarter)).num_seconds() / QUARTER_SECONDS) as usize
+    (quarter.timestamp().rem_euclid(DAY_SECONDS) / QUARTER_SECONDS) as usize
 }
 
 fn decode(text: &str) -> Result<Day, StoreError> {
@@ -60,7 +60,19 @@ fn decode(text: &str) -> Result<Day, StoreError> {
 }
 
 fn encode(day: &Day) -> String {
-    serde_json::Value::from(day.to_vec()).to_string()
+    // A slice of options serializes as the array of numbers and nulls (a non-finite double
+    // as null, as it always was); serde_json cannot fail on it.
+    serde_json::to_string(&day[..]).unwrap_or_default()
+}
+
+/// A day row as [`put_days`] sends it, inside one JSON array per statement.
+#[derive(serde::Serialize)]
+struct DayOut<'a> {
+    service: &'a str,
+    country: &'a str,
+    city: &'a str,
+    day: i64,
+    expected: String,
 }
 
 /// [`expand`] for the rows of one series: its quarters only.
@@ -126,34 +138,40 @@ where
     Ok(days)
 }
 
+/// A day row's key without copying its names: service, country, city, the day's start.
+type DayRef<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
+
+fn day_ref(key: &DayKey) -> DayRef<'_> {
+    (&key.0, &key.1, &key.2, key.3)
+}
+
 /// Writes `days` over their stored rows (inserting the new ones): each chunk is one statement
 /// with one bind, a JSON array of rows, which both dialects unpack
 /// ([`Backend::UPSERT_EXPECTATION_DAYS`]).
-async fn put_days<DB>(
+async fn put_days<'a, DB>(
     tx: &mut DB::Connection,
-    days: &BTreeMap<DayKey, Day>,
+    days: impl Iterator<Item = (DayRef<'a>, &'a Day)>,
 ) -> Result<(), StoreError>
 where
     DB: Backend,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'a> String: Bind<'a, DB>,
+    for<'b> String: Bind<'b, DB>,
 {
-    let rows: Vec<serde_json::Value> = days
-        .iter()
-        .map(|((service, country, city, day), values)| {
-            serde_json::json!({
-                "service": service,
-                "country": country,
-                "city": city,
-                "day": day.timestamp(),
-                "expected": encode(values),
-            })
+    let rows: Vec<DayOut<'_>> = days
+        .map(|((service, country, city, day), values)| DayOut {
+            service,
+            country,
+            city,
+            day: day.timestamp(),
+            expected: encode(values),
         })
         .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let chunk = serde_json::to_string(chunk)
+            .map_err(|e| StoreError::Query(sqlx::Error::Encode(Box::new(e))))?;
         sqlx::query(DB::UPSERT_EXPECTATION_DAYS)
-            .bind(serde_json::Value::from(chunk.to_vec()).to_string())
+            .bind(chunk)
             .execute(&mut *tx)
             .await?;
     }
@@ -167,15 +185,6 @@ pub(super) enum Stored {
     Overwrite,
     /// A redetect's, into a range it cleared: a stored quarter means the range was not.
     Refuse,
-}
-
-fn key_of(e: &Expectation) -> DayKey {
-    (
-        e.service.clone(),
-        e.country.clone(),
-        e.city.clone(),
-        day_of(e.quarter),
-    )
 }
 
 /// Stores `expectations` in their day rows, each over what its quarter held as `stored` says.
@@ -198,14 +207,26 @@ where
         return Ok(());
     };
     let stored = days_between::<DB>(tx, day_of(first), day_of(last)).await?;
-    let mut days: BTreeMap<DayKey, Day> = BTreeMap::new();
+    let stored: BTreeMap<DayRef<'_>, &Day> = stored.iter().map(|(k, d)| (day_ref(k), d)).collect();
+    // Keyed by the names the expectations hold, hashed: a replay's day is 100 thousand
+    // quarters, and a search of an ordered map compared names a dozen times for each.
+    let mut index: HashMap<DayRef<'_>, usize> = HashMap::new();
+    let mut days: Vec<(DayRef<'_>, Day)> = Vec::new();
     for e in expectations {
-        let day = days
-            .entry(key_of(e))
-            .or_insert_with_key(|key| stored.get(key).copied().unwrap_or([None; SLOTS]));
+        let key = (
+            e.service.as_str(),
+            e.country.as_str(),
+            e.city.as_str(),
+            day_of(e.quarter),
+        );
+        let before = stored.get(&key);
+        let at = *index.entry(key).or_insert_with(|| {
+            days.push((key, before.map_or([None; SLOTS], |d| **d)));
+            days.len() - 1
+        });
+        let day = &mut days[at].1;
         let slot = slot_of(e.quarter);
-        let was_stored = stored.get(&key_of(e)).is_some_and(|d| d[slot].is_some());
-        if was_stored && stored_quarters == Stored::Refuse {
+        if stored_quarters == Stored::Refuse && before.is_some_and(|d| d[slot].is_some()) {
             return Err(StoreError::Conflict(format!(
                 "an expectation of {} {} {} at {} is stored already",
                 e.service, e.country, e.city, e.quarter
@@ -213,7 +234,9 @@ where
         }
         day[slot] = Some(e.expected);
     }
-    put_days::<DB>(tx, &days).await
+    // In key order, as the rows were always written.
+    days.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    put_days::<DB>(tx, days.iter().map(|(k, d)| (*k, d))).await
 }
 
 /// Forgets the expectations of the quarters in `[from, to)` (both on quarter boundaries):
@@ -260,7 +283,7 @@ where
             }
         }
     }
-    put_days::<DB>(tx, &edges).await?;
+    put_days::<DB>(tx, edges.iter().map(|(k, d)| (day_ref(k), d))).await?;
     Ok(DB::rows_affected(&deleted) + edges.len() as u64)
 }
 

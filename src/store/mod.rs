@@ -71,14 +71,78 @@ pub struct Rollup {
     pub count: i64,
 }
 
-/// One per-minute count of any service, as the detector reads them; `city` is empty for the
-/// country total.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
-pub struct MinuteCount {
+/// Every service's per-minute counts over a range, as the detector reads them: each place
+/// named once in `places`, its counts pointing at it by index, in no particular order. A place
+/// may have two counts for one minute (a late report's count still live beside the settled
+/// row): the detector adds them up. (One struct of names per row was most of what reading a
+/// replay cost: three strings for every count.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MinuteRollups {
+    pub places: Vec<Place>,
+    pub counts: Vec<PlaceMinute>,
+}
+
+impl MinuteRollups {
+    /// The counts in minute, service, country, city order, a place's counts of one minute
+    /// summed.
+    pub fn in_order(&self) -> Vec<MinuteCount<'_>> {
+        let mut rows: Vec<MinuteCount<'_>> = self
+            .counts
+            .iter()
+            .map(|c| {
+                let place = &self.places[c.place as usize];
+                MinuteCount {
+                    minute: DateTime::from_timestamp(c.minute, 0).unwrap_or_default(),
+                    service: &place.service,
+                    country: &place.country,
+                    city: &place.city,
+                    count: c.count,
+                }
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| {
+            (a.minute, a.service, a.country, a.city).cmp(&(b.minute, b.service, b.country, b.city))
+        });
+        let mut summed: Vec<MinuteCount<'_>> = Vec::with_capacity(rows.len());
+        for row in rows {
+            match summed.last_mut() {
+                Some(last)
+                    if (last.minute, last.service, last.country, last.city)
+                        == (row.minute, row.service, row.country, row.city) =>
+                {
+                    last.count += row.count;
+                }
+                _ => summed.push(row),
+            }
+        }
+        summed
+    }
+}
+
+/// One place's count of one minute, as [`MinuteRollups::in_order`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteCount<'a> {
     pub minute: DateTime<Utc>,
+    pub service: &'a str,
+    pub country: &'a str,
+    pub city: &'a str,
+    pub count: i64,
+}
+
+/// A place counts are kept for: `city` is empty for the country total.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
     pub service: String,
     pub country: String,
     pub city: String,
+}
+
+/// One place's count for one minute: the minute's start in unix seconds, the place's index in
+/// [`MinuteRollups::places`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaceMinute {
+    pub minute: i64,
+    pub place: u32,
     pub count: i64,
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired, ImportHints,
-    IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport, Outcome,
+    IncidentAction, IncidentQuery, Leadership, Listener, MinuteRollups, NewReport, Outcome,
     ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Replication, Rollup,
     SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
@@ -216,12 +216,12 @@ pub trait DetectionStore: Send + Sync + 'static {
     /// The first minute with any rollup, if any.
     async fn first_rollup_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Every service's rollups in `[from, to)`, ordered by minute, service, country, city.
+    /// Every service's rollups in `[from, to)`.
     async fn minute_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteCount>, StoreError>;
+    ) -> Result<MinuteRollups, StoreError>;
 
     /// Deletes the stored expectations of quarters in `[from, to)`; returns how many. For
     /// `redetect`, which recomputes a whole range and then stores it with

@@ -4,11 +4,67 @@
 //! `DateTime<Utc>`, so one row type serves both backends. (SQLite keeps reports' `received_at`
 //! in milliseconds, which is the one time read apart, in `sqlite/reports.rs`.)
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Checkpoint, CountBucket, Delivery, DeliveryStatus, RegionCount, StoreError};
+use super::{
+    Checkpoint, CountBucket, Delivery, DeliveryStatus, MinuteRollups, Place, PlaceMinute,
+    RegionCount, StoreError,
+};
 use crate::domain::incidents::{CityCount, Incident, Scope, Status};
+
+/// Builds [`MinuteRollups`] from rollup rows read one by one: each place is named once, however
+/// many minutes it has, and a row's names are looked up without copying them.
+#[derive(Default)]
+pub(super) struct MinuteRollupsBuilder {
+    /// The looked-up place's names joined by NULs (no name holds one): reused for every row.
+    key: String,
+    index: HashMap<String, u32>,
+    counts: MinuteRollups,
+}
+
+impl MinuteRollupsBuilder {
+    pub(super) fn push(
+        &mut self,
+        minute: i64,
+        service: &str,
+        country: &str,
+        city: &str,
+        count: i64,
+    ) {
+        self.key.clear();
+        for (i, name) in [service, country, city].into_iter().enumerate() {
+            if i > 0 {
+                self.key.push('\0');
+            }
+            self.key.push_str(name);
+        }
+        let place = match self.index.get(self.key.as_str()) {
+            Some(&place) => place,
+            None => {
+                let place = self.counts.places.len() as u32;
+                self.counts.places.push(Place {
+                    service: service.to_owned(),
+                    country: country.to_owned(),
+                    city: city.to_owned(),
+                });
+                self.index.insert(self.key.clone(), place);
+                place
+            }
+        };
+        self.counts.counts.push(PlaceMinute {
+            minute,
+            place,
+            count,
+        });
+    }
+
+    pub(super) fn finish(self) -> MinuteRollups {
+        self.counts
+    }
+}
 
 /// An `incidents` row: [`super::sql::INCIDENT_COLUMNS`] then [`super::sql::INCIDENT_ADMIN_COLUMNS`].
 #[derive(sqlx::FromRow)]
@@ -231,5 +287,35 @@ mod tests {
             .map(|b| (b.start.timestamp(), b.count))
             .collect();
         assert_eq!(got, [(at(0), 3), (at(15), 9), (at(60), 4)]);
+    }
+
+    #[test]
+    fn a_place_is_named_once_and_its_counts_point_at_it() {
+        let mut builder = MinuteRollupsBuilder::default();
+        builder.push(60, "x", "PK", "Lahore", 3);
+        builder.push(60, "x", "PK", "", 5);
+        builder.push(120, "x", "PK", "Lahore", 2);
+        // Names that join to the same text without a separator are other places.
+        builder.push(120, "x", "PKL", "ahore", 1);
+        let got = builder.finish();
+        let names: Vec<(&str, &str, &str)> = got
+            .places
+            .iter()
+            .map(|p| (p.service.as_str(), p.country.as_str(), p.city.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("x", "PK", "Lahore"),
+                ("x", "PK", ""),
+                ("x", "PKL", "ahore")
+            ]
+        );
+        let counts: Vec<(i64, u32, i64)> = got
+            .counts
+            .iter()
+            .map(|c| (c.minute, c.place, c.count))
+            .collect();
+        assert_eq!(counts, [(60, 0, 3), (60, 1, 5), (120, 0, 2), (120, 2, 1)]);
     }
 }

@@ -440,7 +440,8 @@ pub async fn engine_events(
     to: DateTime<Utc>,
 ) -> Vec<outagewatch::detect::EngineEvent> {
     use outagewatch::detect::{Engine, PlaceCount};
-    let rows = store.minute_counts(from, to).await.unwrap();
+    let rollups = store.minute_counts(from, to).await.unwrap();
+    let rows = rollups.in_order();
     let mut engine = Engine::new(model);
     let mut events = Vec::new();
     let mut minute = from;
@@ -450,9 +451,9 @@ pub async fn engine_events(
         while next < rows.len() && rows[next].minute == minute {
             let row = &rows[next];
             counts.push(PlaceCount {
-                service: &row.service,
-                country: &row.country,
-                city: &row.city,
+                service: row.service,
+                country: row.country,
+                city: row.city,
                 count: row.count,
             });
             next += 1;

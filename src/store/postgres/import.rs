@@ -18,12 +18,9 @@ fn is_concurrent_write(error: &StoreError) -> bool {
 struct BinaryRows(Vec<u8>);
 
 impl BinaryRows {
-    /// Microseconds from the Unix epoch to Postgres's, 2000-01-01T00:00:00Z.
-    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
     fn with_capacity(bytes: usize) -> BinaryRows {
         let mut buffer = Vec::with_capacity(bytes + 21);
-        buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buffer.extend_from_slice(COPY_SIGNATURE);
         buffer.extend_from_slice(&0i32.to_be_bytes()); // flags: no oids
         buffer.extend_from_slice(&0i32.to_be_bytes()); // header extension: none
         BinaryRows(buffer)
@@ -47,7 +44,7 @@ impl BinaryRows {
     }
 
     fn time(&mut self, value: DateTime<Utc>) -> &mut Self {
-        self.value(&(value.timestamp_micros() - Self::POSTGRES_EPOCH_MICROS).to_be_bytes())
+        self.value(&(value.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes())
     }
 
     fn text(&mut self, value: Option<&str>) -> &mut Self {

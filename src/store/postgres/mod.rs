@@ -25,7 +25,7 @@ use super::steps;
 use super::{
     minute_of, quotas, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
     DetectionWrite, Expectation, ImportHints, IncidentAction, IncidentQuery, Leadership, Listener,
-    MinuteCount, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
+    MinuteRollups, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
     RegionExpectation, Replication, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport,
     TimeRange,
 };
@@ -48,6 +48,13 @@ pub struct PostgresStore {
     /// Days whose partitions this process has seen made.
     days: std::sync::Arc<partitions::KnownDays>,
 }
+
+/// Microseconds from the Unix epoch to Postgres's, 2000-01-01T00:00:00Z: a binary COPY's
+/// times count from it (import writes them, the detector's reads parse them).
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The first bytes of a binary COPY's data.
+const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
 /// of its tables when a report for a minute came after the minute was settled, and in key

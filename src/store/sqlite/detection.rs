@@ -3,6 +3,7 @@
 use super::*;
 use crate::store::expectations;
 use crate::store::DetectionStore;
+use sqlx::Row;
 
 #[async_trait]
 impl DetectionStore for SqliteStore {
@@ -16,16 +17,27 @@ impl DetectionStore for SqliteStore {
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteCount>, StoreError> {
-        Ok(sqlx::query_as(
+    ) -> Result<MinuteRollups, StoreError> {
+        let rows = sqlx::query(
             "select minute, service, country, city, count from rollups_minute
-             where minute >= ? and minute < ?
-             order by minute, service, country, city",
+             where minute >= ? and minute < ?",
         )
         .bind(from.timestamp())
         .bind(to.timestamp())
         .fetch_all(&self.reader)
-        .await?)
+        .await?;
+        let mut counts = rows::MinuteRollupsBuilder::default();
+        // Unchecked: the columns' types are the schema's (as on Postgres).
+        for row in &rows {
+            counts.push(
+                row.try_get_unchecked(0)?,
+                row.try_get_unchecked(1)?,
+                row.try_get_unchecked(2)?,
+                row.try_get_unchecked(3)?,
+                row.try_get_unchecked(4)?,
+            );
+        }
+        Ok(counts.finish())
     }
 
     async fn clear_expectations(

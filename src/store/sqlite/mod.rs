@@ -23,7 +23,7 @@ use super::sql::{self, DELIVERY_COLUMNS};
 use super::steps;
 use super::{
     quotas, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery, DetectionWrite,
-    Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteCount, NewReport,
+    Expectation, IncidentAction, IncidentQuery, Leadership, Listener, MinuteRollups, NewReport,
     Outcome, ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Rollup, SeriesKey,
     ServiceRecord, StoreError, StoredReport, TimeRange,
 };
