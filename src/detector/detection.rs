@@ -211,8 +211,8 @@ impl Detection {
         self.step_rows(from, to, &rows).await
     }
 
-    /// Steps every minute in `[from, to)` over `rollups`, that range's (read ahead by the
-    /// caller), and names the incidents that changed.
+    /// Steps every minute in `[from, to)` over `rollups`, that range's counts (read ahead by
+    /// the caller), and names the incidents that changed.
     pub async fn step_rows(
         &mut self,
         from: DateTime<Utc>,
@@ -229,7 +229,7 @@ impl Detection {
             })
             .collect();
         for row in &rollups.counts {
-            let Some(minute) = usize::try_from((row.minute - first) / 60)
+            let Some(minute) = usize::try_from((row.minute - first).div_euclid(60))
                 .ok()
                 .and_then(|i| minutes.get_mut(i))
             else {

@@ -209,7 +209,7 @@ async fn redetect_as_leader(
     Ok(summary)
 }
 
-/// A chunk of rollups for `redetect`: its range and its rows in minute order.
+/// A chunk of rollups for `redetect`: its range and its counts.
 type Chunk = (DateTime<Utc>, DateTime<Utc>, MinuteRollups);
 
 /// Reads `[from, to)` chunk by chunk into `chunks`, ahead of the engine, each chunk ending on
