@@ -100,22 +100,11 @@ impl MinuteRollups {
                 }
             })
             .collect();
-        rows.sort_unstable_by(|a, b| {
-            (a.minute, a.service, a.country, a.city).cmp(&(b.minute, b.service, b.country, b.city))
-        });
-        let mut summed: Vec<MinuteCount<'_>> = Vec::with_capacity(rows.len());
-        for row in rows {
-            match summed.last_mut() {
-                Some(last)
-                    if (last.minute, last.service, last.country, last.city)
-                        == (row.minute, row.service, row.country, row.city) =>
-                {
-                    last.count += row.count;
-                }
-                _ => summed.push(row),
-            }
+        fn key<'a>(r: &MinuteCount<'a>) -> (DateTime<Utc>, &'a str, &'a str, &'a str) {
+            (r.minute, r.service, r.country, r.city)
         }
-        summed
+        rows.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        rows::sum_adjacent(rows, |a, b| key(a) == key(b), |r| &mut r.count)
     }
 }
 

@@ -83,6 +83,7 @@ fn minutes_only(dialect: &Dialect, columns: &str, filter: &str, first: usize) ->
 }
 
 /// The tiered statements of one backend.
+#[derive(Clone)]
 pub(super) struct Statements {
     /// [`super::ReadStore::top_cities`]: $1 service, $2 country (null: all), $3–$8 the split,
     /// $9 limit.
@@ -334,7 +335,7 @@ where
 /// seconds) and `expected`, bound after the counts' own: service, country, city (null for
 /// none), first day, end.
 pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new(|| {
-    let rows = Statements::new(&POSTGRES);
+    let rows = &*POSTGRES_TIERED;
     let answer = |rows: &str, first: usize| {
         format!(
             "select c.buckets, c.counts, e.days, e.expected
@@ -357,7 +358,7 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
         city_counts: answer(&rows.city_counts, 10),
         country_counts: answer(&rows.country_counts, 9),
         world_counts: answer(&rows.world_counts, 10),
-        ..rows
+        ..rows.clone()
     }
 });
 
@@ -365,7 +366,7 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
 /// expectation day rows in range as two arrays, `days` (unix seconds) and `expected` (empty
 /// without any), bound after the totals' own: first day ($5), end ($6).
 pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLock::new(|| {
-    let rows = Statements::new(&POSTGRES);
+    let rows = &*POSTGRES_TIERED;
     let answer = |totals: &str| {
         format!(
             "select t.country, t.city, t.count,

@@ -35,12 +35,11 @@ impl MinuteRollupsBuilder {
         count: i64,
     ) {
         self.key.clear();
-        for (i, name) in [service, country, city].into_iter().enumerate() {
-            if i > 0 {
-                self.key.push('\0');
-            }
-            self.key.push_str(name);
-        }
+        self.key.push_str(service);
+        self.key.push('\0');
+        self.key.push_str(country);
+        self.key.push('\0');
+        self.key.push_str(city);
         let place = match self.index.get(self.key.as_str()) {
             Some(&place) => place,
             None => {
@@ -207,6 +206,26 @@ impl From<BucketRow> for (i64, i64) {
     }
 }
 
+/// `rows` with each run of adjacent rows of one key (as `same_key` tells) made one row, their
+/// counts summed: rows of the `rollups` view in key order (a key has a row in each of its
+/// tables when a report for a minute came after the minute was settled), or any rows sorted
+/// by their key.
+pub(super) fn sum_adjacent<T>(
+    rows: impl IntoIterator<Item = T>,
+    same_key: impl Fn(&T, &T) -> bool,
+    count: impl Fn(&mut T) -> &mut i64,
+) -> Vec<T> {
+    let rows = rows.into_iter();
+    let mut summed: Vec<T> = Vec::with_capacity(rows.size_hint().0);
+    for mut row in rows {
+        match summed.last_mut() {
+            Some(last) if same_key(last, &row) => *count(last) += *count(&mut row),
+            _ => summed.push(row),
+        }
+    }
+    summed
+}
+
 /// `rows`, each (start in unix seconds, count), summed into buckets of `bucket_seconds`
 /// aligned to the epoch, in time order, each bucket with rows once.
 pub(super) fn buckets<R: Into<(i64, i64)>>(
@@ -222,15 +241,14 @@ pub(super) fn buckets<R: Into<(i64, i64)>>(
         })
         .collect();
     rows.sort_unstable_by_key(|&(start, _)| start);
-    let mut buckets: Vec<CountBucket> = Vec::with_capacity(rows.len());
-    for (start, count) in rows {
-        let start = DateTime::from_timestamp(start, 0).unwrap_or_default();
-        match buckets.last_mut() {
-            Some(last) if last.start == start => last.count += count,
-            _ => buckets.push(CountBucket { start, count }),
-        }
-    }
-    buckets
+    sum_adjacent(
+        rows.into_iter().map(|(start, count)| CountBucket {
+            start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
+            count,
+        }),
+        |a, b| a.start == b.start,
+        |b| &mut b.count,
+    )
 }
 
 /// A top city is a city's region count.

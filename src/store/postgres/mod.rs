@@ -56,24 +56,6 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// The first bytes of a binary COPY's data.
 const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
-/// Rows of the `rollups` view in key order, each key's counts summed: a key has a row in each
-/// of its tables when a report for a minute came after the minute was settled, and in key
-/// order those rows are adjacent. `same_key` tells two rows of one key apart from others.
-fn sum_adjacent<T>(
-    rows: Vec<T>,
-    same_key: impl Fn(&T, &T) -> bool,
-    count: impl Fn(&mut T) -> &mut i64,
-) -> Vec<T> {
-    let mut summed: Vec<T> = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        match summed.last_mut() {
-            Some(last) if same_key(last, &row) => *count(last) += *count(&mut row),
-            _ => summed.push(row),
-        }
-    }
-    summed
-}
-
 /// Moves the counts of minutes before `before` from `rollups_live`, where ingest adds to
 /// them, to `rollups_minute`, where the reads' covering indexes are; answers the rows moved.
 /// Rows are locked in key order, as the writers lock them, so the two never deadlock; a row a

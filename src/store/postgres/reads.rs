@@ -86,7 +86,7 @@ read_store!(PostgresStore, Postgres, reads, READS, {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         let query = READS.rollups(service, TimeRange::new(from, to));
-        Ok(sum_adjacent(
+        Ok(rows::sum_adjacent(
             steps::fetch_all(query, &self.reads).await?,
             |a: &Rollup, b| (a.minute, &a.country, &a.city) == (b.minute, &b.country, &b.city),
             |r| &mut r.count,
