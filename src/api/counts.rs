@@ -55,10 +55,13 @@ fn whole_second_time<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     use chrono::{Datelike, Timelike};
-    let year = time.year();
-    if time.nanosecond() != 0 || !(0..=9999).contains(&year) {
+    // Each field of a `DateTime` converts it to its local time again: once here.
+    let utc = time.naive_utc();
+    let year = utc.year();
+    if utc.nanosecond() != 0 || !(0..=9999).contains(&year) {
         return time.serialize(serializer);
     }
+    let time = utc;
     let mut text = *b"0000-00-00T00:00:00Z";
     let mut put = |at: usize, digits: usize, value: u32| {
         let mut value = value;

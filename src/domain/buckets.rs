@@ -103,6 +103,12 @@ impl TierSplit {
             bounds: [from, q_from, h_from, h_to, q_to, to],
         }
     }
+
+    /// Whether either minute part, `[t0, t1)` or `[t4, t5)`, holds any time.
+    pub fn minute_edges(&self) -> bool {
+        let [t0, t1, .., t4, t5] = self.bounds;
+        t0 < t1 || t4 < t5
+    }
 }
 
 /// The start of the first `seconds`-long bucket that starts at or after `at`.
@@ -172,6 +178,24 @@ mod tests {
         let to = t(30) + chrono::TimeDelta::seconds(5);
         let bounds = TierSplit::new(TimeRange::new(from, to), Tier::Hour).bounds;
         assert_eq!(bounds, [from, t(15), t(30), t(30), t(30), to]);
+    }
+
+    #[test]
+    fn a_split_has_minute_edges_unless_the_range_is_aligned_to_its_tiers() {
+        let edges = |from, to, coarsest| {
+            TierSplit::new(TimeRange::new(t(from), t(to)), coarsest).minute_edges()
+        };
+        // A week at 15m, aligned to quarters: no minutes at either end.
+        assert!(!edges(-7 * 24 * 60, 15, Tier::Quarter));
+        assert!(!edges(-15, 240, Tier::Hour));
+        assert!(edges(-20, 240, Tier::Hour));
+        assert!(edges(-7, 262, Tier::Hour));
+        // Aligned at the start only, or at the end only.
+        assert!(edges(0, 67, Tier::Hour));
+        assert!(edges(7, 60, Tier::Hour));
+        // All minutes.
+        assert!(edges(3, 14, Tier::Hour));
+        assert!(edges(0, 120, Tier::Minute));
     }
 
     #[test]

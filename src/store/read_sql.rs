@@ -24,7 +24,8 @@ pub(super) struct Dialect {
     minutes: &'static str,
     /// Postgres: the live minutes, which no coarser tier holds until they settle.
     live: Option<&'static str>,
-    /// A row's `at` as unix seconds.
+    /// A row's `at` as unix seconds (a whole minute, so exact as a double: Postgres' `extract`
+    /// answers a numeric, whose conversion cost more per row than the double's).
     epoch_seconds: &'static str,
     /// `country` in the list bound as `$N` (a [`Backend::TextList`]).
     country_in: fn(usize) -> String,
@@ -33,7 +34,7 @@ pub(super) struct Dialect {
 pub(super) const POSTGRES: Dialect = Dialect {
     minutes: "rollups",
     live: Some("rollups_live"),
-    epoch_seconds: "extract(epoch from at)::int8",
+    epoch_seconds: "date_part('epoch', at)::int8",
     country_in: |n| format!("country = any(${n})"),
 };
 
@@ -47,7 +48,9 @@ pub(super) const SQLITE: Dialect = Dialect {
 /// The rows matching `filter` over a [`TierSplit`] bound as `$first` .. `$first + 5`, each
 /// with `columns` and its time as `at`: minutes, quarters, hours, quarters, minutes, and on
 /// Postgres the live minutes of the coarse parts (the edges read them through the view).
-fn tiered(dialect: &Dialect, columns: &str, filter: &str, first: usize) -> String {
+/// Without `edges` the two minute parts are left out (their binds unused), for a split that
+/// has none ([`TierSplit::minute_edges`]).
+fn tiered(dialect: &Dialect, columns: &str, filter: &str, first: usize, edges: bool) -> String {
     let part = |table: &str, time: &str, from: usize, to: usize| {
         format!(
             "select {columns}, {time} as at from {table}
@@ -57,12 +60,14 @@ fn tiered(dialect: &Dialect, columns: &str, filter: &str, first: usize) -> Strin
         )
     };
     let mut parts = vec![
-        part(dialect.minutes, "minute", 0, 1),
         part("rollups_quarter", "quarter", 1, 2),
         part("rollups_hour", "hour", 2, 3),
         part("rollups_quarter", "quarter", 3, 4),
-        part(dialect.minutes, "minute", 4, 5),
     ];
+    if edges {
+        parts.insert(0, part(dialect.minutes, "minute", 0, 1));
+        parts.push(part(dialect.minutes, "minute", 4, 5));
+    }
     if let Some(live) = dialect.live {
         parts.push(part(live, "minute", 1, 4));
     }
@@ -88,17 +93,11 @@ pub(super) struct Statements {
     /// [`super::ReadStore::top_cities`]: $1 service, $2 country (null: all), $3–$8 the split,
     /// $9 limit.
     top_cities: String,
-    /// [`super::ReadStore::counts`] of a city: $1 service, $2 country, $3 city, $4–$9 the
-    /// split. The tiers' rows as they are (`bucket`: a row's start), at most two a bucket's
-    /// worth (a settled row and a live one): summing them into buckets costs the database
-    /// a hash and a sort per answer, more than it costs here ([`super::rows::buckets`]).
-    city_counts: String,
-    /// Counts of a country: $1 service, $2 country, $3–$8 the split; rows as `city_counts`.
-    country_counts: String,
-    /// Counts of the world (the sum of the country totals, summed per bucket here, since a
-    /// bucket has a row of every country): $1 service, $2 every country, $3–$8 the split,
-    /// $9 bucket seconds.
-    world_counts: String,
+    /// [`super::ReadStore::counts`], by whether the split has minute edges
+    /// ([`TierSplit::minute_edges`]): `[without, with]`. Without them the statements read no
+    /// minute partition: on Postgres a generic plan locks every partition of a part it holds,
+    /// even an empty one.
+    counts: [CountsStatements; 2],
     /// [`super::ReadStore::region_counts`] per country, from minutes only: $1 service,
     /// $2 countries, $3 from, $4 to.
     country_totals: String,
@@ -138,30 +137,36 @@ impl Statements {
                     d,
                     "country, city, count",
                     "service = $1 and (cast($2 as text) is null or country = $2) and city <> ''",
-                    3
+                    3,
+                    true,
                 )
             ),
-            city_counts: rows(tiered(
-                d,
-                "count",
-                "service = $1 and country = $2 and city = $3",
-                4,
-            )),
-            country_counts: rows(tiered(
-                d,
-                "count",
-                "service = $1 and country = $2 and city = ''",
-                3,
-            )),
-            world_counts: buckets(
-                tiered(
+            counts: [false, true].map(|edges| CountsStatements {
+                city: rows(tiered(
                     d,
                     "count",
-                    &format!("service = $1 and city = '' and {}", (d.country_in)(2)),
+                    "service = $1 and country = $2 and city = $3",
+                    4,
+                    edges,
+                )),
+                country: rows(tiered(
+                    d,
+                    "count",
+                    "service = $1 and country = $2 and city = ''",
                     3,
+                    edges,
+                )),
+                world: buckets(
+                    tiered(
+                        d,
+                        "count",
+                        &format!("service = $1 and city = '' and {}", (d.country_in)(2)),
+                        3,
+                        edges,
+                    ),
+                    9,
                 ),
-                9,
-            ),
+            }),
             country_totals: totals(
                 "''",
                 minutes_only(
@@ -182,6 +187,22 @@ impl Statements {
             ),
         }
     }
+}
+
+/// The counts statements of one backend, of splits with minute edges or without.
+#[derive(Clone)]
+pub(super) struct CountsStatements {
+    /// Counts of a city: $1 service, $2 country, $3 city, $4–$9 the split. The tiers' rows as
+    /// they are (`bucket`: a row's start), at most two a bucket's worth (a settled row and a
+    /// live one): summing them into buckets costs the database a hash and a sort per answer,
+    /// more than it costs here ([`super::rows::buckets`]).
+    city: String,
+    /// Counts of a country: $1 service, $2 country, $3–$8 the split; rows as `city`.
+    country: String,
+    /// Counts of the world (the sum of the country totals, summed per bucket here, since a
+    /// bucket has a row of every country): $1 service, $2 every country, $3–$8 the split,
+    /// $9 bucket seconds.
+    world: String,
 }
 
 /// The read statements of a backend: its own `rollups` (the detector's minute rows) and the
@@ -270,22 +291,23 @@ where
     {
         let (service, country, city) = series.parts();
         let split = TierSplit::new(range, Tier::for_buckets(bucket_seconds));
+        let statements = &statements.counts[usize::from(split.minute_edges())];
         match (country, city) {
             (Some(country), Some(city)) => {
-                let query = sqlx::query_as(&statements.city_counts)
+                let query = sqlx::query_as(&statements.city)
                     .bind(service)
                     .bind(country)
                     .bind(city);
                 bind_split(query, split)
             }
             (Some(country), None) => {
-                let query = sqlx::query_as(&statements.country_counts)
+                let query = sqlx::query_as(&statements.country)
                     .bind(service)
                     .bind(country);
                 bind_split(query, split)
             }
             (None, _) => {
-                let query = sqlx::query_as(&statements.world_counts)
+                let query = sqlx::query_as(&statements.world)
                     .bind(service)
                     .bind(DB::text_list(region_countries(None)));
                 bind_split(query, split).bind(bucket_seconds)
@@ -355,9 +377,11 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
         )
     };
     Statements {
-        city_counts: answer(&rows.city_counts, 10),
-        country_counts: answer(&rows.country_counts, 9),
-        world_counts: answer(&rows.world_counts, 10),
+        counts: rows.counts.clone().map(|counts| CountsStatements {
+            city: answer(&counts.city, 10),
+            country: answer(&counts.country, 9),
+            world: answer(&counts.world, 10),
+        }),
         ..rows.clone()
     }
 });
