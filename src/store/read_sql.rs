@@ -354,7 +354,8 @@ where
 /// Postgres' counts statements as a counts answer reads them, in one row: the counts rows as
 /// two arrays in the same order, `buckets` and `counts` (one row crosses the wire and is
 /// decoded, not one per bucket), and the series' expectation day rows in range, `days` (unix
-/// seconds) and `expected`, bound after the counts' own: service, country, city (null for
+/// seconds) and `expected`, in no order (an ordered aggregate sorts each array on its own: the
+/// caller sorts the few days), bound after the counts' own: service, country, city (null for
 /// none), first day, end.
 pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new(|| {
     let rows = &*POSTGRES_TIERED;
@@ -364,8 +365,8 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
              from (select coalesce(array_agg(bucket), '{{}}') as buckets,
                           coalesce(array_agg(count), '{{}}') as counts
                    from ({rows}) b) c,
-                  (select coalesce(array_agg(extract(epoch from day)::int8 order by day), '{{}}') as days,
-                          coalesce(array_agg(expected order by day), '{{}}') as expected
+                  (select coalesce(array_agg(date_part('epoch', day)::int8), '{{}}') as days,
+                          coalesce(array_agg(expected), '{{}}') as expected
                    from expectations_day
                    where service = ${first} and country = coalesce(cast(${} as text), '')
                      and city = coalesce(cast(${} as text), '')
@@ -388,7 +389,7 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
 
 /// Postgres' region totals as a regions answer reads them: each region's row with its
 /// expectation day rows in range as two arrays, `days` (unix seconds) and `expected` (empty
-/// without any), bound after the totals' own: first day ($5), end ($6).
+/// without any; in no order, as [`POSTGRES_COUNTS_EXPECTED`]'s), bound after the totals' own: first day ($5), end ($6).
 pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLock::new(|| {
     let rows = &*POSTGRES_TIERED;
     let answer = |totals: &str| {
@@ -397,8 +398,8 @@ pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLo
                     coalesce(e.days, '{{}}') as days, coalesce(e.expected, '{{}}') as expected
              from ({totals}) t
              left join lateral (
-                 select array_agg(extract(epoch from day)::int8 order by day) as days,
-                        array_agg(expected order by day) as expected
+                 select array_agg(date_part('epoch', day)::int8) as days,
+                        array_agg(expected) as expected
                  from expectations_day
                  where service = $1 and country = t.country and city = t.city
                    and day >= $5 and day < $6

@@ -17,6 +17,24 @@ static READS: read_sql::ReadSql<Postgres> = read_sql::ReadSql {
     backend: PhantomData,
 };
 
+/// One region's expectation day rows as the one-statement reads answer them (a day array and
+/// an expectations array, in no order), by day.
+fn days_in_order(country: &str, city: &str, days: Vec<i64>, expected: Vec<String>) -> Vec<DayRow> {
+    let mut rows: Vec<DayRow> = days
+        .into_iter()
+        .zip(expected)
+        .map(|(day, expected)| DayRow {
+            service: String::new(),
+            country: country.to_owned(),
+            city: city.to_owned(),
+            day,
+            expected,
+        })
+        .collect();
+    rows.sort_unstable_by_key(|row| row.day);
+    rows
+}
+
 read_store!(PostgresStore, Postgres, reads, READS, {
     async fn counts_expected(
         &self,
@@ -41,17 +59,7 @@ read_store!(PostgresStore, Postgres, reads, READS, {
             .bind(quarters.to)
             .fetch_one(&self.reads)
             .await?;
-        let days = days
-            .into_iter()
-            .zip(expected)
-            .map(|(day, expected)| DayRow {
-                service: String::new(),
-                country: String::new(),
-                city: String::new(),
-                day,
-                expected,
-            })
-            .collect();
+        let days = days_in_order("", "", days, expected);
         let rows = starts.into_iter().zip(counts);
         Ok((
             rows::buckets(rows, bucket_seconds),
@@ -113,15 +121,7 @@ read_store!(PostgresStore, Postgres, reads, READS, {
         let mut counts = Vec::with_capacity(rows.len());
         let mut days = Vec::new();
         for (country, city, count, day_starts, expected) in rows {
-            for (day, expected) in day_starts.into_iter().zip(expected) {
-                days.push(DayRow {
-                    service: String::new(),
-                    country: country.clone(),
-                    city: city.clone(),
-                    day,
-                    expected,
-                });
-            }
+            days.extend(days_in_order(&country, &city, day_starts, expected));
             counts.push(RegionCount {
                 country,
                 city,
