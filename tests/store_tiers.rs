@@ -1,8 +1,8 @@
 //! The rollup tiers: counts, regions and top cities read from the quarter-hour and hour tiers
-//! (with minutes at a range's edges, if it has any) are exactly what the reports themselves add up to, for
-//! random ranges and intervals, on both backends; on Postgres also before and after the live
-//! minutes settle, and after a late report for a settled minute. A counts or regions answer's
-//! reads together (one statement on Postgres) give what the separate reads give.
+//! (with minutes at a range's edges, if it has any) are exactly what the reports themselves add
+//! up to, for random ranges and intervals, on both backends; on Postgres also before and after
+//! the live minutes settle, and after a late report for a settled minute. A counts or regions
+//! answer's reads together (one statement on Postgres) give what the separate reads give.
 #![allow(clippy::unwrap_used)]
 
 mod common;

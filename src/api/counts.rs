@@ -61,7 +61,6 @@ fn whole_second_time<S: serde::Serializer>(
     if utc.nanosecond() != 0 || !(0..=9999).contains(&year) {
         return time.serialize(serializer);
     }
-    let time = utc;
     let mut text = *b"0000-00-00T00:00:00Z";
     let mut put = |at: usize, digits: usize, value: u32| {
         let mut value = value;
@@ -71,11 +70,11 @@ fn whole_second_time<S: serde::Serializer>(
         }
     };
     put(0, 4, year.unsigned_abs());
-    put(5, 2, time.month());
-    put(8, 2, time.day());
-    put(11, 2, time.hour());
-    put(14, 2, time.minute());
-    put(17, 2, time.second());
+    put(5, 2, utc.month());
+    put(8, 2, utc.day());
+    put(11, 2, utc.hour());
+    put(14, 2, utc.minute());
+    put(17, 2, utc.second());
     // Only ASCII digits and separators went in.
     serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
 }

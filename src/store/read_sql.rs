@@ -378,7 +378,7 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
         )
     };
     Statements {
-        counts: rows.counts.clone().map(|counts| CountsStatements {
+        counts: rows.counts.each_ref().map(|counts| CountsStatements {
             city: answer(&counts.city, 10),
             country: answer(&counts.country, 9),
             world: answer(&counts.world, 10),
@@ -389,7 +389,8 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
 
 /// Postgres' region totals as a regions answer reads them: each region's row with its
 /// expectation day rows in range as two arrays, `days` (unix seconds) and `expected` (empty
-/// without any; in no order, as [`POSTGRES_COUNTS_EXPECTED`]'s), bound after the totals' own: first day ($5), end ($6).
+/// without any; in no order, as [`POSTGRES_COUNTS_EXPECTED`]'s), bound after the totals' own:
+/// first day ($5), end ($6).
 pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLock::new(|| {
     let rows = &*POSTGRES_TIERED;
     let answer = |totals: &str| {
