@@ -1,4 +1,4 @@
-//! Fills a Postgres database with the read benchmark's data set: minute rollups (and their quarter and hour tiers) and quarter-hour expectations for the last N days of many services, countries and cities.
+//! Fills a Postgres database with the read benchmark's data set: minute rollups (and their quarter-hour day rows and hour tiers) and quarter-hour expectations for the last N days of many services, countries and cities.
 //!
 //! `cargo run --release --example seed_reads -- URL [DAYS] [SERVICES] [COUNTRIES] [CITIES] [TARGETS_DIR]`
 //! (defaults 30 days, 10 services, 50 countries, 20 cities per country); with TARGETS_DIR it
@@ -188,12 +188,14 @@ async fn main() {
     );
     // The coarser rollup tiers, as the service keeps them beside the minutes it settles.
     for statement in [
-        "insert into rollups_quarter (service, country, city, quarter, count)
-         select service, country, city, date_bin('15 minutes', minute, timestamptz 'epoch'), sum(count)
+        "insert into rollups_quarter_day (service, country, city, day, counts)
+         select service, country, city, date_bin('1 day', minute, timestamptz 'epoch'),
+                quarters_of(array_agg((date_part('epoch', minute)::int8 % 86400 / 900)::int4),
+                            array_agg(count::int8))
          from rollups_minute group by 1, 2, 3, 4",
         "insert into rollups_hour (service, country, city, hour, count)
-         select service, country, city, date_bin('1 hour', quarter, timestamptz 'epoch'), sum(count)
-         from rollups_quarter group by 1, 2, 3, 4",
+         select service, country, city, date_bin('1 hour', minute, timestamptz 'epoch'), sum(count)
+         from rollups_minute group by 1, 2, 3, 4",
     ] {
         sqlx::query(statement)
             .execute(&pool)

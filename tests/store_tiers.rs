@@ -387,3 +387,71 @@ on_both_backends!(
         }
     }
 );
+
+/// Migration 0013 turns Postgres' quarter rows into a row per series per day: every quarter's
+/// count is read back as it was stored, on both sides of midnight, by each counts read and at
+/// 15 minutes and an hour (SQLite keeps its quarter rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0013_keeps_every_quarter_count_on_postgres() {
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let earlier = common::EarlierDb::migrate(common::Backend::Postgres, &db, "0013").await;
+    let common::EarlierDb::Postgres(pool) = &earlier else {
+        unreachable!()
+    };
+    // Quarter rows as the release before stored them, from 2025-03-09 22:00 to 2025-03-10
+    // 02:00 UTC: a country total in every quarter but each fifth, and a city in every third.
+    let start = DateTime::from_timestamp(1_741_557_600, 0).unwrap();
+    let rows: Vec<(DateTime<Utc>, &str, i64)> = (0..16)
+        .flat_map(|q| {
+            let quarter = start + TimeDelta::minutes(15 * q);
+            let total = (q % 5 != 0).then_some((quarter, "", 10 + q));
+            let city = (q % 3 == 0).then_some((quarter, "Lahore", 1 + q));
+            total.into_iter().chain(city)
+        })
+        .collect();
+    for (quarter, city, count) in &rows {
+        sqlx::query(
+            "insert into rollups_quarter (service, country, city, quarter, count) \
+             values ('x', 'PK', $1, $2, $3)",
+        )
+        .bind(city)
+        .bind(quarter)
+        .bind(count)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    earlier.close().await;
+    let store = db.open_store().await;
+    let day_rows: i64 = sqlx::query_scalar("select count(*) from rollups_quarter_day")
+        .fetch_one(&sqlx::PgPool::connect(&db.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(day_rows, 4, "two series on two days");
+    let range = TimeRange::new(start, start + TimeDelta::hours(4));
+    for (series, city) in [
+        (SeriesKey::country("x", "PK"), ""),
+        (SeriesKey::city("x", "PK", "Lahore"), "Lahore"),
+    ] {
+        let expected: Vec<(DateTime<Utc>, i64)> = rows
+            .iter()
+            .filter(|r| r.1 == city)
+            .map(|&(quarter, _, count)| (quarter, count))
+            .collect();
+        let got: Vec<(DateTime<Utc>, i64)> = store
+            .counts(&series, range, 900)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.start, b.count))
+            .collect();
+        assert_eq!(got, expected, "{series:?}");
+        let (answer, _) = store
+            .counts_expected(&series, range, 900, range)
+            .await
+            .unwrap();
+        let answer: Vec<(DateTime<Utc>, i64)> =
+            answer.into_iter().map(|b| (b.start, b.count)).collect();
+        assert_eq!(answer, expected, "{series:?} in one statement");
+    }
+}

@@ -29,6 +29,21 @@ pub(super) struct Dialect {
     epoch_seconds: &'static str,
     /// `country` in the list bound as `$N` (a [`Backend::TextList`]).
     country_in: fn(usize) -> String,
+    /// The quarter-hour rows.
+    quarters: Quarters,
+}
+
+/// How a backend's quarter-hour rows are read: SQLite keeps a row per quarter; Postgres a row
+/// per day with the day's 96 counts (migration 0013), unnested here into quarter rows (its
+/// counts answer reads the day rows whole instead: [`POSTGRES_COUNTS_EXPECTED`]).
+struct Quarters {
+    /// The FROM item.
+    from: &'static str,
+    /// A row's quarter.
+    time: &'static str,
+    /// What else bounds the rows of a part from `$a` to `$b`: on Postgres, the days its index
+    /// reads, and no quarter without a count (as no quarter row of SQLite is).
+    bound: fn(usize, usize) -> String,
 }
 
 pub(super) const POSTGRES: Dialect = Dialect {
@@ -36,6 +51,16 @@ pub(super) const POSTGRES: Dialect = Dialect {
     live: Some("rollups_live"),
     epoch_seconds: "date_part('epoch', at)::int8",
     country_in: |n| format!("country = any(${n})"),
+    quarters: Quarters {
+        from: "rollups_quarter_day q, unnest(q.counts) with ordinality as c(count, slot)",
+        time: "q.day + (c.slot - 1) * interval '15 minutes'",
+        bound: |a, b| {
+            format!(
+                " and q.day >= date_bin('1 day', ${a}, timestamptz 'epoch') and q.day < ${b}
+               and c.count <> 0"
+            )
+        },
+    },
 };
 
 pub(super) const SQLITE: Dialect = Dialect {
@@ -43,33 +68,55 @@ pub(super) const SQLITE: Dialect = Dialect {
     live: None,
     epoch_seconds: "at",
     country_in: |n| format!("country in (select value from json_each(${n}))"),
+    quarters: Quarters {
+        from: "rollups_quarter",
+        time: "quarter",
+        bound: |_, _| String::new(),
+    },
 };
 
 /// The rows matching `filter` over a [`TierSplit`] bound as `$first` .. `$first + 5`, each
 /// with `columns` and its time as `at`: minutes, quarters, hours, quarters, minutes, and on
 /// Postgres the live minutes of the coarse parts (the edges read them through the view).
 /// Without `edges` the two minute parts are left out (their binds unused), for a split that
-/// has none ([`TierSplit::minute_edges`]).
-fn tiered(dialect: &Dialect, columns: &str, filter: &str, first: usize, edges: bool) -> String {
-    let part = |table: &str, time: &str, from: usize, to: usize| {
+/// has none ([`TierSplit::minute_edges`]); without `quarters` the two quarter parts, for a
+/// statement that reads them its own way ([`POSTGRES_COUNTS_EXPECTED`]).
+fn tiered(
+    dialect: &Dialect,
+    columns: &str,
+    filter: &str,
+    first: usize,
+    (edges, quarters): (bool, bool),
+) -> String {
+    let part = |table: &str, time: &str, from: usize, to: usize, bound: String| {
         format!(
             "select {columns}, {time} as at from {table}
-             where {filter} and {time} >= ${} and {time} < ${}",
+             where {filter} and {time} >= ${} and {time} < ${}{bound}",
             first + from,
             first + to
         )
     };
-    let mut parts = vec![
-        part("rollups_quarter", "quarter", 1, 2),
-        part("rollups_hour", "hour", 2, 3),
-        part("rollups_quarter", "quarter", 3, 4),
-    ];
+    let q = &dialect.quarters;
+    let quarter_part = |from: usize, to: usize| {
+        part(
+            q.from,
+            q.time,
+            from,
+            to,
+            (q.bound)(first + from, first + to),
+        )
+    };
+    let mut parts = vec![part("rollups_hour", "hour", 2, 3, String::new())];
+    if quarters {
+        parts.insert(0, quarter_part(1, 2));
+        parts.push(quarter_part(3, 4));
+    }
     if edges {
-        parts.insert(0, part(dialect.minutes, "minute", 0, 1));
-        parts.push(part(dialect.minutes, "minute", 4, 5));
+        parts.insert(0, part(dialect.minutes, "minute", 0, 1, String::new()));
+        parts.push(part(dialect.minutes, "minute", 4, 5, String::new()));
     }
     if let Some(live) = dialect.live {
-        parts.push(part(live, "minute", 1, 4));
+        parts.push(part(live, "minute", 1, 4, String::new()));
     }
     parts.join("\n             union all ")
 }
@@ -108,16 +155,6 @@ pub(super) struct Statements {
 impl Statements {
     /// Literal city predicates throughout, so the partial indexes match every plan.
     pub(super) fn new(d: &Dialect) -> Statements {
-        let epoch = d.epoch_seconds;
-        let buckets = |rows: String, bucket: usize| {
-            format!(
-                "select ({epoch} / ${bucket}) * ${bucket} as bucket, cast(sum(count) as bigint) as count
-             from ({rows}) r
-             group by bucket
-             order by bucket"
-            )
-        };
-        let rows = |rows: String| format!("select {epoch} as bucket, count from ({rows}) r");
         let totals = |city: &str, rows: String| {
             format!(
                 "select country, {city} as city, cast(sum(count) as bigint) as count
@@ -138,35 +175,10 @@ impl Statements {
                     "country, city, count",
                     "service = $1 and (cast($2 as text) is null or country = $2) and city <> ''",
                     3,
-                    true,
+                    (true, true),
                 )
             ),
-            counts: [false, true].map(|edges| CountsStatements {
-                city: rows(tiered(
-                    d,
-                    "count",
-                    "service = $1 and country = $2 and city = $3",
-                    4,
-                    edges,
-                )),
-                country: rows(tiered(
-                    d,
-                    "count",
-                    "service = $1 and country = $2 and city = ''",
-                    3,
-                    edges,
-                )),
-                world: buckets(
-                    tiered(
-                        d,
-                        "count",
-                        &format!("service = $1 and city = '' and {}", (d.country_in)(2)),
-                        3,
-                        edges,
-                    ),
-                    9,
-                ),
-            }),
+            counts: [false, true].map(|edges| CountsStatements::new(d, edges, true)),
             country_totals: totals(
                 "''",
                 minutes_only(
@@ -184,6 +196,40 @@ impl Statements {
                     &format!("service = $1 and city <> '' and {}", (d.country_in)(2)),
                     3,
                 ),
+            ),
+        }
+    }
+}
+
+/// The series of the counts statements of `d`, each as its filter and the first bind of its
+/// split: a city's, a country's, the world's.
+fn counts_series(d: &Dialect) -> [(String, usize); 3] {
+    [
+        ("service = $1 and country = $2 and city = $3".to_owned(), 4),
+        ("service = $1 and country = $2 and city = ''".to_owned(), 3),
+        (
+            format!("service = $1 and city = '' and {}", (d.country_in)(2)),
+            3,
+        ),
+    ]
+}
+
+impl CountsStatements {
+    /// The counts statements of `d`, with the minute edges or without, and with the quarter
+    /// parts or without ([`tiered`]).
+    fn new(d: &Dialect, edges: bool, quarters: bool) -> CountsStatements {
+        let epoch = d.epoch_seconds;
+        let [city, country, world] = counts_series(d)
+            .map(|(filter, first)| tiered(d, "count", &filter, first, (edges, quarters)));
+        let rows = |rows: String| format!("select {epoch} as bucket, count from ({rows}) r");
+        CountsStatements {
+            city: rows(city),
+            country: rows(country),
+            world: format!(
+                "select ({epoch} / $9) * $9 as bucket, cast(sum(count) as bigint) as count
+             from ({world}) r
+             group by bucket
+             order by bucket"
             ),
         }
     }
@@ -351,39 +397,53 @@ where
     }
 }
 
-/// Postgres' counts statements as a counts answer reads them, in one row: the counts rows as
-/// two arrays in the same order, `buckets` and `counts` (one row crosses the wire and is
-/// decoded, not one per bucket), and the series' expectation day rows in range, `days` (unix
-/// seconds) and `expected`, in no order (an ordered aggregate sorts each array on its own: the
-/// caller sorts the few days), bound after the counts' own: service, country, city (null for
-/// none), first day, end.
+/// Postgres' counts statements as a counts answer reads them, in one row: the rows of the
+/// minute, hour and live parts as two arrays in the same order, `buckets` and `counts` (one
+/// row crosses the wire and is decoded, not one per bucket); the quarter parts' day rows
+/// (migration 0013) whole, `quarter_days` (unix seconds) and `quarters` (their 96 counts
+/// each, a two-dimensional array), for the caller to cut to the parts; and the series'
+/// expectation day rows in range, `days` (unix seconds) and `expected`. Days are in no order
+/// (an ordered aggregate sorts each array on its own: the caller sorts the few days). Bound
+/// after the counts' own: service, country, city (null for none), first day, end.
 pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new(|| {
-    let rows = &*POSTGRES_TIERED;
-    let answer = |rows: &str, first: usize| {
+    let answer = |rows: &str, (filter, first): &(String, usize), expected: usize| {
+        let [t1, t2, t3, t4] = [1, 2, 3, 4].map(|bound| first + bound);
+        let day_of = |bound: usize| format!("date_bin('1 day', ${bound}, timestamptz 'epoch')");
         format!(
-            "select c.buckets, c.counts, e.days, e.expected
+            "select c.buckets, c.counts, q.days as quarter_days, q.quarters, e.days, e.expected
              from (select coalesce(array_agg(bucket), '{{}}') as buckets,
                           coalesce(array_agg(count), '{{}}') as counts
                    from ({rows}) b) c,
                   (select coalesce(array_agg(date_part('epoch', day)::int8), '{{}}') as days,
+                          coalesce(array_agg(counts), '{{}}') as quarters
+                   from rollups_quarter_day
+                   where {filter} and day >= {} and day < ${t4}
+                     and (day < ${t2} or day >= {})) q,
+                  (select coalesce(array_agg(date_part('epoch', day)::int8), '{{}}') as days,
                           coalesce(array_agg(expected), '{{}}') as expected
                    from expectations_day
-                   where service = ${first} and country = coalesce(cast(${} as text), '')
+                   where service = ${expected} and country = coalesce(cast(${} as text), '')
                      and city = coalesce(cast(${} as text), '')
                      and day >= ${} and day < ${}) e",
-            first + 1,
-            first + 2,
-            first + 3,
-            first + 4
+            day_of(t1),
+            day_of(t3),
+            expected + 1,
+            expected + 2,
+            expected + 3,
+            expected + 4
         )
     };
+    let [city, country, world] = counts_series(&POSTGRES);
     Statements {
-        counts: rows.counts.each_ref().map(|counts| CountsStatements {
-            city: answer(&counts.city, 10),
-            country: answer(&counts.country, 9),
-            world: answer(&counts.world, 10),
+        counts: [false, true].map(|edges| {
+            let rows = CountsStatements::new(&POSTGRES, edges, false);
+            CountsStatements {
+                city: answer(&rows.city, &city, 10),
+                country: answer(&rows.country, &country, 9),
+                world: answer(&rows.world, &world, 10),
+            }
         }),
-        ..rows.clone()
+        ..POSTGRES_TIERED.clone()
     }
 });
 

@@ -132,7 +132,8 @@ impl Backend for Sqlite {
 }
 
 /// A value backend `DB` binds into arguments that live for `'a`.
-/// What retention deletes row by row, as (table, primary key, time column): the coarse tiers.
+/// What retention deletes row by row, as (table, primary key, time column): the coarse tiers
+/// (the quarter rows are SQLite's; Postgres keeps a row per day, `rollups_quarter_day`).
 pub(super) const QUARTER_ROWS: (&str, &str, &str) = (
     "rollups_quarter",
     "service, country, city, quarter",

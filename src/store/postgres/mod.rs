@@ -96,27 +96,33 @@ async fn settle_rollups(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, Sto
 /// Data-modifying CTEs (each after a comma) that add the minute counts of `source` (service,
 /// country, city, minute, count) to the quarter and hour tiers, in key order as every writer
 /// locks rows. Whatever adds to `rollups_minute` runs these in the same statement, so each
-/// tier always holds the sum of the settled minutes it covers.
+/// tier always holds the sum of the settled minutes it covers. The quarters are added to
+/// their day's row (migration 0013): each series' day gets one row of 96 counts to add, since
+/// a statement may not update a row twice.
 fn add_to_tiers(source: &str) -> String {
-    [
-        ("rollups_quarter", "quarter", "15 minutes"),
-        ("rollups_hour", "hour", "1 hour"),
-    ]
-    .map(|(table, column, width)| {
-        format!(
-            ",
-         {table}_added as (
-             insert into {table} (service, country, city, {column}, count)
-             select service, country, city, date_bin('{width}', minute, timestamptz 'epoch'), sum(count)
+    format!(
+        ",
+         rollups_quarter_day_added as (
+             insert into rollups_quarter_day (service, country, city, day, counts)
+             select service, country, city, date_bin('1 day', minute, timestamptz 'epoch'),
+                    quarters_of(array_agg((date_part('epoch', minute)::int8 % 86400 / 900)::int4),
+                                array_agg(count::int8))
              from {source}
              group by 1, 2, 3, 4
              order by 1, 2, 3, 4
-             on conflict (service, country, city, {column})
-             do update set count = {table}.count + excluded.count
+             on conflict (service, country, city, day)
+             do update set counts = quarters_added(rollups_quarter_day.counts, excluded.counts)
+         ),
+         rollups_hour_added as (
+             insert into rollups_hour (service, country, city, hour, count)
+             select service, country, city, date_bin('1 hour', minute, timestamptz 'epoch'), sum(count)
+             from {source}
+             group by 1, 2, 3, 4
+             order by 1, 2, 3, 4
+             on conflict (service, country, city, hour)
+             do update set count = rollups_hour.count + excluded.count
          )"
-        )
-    })
-    .concat()
+    )
 }
 
 /// Reads the stored `counted` of each id that exists.

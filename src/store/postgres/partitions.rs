@@ -144,6 +144,11 @@ pub(super) async fn apply_retention(
     result.map(Some)
 }
 
+/// Postgres' quarter tier for retention, as [`sql::QUARTER_ROWS`] is SQLite's: a row per series
+/// per day (migration 0013), so a cutoff at the start of a day deletes whole days.
+const QUARTER_DAY_ROWS: (&str, &str, &str) =
+    ("rollups_quarter_day", "service, country, city, day", "day");
+
 async fn expire(pool: &PgPool, cutoffs: &Cutoffs) -> Result<Expired, StoreError> {
     let mut expired = Expired::default();
     if let Some(first_kept) = cutoffs.reports_from {
@@ -157,7 +162,7 @@ async fn expire(pool: &PgPool, cutoffs: &Cutoffs) -> Result<Expired, StoreError>
         expired.days_dropped += drop_days_before(pool, "rollups_minute", first_kept).await?;
     }
     if let Some(first_kept) = cutoffs.coarse_rollups_from {
-        for tier in [sql::QUARTER_ROWS, sql::HOUR_ROWS] {
+        for tier in [QUARTER_DAY_ROWS, sql::HOUR_ROWS] {
             expired.rows_deleted +=
                 steps::delete_before(pool, tier, start_of_day(first_kept), DELETE_BATCH).await?;
         }

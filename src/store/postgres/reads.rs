@@ -3,9 +3,12 @@
 use std::marker::PhantomData;
 
 use super::*;
+use crate::domain::buckets::{Tier, TierSplit};
 use crate::store::expectations::{day_of, expand, expand_series, DayRow};
 use crate::store::read_sql;
 use crate::store::ReadStore;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};
 
 /// The read statements in Postgres's dialect: its own `rollups` and the tiered ones of
 /// [`read_sql`].
@@ -35,6 +38,81 @@ fn days_in_order(country: &str, city: &str, days: Vec<i64>, expected: Vec<String
     rows
 }
 
+/// The quarters of a day row (migration 0013).
+const QUARTERS_A_DAY: usize = 96;
+
+/// An `int8[]` of any dimensions as its elements in order, as Postgres sends it in binary:
+/// sqlx decodes one-dimensional arrays only, and `array_agg` of day rows' counts is two.
+struct Int8Elements(Vec<i64>);
+
+impl sqlx::Type<Postgres> for Int8Elements {
+    fn type_info() -> PgTypeInfo {
+        <Vec<i64> as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Int8Elements {
+    /// The binary array format: dimensions, a has-nulls flag and the element type (4 bytes
+    /// each), then a length and a lower bound per dimension, then each element as its length
+    /// (-1: null) and its bytes.
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.format() != PgValueFormat::Binary {
+            return Err("an int8[] in text format".into());
+        }
+        let bytes = value.as_bytes()?;
+        let word = |at: usize| -> Result<i32, BoxDynError> {
+            let word = bytes.get(at..at + 4).ok_or("an int8[] cut short")?;
+            Ok(i32::from_be_bytes(word.try_into()?))
+        };
+        let dimensions = usize::try_from(word(0)?)?;
+        let mut elements = 1;
+        for dimension in 0..dimensions {
+            elements *= usize::try_from(word(12 + 8 * dimension)?)?;
+        }
+        if dimensions == 0 {
+            elements = 0;
+        }
+        let mut at = 12 + 8 * dimensions;
+        let mut values = Vec::with_capacity(elements);
+        for _ in 0..elements {
+            if word(at)? != 8 {
+                return Err("an int8[] with a null".into());
+            }
+            let value = bytes.get(at + 4..at + 12).ok_or("an int8[] cut short")?;
+            values.push(i64::from_be_bytes(value.try_into()?));
+            at += 12;
+        }
+        Ok(Int8Elements(values))
+    }
+}
+
+/// The quarter rows of `split`'s quarter parts in day rows `days` (unix seconds) with their
+/// counts `quarters` (96 a day, in the same order), as (start, count): the quarters with a
+/// count, as the quarter rows of SQLite are.
+fn quarter_rows(
+    split: TierSplit,
+    days: &[i64],
+    quarters: &[i64],
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    if quarters.len() != days.len() * QUARTERS_A_DAY {
+        return Err(StoreError::Corrupt(format!(
+            "{} quarter counts for {} day rows",
+            quarters.len(),
+            days.len()
+        )));
+    }
+    let [_, t1, t2, t3, t4, _] = split.bounds.map(|bound| bound.timestamp());
+    let mut rows = Vec::new();
+    for (&day, counts) in days.iter().zip(quarters.chunks_exact(QUARTERS_A_DAY)) {
+        for (start, &count) in (day..).step_by(900).zip(counts) {
+            if count != 0 && ((t1..t2).contains(&start) || (t3..t4).contains(&start)) {
+                rows.push((start, count));
+            }
+        }
+    }
+    Ok(rows)
+}
+
 read_store!(PostgresStore, Postgres, reads, READS, {
     async fn counts_expected(
         &self,
@@ -44,8 +122,15 @@ read_store!(PostgresStore, Postgres, reads, READS, {
         quarters: TimeRange,
     ) -> Result<(Vec<CountBucket>, Vec<QuarterExpectation>), StoreError> {
         let (service, country, city) = series.parts();
-        type Answer = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<String>);
-        let (starts, counts, days, expected): Answer = READS
+        type Answer = (
+            Vec<i64>,
+            Vec<i64>,
+            Vec<i64>,
+            Int8Elements,
+            Vec<i64>,
+            Vec<String>,
+        );
+        let (starts, counts, quarter_days, quarter_counts, days, expected): Answer = READS
             .counts_as(
                 &read_sql::POSTGRES_COUNTS_EXPECTED,
                 series,
@@ -60,7 +145,12 @@ read_store!(PostgresStore, Postgres, reads, READS, {
             .fetch_one(&self.reads)
             .await?;
         let days = days_in_order("", "", days, expected);
-        let rows = starts.into_iter().zip(counts);
+        let split = TierSplit::new(range, Tier::for_buckets(bucket_seconds));
+        let rows = starts.into_iter().zip(counts).chain(quarter_rows(
+            split,
+            &quarter_days,
+            &quarter_counts.0,
+        )?);
         Ok((
             rows::buckets(rows, bucket_seconds),
             expand_series(days, quarters)?,
