@@ -6,8 +6,11 @@
 //! double exactly, so what a read answers is what the detector computed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::{Deserializer as _, Error as _, IgnoredAny, SeqAccess, Visitor};
 use sqlx::{Database, Executor, FromRow, IntoArguments};
 
 use super::sql::{Backend, Bind};
@@ -59,6 +62,47 @@ fn decode(text: &str) -> Result<Day, StoreError> {
     })
 }
 
+/// The expectations of the slots `wanted` of a stored day row, as (slot, value), leaving out
+/// the slots without one. The other slots are skipped unparsed (a regions answer reads a day
+/// row for its hour's 4 or 5 quarters), but every row must still hold exactly [`SLOTS`].
+fn decode_slots(text: &str, wanted: Range<usize>) -> Result<Vec<(usize, f64)>, StoreError> {
+    struct Slots(Range<usize>);
+
+    impl<'de> Visitor<'de> for Slots {
+        type Value = Vec<(usize, f64)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an array of {SLOTS} numbers or nulls")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut values = Vec::with_capacity(self.0.len());
+            let mut slot = 0;
+            loop {
+                if self.0.contains(&slot) {
+                    match seq.next_element::<Option<f64>>()? {
+                        None => break,
+                        Some(value) => values.extend(value.map(|value| (slot, value))),
+                    }
+                } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                slot += 1;
+            }
+            if slot != SLOTS {
+                return Err(A::Error::invalid_length(slot, &self));
+            }
+            Ok(values)
+        }
+    }
+
+    let mut reader = serde_json::Deserializer::from_str(text);
+    reader
+        .deserialize_seq(Slots(wanted))
+        .and_then(|values| reader.end().map(|()| values))
+        .map_err(|e| StoreError::Corrupt(format!("a stored expectations row: {e}")))
+}
+
 fn encode(day: &Day) -> String {
     // A slice of options serializes as the array of numbers and nulls (a non-finite double
     // as null, as it always was); serde_json cannot fail on it.
@@ -95,18 +139,21 @@ pub(super) fn expand(
     range: TimeRange,
 ) -> Result<Vec<RegionExpectation>, StoreError> {
     let mut quarters = Vec::new();
+    // The first slot of a day at or after `at` (0 before the day, SLOTS after it).
+    let slot_from = |day: i64, at: DateTime<Utc>| {
+        let ceil = (at.timestamp() - day + QUARTER_SECONDS - 1).div_euclid(QUARTER_SECONDS);
+        ceil.clamp(0, SLOTS as i64) as usize
+    };
     for row in rows {
+        let wanted = slot_from(row.day, range.from)..slot_from(row.day, range.to);
         let day = DateTime::from_timestamp(row.day, 0).unwrap_or_default();
-        for (slot, value) in decode(&row.expected)?.into_iter().enumerate() {
-            let quarter = day + TimeDelta::seconds(slot as i64 * QUARTER_SECONDS);
-            if let Some(expected) = value.filter(|_| range.from <= quarter && quarter < range.to) {
-                quarters.push(RegionExpectation {
-                    country: row.country.clone(),
-                    city: row.city.clone(),
-                    quarter,
-                    expected,
-                });
-            }
+        for (slot, expected) in decode_slots(&row.expected, wanted)? {
+            quarters.push(RegionExpectation {
+                country: row.country.clone(),
+                city: row.city.clone(),
+                quarter: day + TimeDelta::seconds(slot as i64 * QUARTER_SECONDS),
+                expected,
+            });
         }
     }
     Ok(quarters)
@@ -336,5 +383,40 @@ mod tests {
             .map(|q| (q.quarter, q.expected))
             .collect();
         assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
+        // A range not on quarters: a quarter is in it when its start is.
+        let second = TimeDelta::seconds(1);
+        let row = DayRow {
+            service: "x".into(),
+            country: "PK".into(),
+            city: String::new(),
+            day,
+            expected: encode(&values),
+        };
+        let got: Vec<(DateTime<Utc>, f64)> =
+            expand(vec![row], TimeRange::new(at(39) + second, at(41) + second))
+                .unwrap()
+                .into_iter()
+                .map(|q| (q.quarter, q.expected))
+                .collect();
+        assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
+    }
+
+    #[test]
+    fn a_day_row_is_read_for_the_slots_wanted_only() {
+        let mut day = [None; SLOTS];
+        day[0] = Some(0.1 + 0.2);
+        day[40] = Some(1.0 / 3.0);
+        day[95] = Some(7.0);
+        let text = encode(&day);
+        assert_eq!(decode_slots(&text, 40..42).unwrap(), [(40, 1.0 / 3.0)]);
+        assert_eq!(
+            decode_slots(&text, 0..SLOTS).unwrap(),
+            [(0, 0.1 + 0.2), (40, 1.0 / 3.0), (95, 7.0)]
+        );
+        assert_eq!(decode_slots(&text, 1..1).unwrap(), []);
+        assert!(decode_slots("[1.5]", 0..1).is_err());
+        assert!(decode_slots(&format!("{text},"), 0..1).is_err());
+        let longer = encode(&day).replacen('[', "[1,", 1);
+        assert!(decode_slots(&longer, 0..1).is_err());
     }
 }
