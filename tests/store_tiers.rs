@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use outagewatch::domain::buckets::{floor_to, minute_of};
 use outagewatch::domain::geo::CountryCode;
+use outagewatch::domain::incidents::{Incident, Scope, Status};
 use outagewatch::domain::report::{Catalog, Problem};
-use outagewatch::store::{Expectation, Fingerprint, NewReport, SeriesKey, Store, TimeRange};
+use outagewatch::store::{
+    DetectionWrite, Expectation, Fingerprint, IncidentQuery, NewReport, SeriesKey, Store, TimeRange,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
@@ -53,6 +56,40 @@ async fn store_all(store: &dyn Store, reports: &[NewReport], now: DateTime<Utc>)
     for batch in by_minute.values() {
         let outcomes = store.insert_reports(batch, now).await.unwrap();
         assert!(outcomes.iter().all(|o| o.counted && !o.replay));
+    }
+}
+
+/// Incident `n` of service x, of `scope` in `country` and `city`, started at `at`.
+fn incident(
+    n: u128,
+    scope: Scope,
+    country: Option<&str>,
+    city: Option<&str>,
+    status: Status,
+    at: DateTime<Utc>,
+) -> Incident {
+    Incident {
+        id: Uuid::from_u128(n),
+        service: "x".into(),
+        scope,
+        country: country.map(str::to_owned),
+        city: city.map(str::to_owned),
+        status,
+        started_at: at,
+        detected_at: at,
+        peak_at: at,
+        peak_count: 3.0,
+        expected_at_peak: 1.0,
+        start_count: 3.0,
+        excess_reports: 2.0,
+        resolved_at: (status == Status::Resolved).then_some(at),
+        top_cities: Vec::new(),
+        problems: Default::default(),
+        parent_id: None,
+        summary: String::new(),
+        updated_at: at,
+        note: None,
+        resolved_by: None,
     }
 }
 
@@ -131,10 +168,34 @@ async fn together_as_apart(
         store.expectations(series, quarters).await.unwrap()
     );
 
-    let (mut regions, mut expected) = store
+    let together = store
         .region_counts_expected("x", country, cities, range, quarters)
         .await
         .unwrap();
+    let (mut regions, mut expected) = (together.counts, together.expected);
+    // The open incidents of the level, newest first, as the incidents read gives them.
+    let scope = if cities { Scope::City } else { Scope::Country };
+    let open: Vec<(String, String, Uuid)> = store
+        .incidents(&IncidentQuery {
+            service: Some("x".into()),
+            country: country.map(str::to_owned),
+            status: Some(Status::Open),
+            limit: 10_000,
+            ..IncidentQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.scope == scope)
+        .map(|i| {
+            (
+                i.country.unwrap_or_default(),
+                i.city.unwrap_or_default(),
+                i.id,
+            )
+        })
+        .collect();
+    assert_eq!(together.open, open, "{country:?}, cities {cities}");
     let mut apart = store
         .region_counts("x", country, cities, range)
         .await
@@ -297,6 +358,40 @@ on_both_backends!(
         }
         store
             .insert_recomputed_expectations(&written)
+            .await
+            .unwrap();
+        // Incidents of every scope, open and resolved, one of a city without reports.
+        let incidents: Vec<Incident> = [
+            (1, Scope::City, Some("PK"), Some("Lahore"), Status::Open),
+            (2, Scope::City, Some("GB"), Some("Bristol"), Status::Open),
+            (
+                3,
+                Scope::City,
+                Some("PK"),
+                Some("Karachi"),
+                Status::Resolved,
+            ),
+            (4, Scope::Country, Some("GB"), None, Status::Open),
+            (5, Scope::Country, Some("PK"), None, Status::Resolved),
+            (6, Scope::Global, None, None, Status::Open),
+        ]
+        .into_iter()
+        .map(|(n, scope, country, city, status)| {
+            incident(
+                n,
+                scope,
+                country,
+                city,
+                status,
+                start + TimeDelta::minutes(n as i64),
+            )
+        })
+        .collect();
+        store
+            .write_detection(&DetectionWrite {
+                incidents: &incidents,
+                ..DetectionWrite::default()
+            })
             .await
             .unwrap();
         reads_match(&*store, &reports, now, 1).await;

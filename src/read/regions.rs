@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::ReadError;
 use crate::domain::buckets::{floor_to, TimeRange, QUARTER_SECONDS};
 use crate::domain::geo::CountryCode;
-use crate::domain::incidents::{Scope, Status};
-use crate::store::{IncidentQuery, ReadStore};
+use crate::store::ReadStore;
 
 /// A region is `elevated` at this ratio to its expectation (and [`ELEVATED_MIN_COUNT`]
 /// reports) while no incident is open for it.
@@ -105,7 +104,7 @@ pub async fn regions(
     let (from, to) = (now - query.window, now);
     let range = TimeRange::new(from, to);
     let service = query.service.as_str();
-    let (counts, quarters) = store
+    let rows = store
         .region_counts_expected(
             service,
             query.country.as_deref(),
@@ -114,35 +113,20 @@ pub async fn regions(
             TimeRange::new(floor_to(from, QUARTER_SECONDS), to),
         )
         .await?;
-    let open = store
-        .incidents(&IncidentQuery {
-            service: Some(query.service.clone()),
-            country: query.country.clone(),
-            status: Some(Status::Open),
-            limit: 10_000,
-            ..IncidentQuery::default()
-        })
-        .await?;
-    let scope = if cities { Scope::City } else { Scope::Country };
-    let incident_of: HashMap<RegionKey, Uuid> = open
-        .iter()
-        .filter(|i| i.scope == scope)
-        .map(|i| {
-            let key = (
-                i.country.clone().unwrap_or_default(),
-                i.city.clone().unwrap_or_default(),
-            );
-            (key, i.id)
-        })
+    let incident_of: HashMap<RegionKey, Uuid> = rows
+        .open
+        .into_iter()
+        .map(|(country, city, id)| ((country, city), id))
         .collect();
     let mut expected_of: HashMap<RegionKey, Vec<(DateTime<Utc>, f64)>> = HashMap::new();
-    for q in quarters {
+    for q in rows.expected {
         expected_of
             .entry((q.country, q.city))
             .or_default()
             .push((q.quarter, q.expected));
     }
-    let mut counted: BTreeMap<RegionKey, i64> = counts
+    let mut counted: BTreeMap<RegionKey, i64> = rows
+        .counts
         .into_iter()
         .map(|r| ((r.country, r.city), r.count))
         .collect();

@@ -177,6 +177,18 @@ pub struct RegionExpectation {
     pub expected: f64,
 }
 
+/// What a regions answer reads ([`ReadStore::region_counts_expected`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionsRows {
+    /// The regions' counts.
+    pub counts: Vec<RegionCount>,
+    /// The quarter-hour expectations of the regions counted.
+    pub expected: Vec<RegionExpectation>,
+    /// The open incidents of the level read (city incidents for cities, country incidents
+    /// for countries), as (country, city or "", id), newest first.
+    pub open: Vec<(String, String, uuid::Uuid)>,
+}
+
 /// One bucket of a counts series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CountBucket {

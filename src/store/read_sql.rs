@@ -449,22 +449,41 @@ pub(super) static POSTGRES_COUNTS_EXPECTED: LazyLock<Statements> = LazyLock::new
 
 /// Postgres' region totals as a regions answer reads them: each region's row with its
 /// expectation day rows in range as two arrays, `days` (unix seconds) and `expected` (empty
-/// without any; in no order, as [`POSTGRES_COUNTS_EXPECTED`]'s), bound after the totals' own:
-/// first day ($5), end ($6).
+/// without any; in no order, as [`POSTGRES_COUNTS_EXPECTED`]'s), and on every row the open
+/// incidents of the level as three arrays, `open_countries`, `open_cities` (empty for none)
+/// and `open_ids`, newest first (one row with null region columns when no region has a
+/// count), as [`super::ReadStore::region_counts_expected`] reads them. Bound after the
+/// totals' own: first day ($5), end ($6), the level's incident scope ($7), the country or
+/// null ($8).
 pub(super) static POSTGRES_REGIONS_EXPECTED: LazyLock<(String, String)> = LazyLock::new(|| {
     let rows = &*POSTGRES_TIERED;
     let answer = |totals: &str| {
         format!(
-            "select t.country, t.city, t.count,
-                    coalesce(e.days, '{{}}') as days, coalesce(e.expected, '{{}}') as expected
-             from ({totals}) t
-             left join lateral (
-                 select array_agg(date_part('epoch', day)::int8) as days,
-                        array_agg(expected) as expected
-                 from expectations_day
-                 where service = $1 and country = t.country and city = t.city
-                   and day >= $5 and day < $6
-             ) e on true"
+            "select r.country, r.city, r.count, r.days, r.expected,
+                    o.countries as open_countries, o.cities as open_cities, o.ids as open_ids
+             from (select coalesce(array_agg(coalesce(country, '') order by n), '{{}}') as countries,
+                          coalesce(array_agg(coalesce(city, '') order by n), '{{}}') as cities,
+                          coalesce(array_agg(id order by n), '{{}}') as ids
+                   from (select scope, country, city, id, row_number() over () as n
+                         from (select scope, country, city, id from incidents
+                               where service = $1 and status = 'open'
+                                 and (cast($8 as text) is null or country = $8)
+                               order by started_at desc, id desc
+                               limit {}) newest) i
+                   where scope = $7) o
+             left join (
+                 select t.country, t.city, t.count,
+                        coalesce(e.days, '{{}}') as days, coalesce(e.expected, '{{}}') as expected
+                 from ({totals}) t
+                 left join lateral (
+                     select array_agg(date_part('epoch', day)::int8) as days,
+                            array_agg(expected) as expected
+                     from expectations_day
+                     where service = $1 and country = t.country and city = t.city
+                       and day >= $5 and day < $6
+                 ) e on true
+             ) r on true",
+            super::roles::REGIONS_OPEN_INCIDENTS
         )
     };
     (answer(&rows.country_totals), answer(&rows.city_totals))

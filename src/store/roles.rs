@@ -10,10 +10,14 @@ use uuid::Uuid;
 use super::{
     Attempt, Checkpoint, CountBucket, Delivery, DetectionWrite, Expectation, Expired, ImportHints,
     IncidentAction, IncidentQuery, Leadership, Listener, MinuteRollups, NewReport, Outcome,
-    ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, Replication, Rollup,
-    SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
+    ProblemCount, QuarterExpectation, RegionCount, RegionExpectation, RegionsRows, Replication,
+    Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport, TimeRange,
 };
-use crate::domain::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident, Scope, Status};
+
+/// The open incidents a regions answer looks at, newest first
+/// ([`ReadStore::region_counts_expected`]).
+pub const REGIONS_OPEN_INCIDENTS: u32 = 10_000;
 use crate::domain::retention::Cutoffs;
 
 /// Durable storage of reports, counts, incidents and what replicas share, by role: a caller
@@ -161,9 +165,11 @@ pub trait ReadStore: Send + Sync + 'static {
         range: TimeRange,
     ) -> Result<Vec<RegionExpectation>, StoreError>;
 
-    /// A regions answer's reads: [`Self::region_counts`] over `range` and the
-    /// [`Self::region_expectations`] of the regions counted, over `quarters`. A backend may
-    /// answer both at once (Postgres: in one statement).
+    /// A regions answer's reads: [`Self::region_counts`] over `range`, the
+    /// [`Self::region_expectations`] of the regions counted over `quarters`, and the open
+    /// incidents of the level (of the 10,000 newest open incidents of `service`, within
+    /// `country` if given, those of city scope with `cities`, else of country scope). A
+    /// backend may answer them at once (Postgres: in one statement).
     async fn region_counts_expected(
         &self,
         service: &str,
@@ -171,14 +177,38 @@ pub trait ReadStore: Send + Sync + 'static {
         cities: bool,
         range: TimeRange,
         quarters: TimeRange,
-    ) -> Result<(Vec<RegionCount>, Vec<RegionExpectation>), StoreError> {
+    ) -> Result<RegionsRows, StoreError> {
         let counts = self.region_counts(service, country, cities, range).await?;
         let keys: Vec<(String, String)> = counts
             .iter()
             .map(|r| (r.country.clone(), r.city.clone()))
             .collect();
         let expected = self.region_expectations(service, &keys, quarters).await?;
-        Ok((counts, expected))
+        let scope = if cities { Scope::City } else { Scope::Country };
+        let open = self
+            .incidents(&IncidentQuery {
+                service: Some(service.to_owned()),
+                country: country.map(str::to_owned),
+                status: Some(Status::Open),
+                limit: REGIONS_OPEN_INCIDENTS,
+                ..IncidentQuery::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|i| i.scope == scope)
+            .map(|i| {
+                (
+                    i.country.unwrap_or_default(),
+                    i.city.unwrap_or_default(),
+                    i.id,
+                )
+            })
+            .collect();
+        Ok(RegionsRows {
+            counts,
+            expected,
+            open,
+        })
     }
 
     /// The stored quarter-hour expectations of one series with quarters in `[from, to)`, in order.

@@ -26,11 +26,11 @@ use super::{
     minute_of, quotas, settled_before, Attempt, Checkpoint, ConnectOptions, CountBucket, Delivery,
     DetectionWrite, Expectation, ImportHints, IncidentAction, IncidentQuery, Leadership, Listener,
     MinuteRollups, NewReport, Outcome, ProblemCount, QuarterExpectation, RegionCount,
-    RegionExpectation, Replication, Rollup, SeriesKey, ServiceRecord, StoreError, StoredReport,
-    TimeRange,
+    RegionExpectation, RegionsRows, Replication, Rollup, SeriesKey, ServiceRecord, StoreError,
+    StoredReport, TimeRange,
 };
 use crate::domain::counting::{dedup_candidates, outcomes, rollup_increments};
-use crate::domain::incidents::{CityCount, Incident};
+use crate::domain::incidents::{CityCount, Incident, Scope};
 
 /// The NOTIFY channel live events travel on.
 const EVENTS_CHANNEL: &str = "outagewatch_events";

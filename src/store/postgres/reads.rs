@@ -198,27 +198,58 @@ read_store!(PostgresStore, Postgres, reads, READS, {
         cities: bool,
         range: TimeRange,
         quarters: TimeRange,
-    ) -> Result<(Vec<RegionCount>, Vec<RegionExpectation>), StoreError> {
+    ) -> Result<RegionsRows, StoreError> {
         let (countries, cities_of) = &*read_sql::POSTGRES_REGIONS_EXPECTED;
         let statement = if cities { cities_of } else { countries };
-        type Row = (String, String, i64, Vec<i64>, Vec<String>);
+        let scope = if cities { Scope::City } else { Scope::Country };
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<Vec<i64>>,
+            Option<Vec<String>>,
+            Vec<String>,
+            Vec<String>,
+            Vec<Uuid>,
+        );
         let rows: Vec<Row> = READS
             .region_counts_as(statement, service, country, range)
             .bind(day_of(quarters.from))
             .bind(quarters.to)
+            .bind(scope.as_str())
+            .bind(country)
             .fetch_all(&self.reads)
             .await?;
-        let mut counts = Vec::with_capacity(rows.len());
+        let mut answer = RegionsRows::default();
         let mut days = Vec::new();
-        for (country, city, count, day_starts, expected) in rows {
-            days.extend(days_in_order(&country, &city, day_starts, expected));
-            counts.push(RegionCount {
+        for (region, city, count, day_starts, expected, open_countries, open_cities, open_ids) in
+            rows
+        {
+            if answer.open.is_empty() {
+                answer.open = open_countries
+                    .into_iter()
+                    .zip(open_cities)
+                    .zip(open_ids)
+                    .map(|((country, city), id)| (country, city, id))
+                    .collect();
+            }
+            let (Some(country), Some(city), Some(count)) = (region, city, count) else {
+                continue;
+            };
+            days.extend(days_in_order(
+                &country,
+                &city,
+                day_starts.unwrap_or_default(),
+                expected.unwrap_or_default(),
+            ));
+            answer.counts.push(RegionCount {
                 country,
                 city,
                 count,
             });
         }
-        Ok((counts, expand(days, quarters)?))
+        answer.expected = expand(days, quarters)?;
+        Ok(answer)
     }
 
     async fn region_expectations(
