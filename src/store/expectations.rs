@@ -369,7 +369,7 @@ mod tests {
         values[39] = Some(2.0);
         values[40] = Some(4.5);
         values[41] = Some(6.0);
-        let row = DayRow {
+        let row = || DayRow {
             service: "x".into(),
             country: "PK".into(),
             city: String::new(),
@@ -377,7 +377,7 @@ mod tests {
             expected: encode(&values),
         };
         let at = |slot: i64| DateTime::from_timestamp(day + slot * 900, 0).unwrap();
-        let got: Vec<(DateTime<Utc>, f64)> = expand(vec![row], TimeRange::new(at(40), at(50)))
+        let got: Vec<(DateTime<Utc>, f64)> = expand(vec![row()], TimeRange::new(at(40), at(50)))
             .unwrap()
             .into_iter()
             .map(|q| (q.quarter, q.expected))
@@ -385,19 +385,14 @@ mod tests {
         assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
         // A range not on quarters: a quarter is in it when its start is.
         let second = TimeDelta::seconds(1);
-        let row = DayRow {
-            service: "x".into(),
-            country: "PK".into(),
-            city: String::new(),
-            day,
-            expected: encode(&values),
-        };
-        let got: Vec<(DateTime<Utc>, f64)> =
-            expand(vec![row], TimeRange::new(at(39) + second, at(41) + second))
-                .unwrap()
-                .into_iter()
-                .map(|q| (q.quarter, q.expected))
-                .collect();
+        let got: Vec<(DateTime<Utc>, f64)> = expand(
+            vec![row()],
+            TimeRange::new(at(39) + second, at(41) + second),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.quarter, q.expected))
+        .collect();
         assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
     }
 
