@@ -13,6 +13,12 @@
 //! a noisy series' episode; and a score may be held while the surge grows (a few steps at
 //! most), merged with the larger scores, so that a surge growing over its first steps is one
 //! row, not several.
+//!
+//! The tracker's durations (the calm and merge periods, the fading of recent episodes, the
+//! recurrence clock) are time, counted in steps of the series' interval: a step that follows
+//! a gap (an irregular CSV, whose missing rows are missing, not zero) advances them by every
+//! step the gap spans. Live series and regular files advance by one step per row. Only the
+//! hold is counted in rows, since it waits for the next observations.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,13 +78,17 @@ pub struct OnsetScore {
 }
 
 impl OnsetScore {
-    /// Score one step's calibrated surprise.
-    pub fn step(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
-        self.recent_episodes *= rules.episode_fade_per_step;
+    /// Score one step's calibrated surprise, `elapsed` steps of the series' interval after the
+    /// previous one (1 unless rows are missing before it).
+    pub fn step(&mut self, rules: &OnsetRules, surprise: f64, elapsed: u32) -> f64 {
+        let elapsed = elapsed.max(1);
+        self.recent_episodes *= rules
+            .episode_fade_per_step
+            .powi(i32::try_from(elapsed).unwrap_or(i32::MAX));
         let was_in_episode = self.in_episode;
         let recent = self.recent_episodes;
-        let score = self.raw_step(rules, surprise);
-        self.steps += 1;
+        let score = self.raw_step(rules, surprise, elapsed);
+        self.steps += u64::from(elapsed);
         if self.in_episode && !was_in_episode {
             // A series that has had many episodes lately is noisy: this one is less news,
             // and so is its growth later on (the episode itself does not count against it).
@@ -136,9 +146,9 @@ impl OnsetScore {
         0.0
     }
 
-    fn raw_step(&mut self, rules: &OnsetRules, surprise: f64) -> f64 {
+    fn raw_step(&mut self, rules: &OnsetRules, surprise: f64, elapsed: u32) -> f64 {
         if !self.in_episode {
-            self.steps_since_end = self.steps_since_end.saturating_add(1);
+            self.steps_since_end = self.steps_since_end.saturating_add(elapsed);
             if surprise < rules.start_surprise {
                 return 0.0;
             }
@@ -153,7 +163,7 @@ impl OnsetScore {
             return squash(surprise);
         }
         if surprise < 0.5 * rules.start_surprise {
-            self.calm_steps += 1;
+            self.calm_steps = self.calm_steps.saturating_add(elapsed);
             if self.calm_steps >= rules.calm_steps {
                 self.in_episode = false;
                 self.steps_since_end = 0;
@@ -203,7 +213,10 @@ mod tests {
         let surprises = [
             0.5, 3.0, 4.0, 6.0, 5.0, 0.2, 0.2, 3.0, 0.2, 0.2, 0.2, 0.2, 3.0,
         ];
-        let scores: Vec<f64> = surprises.iter().map(|s| onset.step(&rules, *s)).collect();
+        let scores: Vec<f64> = surprises
+            .iter()
+            .map(|s| onset.step(&rules, *s, 1))
+            .collect();
         let third = 1.0 / 3.0;
         let expected = [
             0.0, third, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, third,
@@ -226,12 +239,67 @@ mod tests {
         };
         let mut onset = OnsetScore::default();
         let surprises = [0.0, 3.0, 6.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0];
-        let scores: Vec<f64> = surprises.iter().map(|s| onset.step(&rules, *s)).collect();
+        let scores: Vec<f64> = surprises
+            .iter()
+            .map(|s| onset.step(&rules, *s, 1))
+            .collect();
         // The onset (1/3) and its growth (1/2) are one row, emitted at the first step without
         // growth; the next episode starts exactly one "day" (4 steps) later and scores half
         // of 1/3, one step after its onset since it does not grow.
         let sixth = 1.0 / 6.0;
         let expected = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, sixth, 0.0, 0.0];
         assert_eq!(scores, expected);
+    }
+
+    #[test]
+    fn the_calm_merge_fading_and_recurrence_clock_count_the_steps_a_gap_spans() {
+        let rules = OnsetRules {
+            start_surprise: 2.0,
+            growth: 1.5,
+            calm_steps: 2,
+            merge_steps: 4,
+            episode_fade_per_step: 0.5,
+            novelty_weight: 1.0,
+            hold_steps: 0,
+            day_steps: 0,
+            day_tolerance_steps: 0,
+        };
+        let run = |rules: &OnsetRules, rows: &[(f64, u32)]| -> Vec<f64> {
+            let mut onset = OnsetScore::default();
+            rows.iter()
+                .map(|&(surprise, elapsed)| onset.step(rules, surprise, elapsed))
+                .collect()
+        };
+        let third = squash(3.0);
+        // Row by row, the re-surge comes 1 step after the episode ended: within the merge
+        // period, and too small to count as growth.
+        let regular = run(&rules, &[(3.0, 1), (0.0, 1), (0.0, 1), (3.0, 1)]);
+        assert_eq!(regular, vec![third, 0.0, 0.0, 0.0]);
+        // After 5 missing rows it comes 6 steps later: a new episode, divided by the first one
+        // faded over all 8 steps (1 → 0.5 → 0.25 → 0.25 / 2^6).
+        let gapped = run(&rules, &[(3.0, 1), (0.0, 1), (0.0, 1), (3.0, 6)]);
+        assert_eq!(gapped, vec![third, 0.0, 0.0, third / (1.0 + 0.25 / 64.0)]);
+        // A row 2 steps after the last is calm for 2 steps: the episode ends at once.
+        let calm_gap = run(&rules, &[(3.0, 1), (0.0, 2), (3.0, 5)]);
+        assert_eq!(calm_gap, vec![third, 0.0, third / (1.0 + 0.25 / 32.0)]);
+
+        // The recurrence clock: an episode 4 steps (one "day") after the last one's start is
+        // routine and halved, though only 2 rows lie between them.
+        let daily = OnsetRules {
+            calm_steps: 1,
+            merge_steps: 0,
+            episode_fade_per_step: 0.0,
+            novelty_weight: 0.0,
+            day_steps: 4,
+            ..rules
+        };
+        assert_eq!(
+            run(&daily, &[(3.0, 1), (0.0, 1), (3.0, 3)]),
+            vec![third, 0.0, third / 2.0]
+        );
+        assert_eq!(
+            run(&daily, &[(3.0, 1), (0.0, 1), (3.0, 1)]),
+            vec![third, 0.0, third]
+        );
     }
 }

@@ -318,17 +318,23 @@ impl SeriesDetector {
         };
         let parent = parent.filter(|hint| hint.expected_count.is_finite());
         let mut gap_event = None;
+        // Steps of the interval since the previous row: more than one only after missing rows
+        // that are not replayed (a CSV's), so that durations stay time, not rows.
+        let mut elapsed = 1;
         if let Some(last) = self.last_at {
             if at <= last {
                 return self.repeat_last(at);
             }
-            if self.params.gaps_are_zeros {
+            if !self.params.gaps_are_zeros {
+                let steps = ((at - last) as f64 / self.params.step_seconds as f64).round();
+                elapsed = steps.clamp(1.0, f64::from(u32::MAX)) as u32;
+            } else {
                 let step_seconds = self.params.step_seconds;
                 let missing = (at - last) / step_seconds - 1;
                 let cap = MAX_REPLAYED_GAP_WEEKS * 7 * 86_400 / step_seconds;
                 let replayed = missing.min(cap);
                 for back in (1..=replayed).rev() {
-                    let gap_step = self.process(at - back * step_seconds, 0.0, parent, false);
+                    let gap_step = self.process(at - back * step_seconds, 0.0, parent, false, 1);
                     if gap_step.event.is_some() {
                         gap_event = gap_step.event;
                     }
@@ -338,7 +344,7 @@ impl SeriesDetector {
             self.first_at = Some(at);
         }
         self.last_at = Some(at);
-        let mut step = self.process(at, count, parent, forced);
+        let mut step = self.process(at, count, parent, forced, elapsed);
         step.gap_event = gap_event;
         self.last_step = Some(LastStep {
             at: step.at,
@@ -396,7 +402,14 @@ impl SeriesDetector {
         }
     }
 
-    fn process(&mut self, at: i64, count: f64, parent: Option<ParentHint>, forced: bool) -> Step {
+    fn process(
+        &mut self,
+        at: i64,
+        count: f64,
+        parent: Option<ParentHint>,
+        forced: bool,
+        elapsed: u32,
+    ) -> Step {
         let p = self.params;
         let windows = self.windows.push(count);
         let window_count = if p.counts {
@@ -478,7 +491,7 @@ impl SeriesDetector {
             expected,
             learn && window_full,
         );
-        let onset_score = self.onset.step(&p.onset, score_surprise);
+        let onset_score = self.onset.step(&p.onset, score_surprise, elapsed);
         let record = p.record_score > 0.0 && self.record.step(&p.record, count);
         let anomaly_score = if record {
             onset_score.max(p.record_score)
