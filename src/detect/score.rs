@@ -183,6 +183,19 @@ impl OnsetScore {
     }
 }
 
+/// Steps of `step_seconds` from the previous row (`last`) to `at`, at least 1: more than one
+/// only after missing rows that are not replayed as zeros (a CSV's), so that the onset
+/// tracker's durations stay time, not rows.
+pub fn gap_steps(last: Option<i64>, at: i64, step_seconds: i64, gaps_are_zeros: bool) -> u32 {
+    match last {
+        Some(last) if !gaps_are_zeros => {
+            let steps = ((at - last) as f64 / step_seconds.max(1) as f64).round();
+            steps.clamp(1.0, f64::from(u32::MAX)) as u32
+        }
+        _ => 1,
+    }
+}
+
 /// Map a surprise in [0, ∞) monotonically onto [0, 1), with the live open threshold at 0.5.
 pub fn squash(surprise: f64) -> f64 {
     if surprise.is_infinite() {
@@ -301,5 +314,12 @@ mod tests {
             run(&daily, &[(3.0, 1), (0.0, 1), (3.0, 1)]),
             vec![third, 0.0, third]
         );
+
+        // A row 25 minutes after the last, in 10-minute steps, is 3 steps on (2.5 rounded
+        // half away from zero); 4 minutes is still one; replayed gaps and the first row are 1.
+        assert_eq!(gap_steps(Some(0), 1_500, 600, false), 3);
+        assert_eq!(gap_steps(Some(0), 240, 600, false), 1);
+        assert_eq!(gap_steps(Some(0), 1_500, 600, true), 1);
+        assert_eq!(gap_steps(None, 1_500, 600, false), 1);
     }
 }

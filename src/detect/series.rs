@@ -7,7 +7,7 @@ use super::incident::{
     ratio, Incident, IncidentEvent, IncidentRules, IncidentState, IncidentSummary, Observation,
 };
 use super::record::{RecordRange, RecordRules};
-use super::score::{OnsetRules, OnsetScore};
+use super::score::{gap_steps, OnsetRules, OnsetScore};
 use super::surprise::{Direction, Spread};
 use super::window::{WindowValues, Windows};
 use super::DetectorConfig;
@@ -318,23 +318,17 @@ impl SeriesDetector {
         };
         let parent = parent.filter(|hint| hint.expected_count.is_finite());
         let mut gap_event = None;
-        // Steps of the interval since the previous row: more than one only after missing rows
-        // that are not replayed (a CSV's), so that durations stay time, not rows.
-        let mut elapsed = 1;
         if let Some(last) = self.last_at {
             if at <= last {
                 return self.repeat_last(at);
             }
-            if !self.params.gaps_are_zeros {
-                let steps = ((at - last) as f64 / self.params.step_seconds as f64).round();
-                elapsed = steps.clamp(1.0, f64::from(u32::MAX)) as u32;
-            } else {
+            if self.params.gaps_are_zeros {
                 let step_seconds = self.params.step_seconds;
                 let missing = (at - last) / step_seconds - 1;
                 let cap = MAX_REPLAYED_GAP_WEEKS * 7 * 86_400 / step_seconds;
                 let replayed = missing.min(cap);
                 for back in (1..=replayed).rev() {
-                    let gap_step = self.process(at - back * step_seconds, 0.0, parent, false, 1);
+                    let gap_step = self.process(at - back * step_seconds, 0.0, parent, false);
                     if gap_step.event.is_some() {
                         gap_event = gap_step.event;
                     }
@@ -343,8 +337,9 @@ impl SeriesDetector {
         } else {
             self.first_at = Some(at);
         }
+        // `last_at` still holds the previous row while this one is processed (see `gap_steps`).
+        let mut step = self.process(at, count, parent, forced);
         self.last_at = Some(at);
-        let mut step = self.process(at, count, parent, forced, elapsed);
         step.gap_event = gap_event;
         self.last_step = Some(LastStep {
             at: step.at,
@@ -402,14 +397,7 @@ impl SeriesDetector {
         }
     }
 
-    fn process(
-        &mut self,
-        at: i64,
-        count: f64,
-        parent: Option<ParentHint>,
-        forced: bool,
-        elapsed: u32,
-    ) -> Step {
+    fn process(&mut self, at: i64, count: f64, parent: Option<ParentHint>, forced: bool) -> Step {
         let p = self.params;
         let windows = self.windows.push(count);
         let window_count = if p.counts {
@@ -491,6 +479,7 @@ impl SeriesDetector {
             expected,
             learn && window_full,
         );
+        let elapsed = gap_steps(self.last_at, at, p.step_seconds, p.gaps_are_zeros);
         let onset_score = self.onset.step(&p.onset, score_surprise, elapsed);
         let record = p.record_score > 0.0 && self.record.step(&p.record, count);
         let anomaly_score = if record {
