@@ -550,3 +550,40 @@ async fn migration_0013_keeps_every_quarter_count_on_postgres() {
         assert_eq!(answer, expected, "{series:?} in one statement");
     }
 }
+
+on_both_backends!(
+    a_range_that_ends_or_starts_within_a_second_counts_the_minutes_it_covers,
+    |backend| async move {
+        let db = common::TestDb::new(backend).await;
+        let store = db.open_store().await;
+        let now = outagewatch::runtime::clock::now();
+        let minute = minute_of(now);
+        let before = minute - TimeDelta::minutes(1);
+        let reports = [
+            new_report(1, "PK", Some("Lahore"), before),
+            new_report(2, "PK", Some("Lahore"), minute),
+        ];
+        store_all(&*store, &reports, now).await;
+
+        // Half a second into each minute: the earlier minute starts before the range, the
+        // later one within it (a read in the first second of the minute a report came in).
+        let half = TimeDelta::milliseconds(500);
+        let range = TimeRange::new(before + half, minute + half);
+        let counts: Vec<(DateTime<Utc>, i64)> = store
+            .counts(&SeriesKey::global("x"), range, 60)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.start, b.count))
+            .collect();
+        assert_eq!(counts, vec![(minute, 1)]);
+        let regions: Vec<(String, i64)> = store
+            .region_counts("x", None, false, range)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.country, r.count))
+            .collect();
+        assert_eq!(regions, vec![("PK".to_owned(), 1)]);
+    }
+);

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use sqlx::FromRow;
 
 use super::rows::BucketRow;
-use super::sql::{Backend, Bind, BoundAs};
+use super::sql::{range_bound, Backend, Bind, BoundAs};
 use super::{region_countries, RegionCount, Rollup, SeriesKey, TimeRange};
 use crate::domain::buckets::{Tier, TierSplit};
 
@@ -268,7 +268,7 @@ fn bind_split<'a, DB: Backend, O>(
     split
         .bounds
         .into_iter()
-        .fold(query, |query, bound| query.bind(DB::time(bound)))
+        .fold(query, |query, at| query.bind(range_bound::<DB>(at)))
 }
 
 impl<DB> ReadSql<DB>
@@ -293,8 +293,8 @@ where
     ) -> BoundAs<'a, DB, Rollup> {
         sqlx::query_as(self.rollups)
             .bind(service)
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
+            .bind(range_bound::<DB>(range.from))
+            .bind(range_bound::<DB>(range.to))
     }
 
     /// [`super::ReadStore::top_cities`] of `series`' service (and country) in `range`.
@@ -392,8 +392,8 @@ where
         sqlx::query_as(statement)
             .bind(service)
             .bind(DB::text_list(region_countries(country)))
-            .bind(DB::time(range.from))
-            .bind(DB::time(range.to))
+            .bind(range_bound::<DB>(range.from))
+            .bind(range_bound::<DB>(range.to))
     }
 }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::expectations::{day_of, DayRow};
 use super::{Attempt, DeliveryStatus, IncidentAction, IncidentQuery, SeriesKey, TimeRange};
+use crate::domain::buckets::ceil_to;
 use crate::domain::incidents::Incident;
 
 /// A backend as the shared statements see it: how it stores a time.
@@ -426,7 +427,16 @@ where
     .bind(country)
     .bind(city)
     .bind(DB::time(range.from - chrono::TimeDelta::days(1)))
-    .bind(DB::time(range.to))
+    .bind(range_bound::<DB>(range.to))
+}
+
+/// A bound of a half-open range over rows that start on a whole second (minutes, dedup
+/// windows, days), rounded up to the second: a row at `r` still lies in `[from, to)` exactly
+/// when `from <= r < to`. SQLite binds whole seconds, and cutting a bound down instead took in
+/// the minute just before a `from` within its first second and left out the one a `to` falls
+/// in (a report read back in the first second of its minute was not counted).
+pub(super) fn range_bound<DB: Backend>(at: DateTime<Utc>) -> DB::Time {
+    DB::time(ceil_to(at, 1))
 }
 
 /// [`super::ReadStore::expectations`]: the day rows holding one series' quarters in `range`.
@@ -446,5 +456,5 @@ where
         .bind(country)
         .bind(city)
         .bind(DB::time(day_of(range.from)))
-        .bind(DB::time(range.to))
+        .bind(range_bound::<DB>(range.to))
 }
