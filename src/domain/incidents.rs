@@ -35,6 +35,15 @@ impl Scope {
         }
     }
 
+    /// The scope of the incidents of a regions level: cities, or countries.
+    pub fn of_regions(cities: bool) -> Scope {
+        if cities {
+            Self::City
+        } else {
+            Self::Country
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
             "global" => Some(Self::Global),

@@ -15,10 +15,11 @@ use super::{
 };
 use crate::domain::incidents::{CityCount, Incident, Scope, Status};
 
+use crate::domain::retention::Cutoffs;
+
 /// The open incidents a regions answer looks at, newest first
 /// ([`ReadStore::region_counts_expected`]).
 pub const REGIONS_OPEN_INCIDENTS: u32 = 10_000;
-use crate::domain::retention::Cutoffs;
 
 /// Durable storage of reports, counts, incidents and what replicas share, by role: a caller
 /// that needs one role takes that trait, one that needs several takes `dyn Store`.
@@ -184,7 +185,7 @@ pub trait ReadStore: Send + Sync + 'static {
             .map(|r| (r.country.clone(), r.city.clone()))
             .collect();
         let expected = self.region_expectations(service, &keys, quarters).await?;
-        let scope = if cities { Scope::City } else { Scope::Country };
+        let scope = Scope::of_regions(cities);
         let open = self
             .incidents(&IncidentQuery {
                 service: Some(service.to_owned()),

@@ -201,7 +201,7 @@ read_store!(PostgresStore, Postgres, reads, READS, {
     ) -> Result<RegionsRows, StoreError> {
         let (countries, cities_of) = &*read_sql::POSTGRES_REGIONS_EXPECTED;
         let statement = if cities { cities_of } else { countries };
-        let scope = if cities { Scope::City } else { Scope::Country };
+        let scope = Scope::of_regions(cities);
         type Row = (
             Option<String>,
             Option<String>,
