@@ -15,7 +15,7 @@ use sqlx::{Database, Executor, FromRow, IntoArguments};
 
 use super::sql::{Backend, Bind};
 use super::{Expectation, QuarterExpectation, RegionExpectation, StoreError, TimeRange};
-use crate::domain::buckets::{floor_to, QUARTER_SECONDS};
+use crate::domain::buckets::{ceil_to, floor_to, QUARTER_SECONDS};
 
 /// Seconds in a day row.
 const DAY_SECONDS: i64 = 86_400;
@@ -139,9 +139,12 @@ pub(super) fn expand(
     range: TimeRange,
 ) -> Result<Vec<RegionExpectation>, StoreError> {
     let mut quarters = Vec::new();
-    // The first slot of a day at or after `at` (0 before the day, SLOTS after it).
+    // The first slot of a day at or after `at` (0 before the day, SLOTS after it). `at` is
+    // rounded up to the second first, as every range bound is (`sql::range_bound`): cut down,
+    // a `to` in a quarter's first second would leave that quarter out.
     let slot_from = |day: i64, at: DateTime<Utc>| {
-        let ceil = (at.timestamp() - day + QUARTER_SECONDS - 1).div_euclid(QUARTER_SECONDS);
+        let at = ceil_to(at, 1).timestamp();
+        let ceil = (at - day + QUARTER_SECONDS - 1).div_euclid(QUARTER_SECONDS);
         ceil.clamp(0, SLOTS as i64) as usize
     };
     for row in rows {
@@ -393,6 +396,16 @@ mod tests {
         .into_iter()
         .map(|q| (q.quarter, q.expected))
         .collect();
+        assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
+        // Ends within a quarter's first second: the quarter starting before `to` is in, the
+        // one starting before `from` is out.
+        let half = TimeDelta::milliseconds(500);
+        let got: Vec<(DateTime<Utc>, f64)> =
+            expand(vec![row()], TimeRange::new(at(39) + half, at(41) + half))
+                .unwrap()
+                .into_iter()
+                .map(|q| (q.quarter, q.expected))
+                .collect();
         assert_eq!(got, [(at(40), 4.5), (at(41), 6.0)]);
     }
 
