@@ -59,40 +59,6 @@ async fn store_all(store: &dyn Store, reports: &[NewReport], now: DateTime<Utc>)
     }
 }
 
-/// Incident `n` of service x, of `scope` in `country` and `city`, started at `at`.
-fn incident(
-    n: u128,
-    scope: Scope,
-    country: Option<&str>,
-    city: Option<&str>,
-    status: Status,
-    at: DateTime<Utc>,
-) -> Incident {
-    Incident {
-        id: Uuid::from_u128(n),
-        service: "x".into(),
-        scope,
-        country: country.map(str::to_owned),
-        city: city.map(str::to_owned),
-        status,
-        started_at: at,
-        detected_at: at,
-        peak_at: at,
-        peak_count: 3.0,
-        expected_at_peak: 1.0,
-        start_count: 3.0,
-        excess_reports: 2.0,
-        resolved_at: (status == Status::Resolved).then_some(at),
-        top_cities: Vec::new(),
-        problems: Default::default(),
-        parent_id: None,
-        summary: String::new(),
-        updated_at: at,
-        note: None,
-        resolved_by: None,
-    }
-}
-
 /// Whether a report's minute lies in `range`, as the rollups count it.
 fn in_range(r: &NewReport, range: TimeRange) -> bool {
     let minute = minute_of(r.received_at);
@@ -376,15 +342,10 @@ on_both_backends!(
             (6, Scope::Global, None, None, Status::Open),
         ]
         .into_iter()
-        .map(|(n, scope, country, city, status)| {
-            incident(
-                n,
-                scope,
-                country,
-                city,
-                status,
-                start + TimeDelta::minutes(n as i64),
-            )
+        .map(|(n, scope, country, city, status)| Incident {
+            scope,
+            city: city.map(str::to_owned),
+            ..common::incident("x", country, start + TimeDelta::minutes(n), status)
         })
         .collect();
         store
